@@ -80,8 +80,8 @@ namespace detail {
 // Programmer errors inside the library (a broken invariant, never bad user input). Stays on
 // in release builds; define RELPOS_ASSERT before including relpos to route it elsewhere.
 #ifndef RELPOS_ASSERT
-#define RELPOS_ASSERT(cond, msg)                                                     \
-  do {                                                                               \
+#define RELPOS_ASSERT(cond, msg)                                                    \
+  do {                                                                              \
     if (!(cond)) ::relpos::detail::assert_failed(__FILE__, __LINE__, #cond, (msg)); \
   } while (false)
 #endif

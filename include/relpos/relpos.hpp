@@ -3,3 +3,5 @@
 #pragma once
 
 #include <relpos/core.hpp>
+#include <relpos/encodings/concept.hpp>
+#include <relpos/encodings/none.hpp>

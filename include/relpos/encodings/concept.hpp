@@ -1,0 +1,88 @@
+// SPDX-License-Identifier: MIT
+// The plug-in contract between a positional encoding and attention (spec §3): one C++20
+// concept and the few small types its hooks exchange. Every hook is optional; attention asks
+// at compile time (if constexpr) which ones an encoding has, so `none` costs nothing and a
+// new encoding never edits attention.
+#pragma once
+
+#include <algorithm>
+#include <concepts>
+#include <cstdint>
+#include <limits>
+#include <memory>
+
+#include <relpos/core.hpp>
+
+namespace relpos {
+
+/// The positions p_i of one sequence's tokens (spec §2). Without ids they are 0..len-1.
+/// Distances are always key minus query: δ = p_j − p_i.
+struct Positions {
+  Index len = 0;
+  const std::int64_t* ids = nullptr;  // len entries, or null for the plain 0..len-1
+
+  std::int64_t operator[](Index i) const { return ids != nullptr ? ids[i] : i; }
+  bool plain() const { return ids == nullptr; }
+};
+
+/// A contiguous block of a cached distance table: rows for the clamped distances
+/// c = first .. first + rows() - 1, each of width d. It holds the table it points into
+/// alive, so a thread that grows the cache never invalidates a reader's rows.
+template <class T>
+struct DistanceRows {
+  std::shared_ptr<const Matrix<T>> table;  // the whole cached table, (n_rows, d)
+  Index offset = 0;                        // row of `table` that holds distance `first`
+  Index first = 0;                         // the smallest clamped distance in the block
+  Index count = 0;                         // number of distances in the block
+
+  ConstMatrixMap<T> view() const {
+    return ConstMatrixMap<T>(table->data() + offset * table->cols(), count, table->cols());
+  }
+};
+
+/// The hooks, each its own concept so attention can test for it.
+///
+/// transform_qk(q, k, positions, n_heads): change q and k in place, q and k being
+///   (len, n_heads * d_head) with head h in columns [h*d_head, (h+1)*d_head) (rotary).
+template <class E>
+concept TransformsQK = requires(const E& e, MatrixRef<typename E::Scalar> q,
+                                MatrixRef<typename E::Scalar> k, const Positions& p, Index h) {
+  e.transform_qk(q, k, p, h);
+};
+
+/// clamp_distance(δ): the distance an encoding actually uses for δ (clamp(δ, −K, K) for a
+///   maximum distance K, δ itself without one). Needed by every distance-indexed hook.
+/// key_rows(lo, hi): the rows aK(c) for c in [lo, hi] (spec §3), (hi − lo + 1, d_head).
+template <class E>
+concept HasKeyTerm = requires(const E& e, std::int64_t delta, Index lo, Index hi) {
+  { e.clamp_distance(delta) } -> std::convertible_to<std::int64_t>;
+  { e.key_rows(lo, hi) } -> std::same_as<DistanceRows<typename E::Scalar>>;
+};
+
+/// value_rows(lo, hi): the rows aV(c) for c in [lo, hi], (hi − lo + 1, d_head).
+template <class E>
+concept HasValueTerm = requires(const E& e, std::int64_t delta, Index lo, Index hi) {
+  { e.clamp_distance(delta) } -> std::convertible_to<std::int64_t>;
+  { e.value_rows(lo, hi) } -> std::same_as<DistanceRows<typename E::Scalar>>;
+};
+
+/// add_to_input(x, positions): an encoding of the first block's input (absolute, additive);
+///   x is (len, d_model), changed in place.
+template <class E>
+concept EncodesInput = requires(const E& e, MatrixRef<typename E::Scalar> x, const Positions& p) {
+  e.add_to_input(x, p);
+};
+
+/// An encoding: a type with a Scalar and a name, and any subset of the hooks above.
+template <class E>
+concept Encoding = requires {
+  typename E::Scalar;
+  { E::name } -> std::convertible_to<const char*>;
+}
+&&Scalar<typename E::Scalar>;
+
+/// Attention's view of an encoding: the hooks that act inside attention.
+template <class E>
+inline constexpr bool has_attention_hooks = TransformsQK<E> || HasKeyTerm<E> || HasValueTerm<E>;
+
+}  // namespace relpos
