@@ -678,6 +678,8 @@ def selftest():
     _check("alibi slopes 6 heads", alibi_slopes(6, 8) ==
            [2.0 ** -2, 2.0 ** -4, 2.0 ** -6, 2.0 ** -8, 2.0 ** -1, 2.0 ** -3])
 
+    base_cfg = {"d_model": 16, "n_heads": 2, "n_layers": 2, "d_ff": 24}
+
     # rotary: q.k after rotation depends only on p_j - p_i
     torch.manual_seed(3)
     for interleaved, rdim in ((False, 8), (True, 8), (False, 4)):
@@ -698,8 +700,48 @@ def selftest():
                             interleaved)
         _check("rotary at p=0 is the identity", torch.equal(same, q))
 
+    # rotary layouts against complex multiplication: interleaved rotates x[2m] + i x[2m+1]
+    # by e^(i theta_m); half rotates x[m] + i x[m + r/2]
+    q = torch.randn(1, 1, 5, 8)
+    p = torch.tensor([[0, 3, 1, 7, 100]])
+    inv, fac = rotary_inv_freq({"rotary_dim": 8, "base": 100.0, "scaling": None}, 101)
+    phase = torch.polar(torch.ones(5, 4), p[0, :, None].double() * inv)
+    for interleaved in (True, False):
+        got = apply_rotary(q, p, inv, fac, 8, interleaved)[0, 0]
+        if interleaved:
+            zc = torch.complex(q[0, 0, :, 0::2], q[0, 0, :, 1::2]) * phase
+            want = torch.stack([zc.real, zc.imag], dim=-1).reshape(5, 8)
+        else:
+            zc = torch.complex(q[0, 0, :, :4], q[0, 0, :, 4:]) * phase
+            want = torch.cat([zc.real, zc.imag], dim=-1)
+        err = (got - want).abs().max().item()
+        _check(f"rotary interleaved={interleaved} equals complex rotation", err < 1e-12,
+               f"max err {err:.2e}")
+
+    # scalings that must reduce to plain rotary: factor 1 (linear, ntk, dynamic at a
+    # length <= L0, llama3), longrope with all-one factors and Lmax == L0
+    plain, _ = rotary_inv_freq({"rotary_dim": 8, "base": 500.0, "scaling": None}, 10)
+    for sc in ({"type": "linear", "factor": 1.0}, {"type": "ntk", "factor": 1.0},
+               {"type": "dynamic", "factor": 3.0, "original_max_position_embeddings": 16},
+               {"type": "llama3", "factor": 1.0, "original_max_position_embeddings": 64},
+               {"type": "longrope", "short_factor": [1.0] * 4, "long_factor": [2.0] * 4,
+                "original_max_position_embeddings": 16, "max_position_embeddings": 16}):
+        cfg = parse_config(dict(base_cfg, position={"type": "rotary", "base": 500.0,
+                                                    "rotary_dim": 8, "scaling": sc}))
+        inv, fac = rotary_inv_freq(cfg["position"], 10)
+        err = (inv - plain).abs().max().item()
+        _check(f"scaling {sc['type']} reduces to plain rotary", err < 1e-15 and fac == 1.0,
+               f"max err {err:.2e}, factor {fac}")
+    # yarn: the fastest frequencies are kept, the slowest divided by the factor
+    cfg = parse_config(dict(base_cfg, position={"type": "rotary", "rotary_dim": 8, "scaling": {
+        "type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}}))
+    inv, fac = rotary_inv_freq(cfg["position"], 10)
+    plain, _ = rotary_inv_freq({"rotary_dim": 8, "base": 10000.0, "scaling": None}, 10)
+    _check("yarn keeps the fastest, divides the slowest frequency",
+           float(inv[0]) == float(plain[0]) and abs(float(inv[-1] * 4 - plain[-1])) < 1e-18
+           and abs(fac - (0.1 * math.log(4.0) + 1)) < 1e-15, f"{inv.tolist()} {fac}")
+
     # relative types: shifting every position by a constant changes nothing
-    base_cfg = {"d_model": 16, "n_heads": 2, "n_layers": 2, "d_ff": 24}
     for pcfg in ({"type": "sinusoidal", "values": True}, {"type": "learned", "max_distance": 3},
                  {"type": "rotary"}, {"type": "rotary", "interleaved": True, "rotary_dim": 4},
                  {"type": "t5"}, {"type": "alibi"}, {"type": "xl", "max_distance": 5}):
