@@ -186,26 +186,36 @@ def xl_sinusoid(delta, dim, base, dtype):
     return torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1)
 
 
+def t5_bucket_scalar(d, num_buckets, max_distance, bidirectional):
+    """T5's relative position bucket of one distance d = p_j - p_i, line by line from §4 t5
+    (Raffel et al. 2020)."""
+    if bidirectional:
+        nb = num_buckets // 2
+        off = nb if d > 0 else 0
+        n = abs(d)
+    else:
+        nb, off, n = num_buckets, 0, max(-d, 0)
+    exact = nb // 2
+    if n < exact:
+        return off + n
+    big = exact + int(math.log(n / exact) / math.log(max_distance / exact) * (nb - exact))
+    return off + min(big, nb - 1)
+
+
 def t5_bucket(delta, num_buckets, max_distance, bidirectional):
-    """T5's relative position bucket of delta = p_j - p_i (§4 t5). Integer tensor in, out."""
-    out = torch.zeros_like(delta)
-    flat_d, flat_o = delta.reshape(-1), out.view(-1)
-    for idx in range(flat_d.numel()):
-        d = int(flat_d[idx])
-        if bidirectional:
-            nb = num_buckets // 2
-            off = nb if d > 0 else 0
-            n = abs(d)
-        else:
-            nb, off, n = num_buckets, 0, max(-d, 0)
-        exact = nb // 2
-        if n < exact:
-            flat_o[idx] = off + n
-        else:
-            big = exact + int(math.log(n / exact) / math.log(max_distance / exact)
-                              * (nb - exact))
-            flat_o[idx] = off + min(big, nb - 1)
-    return out
+    """t5_bucket_scalar over an integer tensor of distances (same float64 formula, as tensor
+    ops so that training is not a Python loop; the self-test compares the two)."""
+    if bidirectional:
+        nb = num_buckets // 2
+        off = (delta > 0).long() * nb
+        n = delta.abs()
+    else:
+        nb, off, n = num_buckets, torch.zeros_like(delta), (-delta).clamp(min=0)
+    exact = nb // 2
+    safe_n = n.to(torch.float64).clamp(min=exact)  # the log is taken only where n >= exact
+    big = exact + torch.trunc(torch.log(safe_n / exact) / math.log(max_distance / exact)
+                              * (nb - exact)).long()
+    return off + torch.where(n < exact, n, big.clamp(max=nb - 1))
 
 
 def alibi_slopes(n_heads, max_bias):
@@ -671,7 +681,15 @@ def selftest():
     for table, bidir in ((bi, True), (ca, False)):
         d_ = torch.tensor(list(table))
         got = t5_bucket(d_, 32, 128, bidir).tolist()
-        _check(f"t5 buckets bidirectional={bidir}", got == list(table.values()), str(got))
+        scalar = [t5_bucket_scalar(int(v), 32, 128, bidir) for v in table]
+        _check(f"t5 buckets bidirectional={bidir}",
+               got == list(table.values()) == scalar, str(got))
+    span = torch.arange(-400, 401)
+    for nb, md, bidir in ((32, 128, True), (32, 128, False), (8, 6, True), (16, 64, True),
+                          (2, 3, False), (4, 5, True), (10, 1000, False)):
+        got = t5_bucket(span, nb, md, bidir).tolist()
+        want = [t5_bucket_scalar(int(v), nb, md, bidir) for v in span]
+        _check(f"t5 buckets tensor == scalar ({nb}, {md}, {bidir})", got == want)
 
     # alibi slopes: 8 heads -> 2^-1 .. 2^-8; 6 heads -> 4-head rule then odd halves
     _check("alibi slopes 8 heads", alibi_slopes(8, 8) == [2.0 ** -(h + 1) for h in range(8)])
