@@ -5,3 +5,6 @@
 #include <relpos/core.hpp>
 #include <relpos/encodings/concept.hpp>
 #include <relpos/encodings/none.hpp>
+#include <relpos/io/dtype.hpp>
+#include <relpos/io/safetensors.hpp>
+#include <relpos/io/safetensors_writer.hpp>
