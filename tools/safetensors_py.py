@@ -111,7 +111,9 @@ def serialize(tensors, metadata=None):
                         "data_offsets": [offset, offset + len(data)]}
         chunks.append(data)
         offset += len(data)
-    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    # compact, keys sorted, UTF-8 as is: byte for byte what relpos's C++ writer emits
+    text = json.dumps(header, separators=(",", ":"), sort_keys=True,
+                      ensure_ascii=False).encode("utf-8")
     text += b" " * ((-(8 + len(text))) % 8)  # the data section starts 8-byte aligned
     return struct.pack("<Q", len(text)) + text + b"".join(chunks)
 
