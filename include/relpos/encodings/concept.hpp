@@ -44,6 +44,7 @@ struct DistanceRows {
 ///
 /// transform_qk(q, k, positions, n_heads): change q and k in place, q and k being
 ///   (len, n_heads * d_head) with head h in columns [h*d_head, (h+1)*d_head) (rotary).
+///   Rotary also takes a trailing position offset (default 0) for decoding with a cache.
 template <class E>
 concept TransformsQK = requires(const E& e, MatrixRef<typename E::Scalar> q,
                                 MatrixRef<typename E::Scalar> k, const Positions& p, Index h) {
@@ -52,18 +53,27 @@ concept TransformsQK = requires(const E& e, MatrixRef<typename E::Scalar> q,
 
 /// clamp_distance(δ): the distance an encoding actually uses for δ (clamp(δ, −K, K) for a
 ///   maximum distance K, δ itself without one). Needed by every distance-indexed hook.
-/// key_rows(lo, hi): the rows aK(c) for c in [lo, hi] (spec §3), (hi − lo + 1, d_head).
+/// key_rows(lo, hi): the rows aK(c) for c in [lo, hi] (spec §3), (hi − lo + 1, d_head);
+///   lo and hi are clamped distances. The rows are cached; a span not cached yet grows the
+///   cache (thread-safe), and the returned DistanceRows keeps its snapshot alive.
+/// uses_keys(): whether the term is on for this instance. The hook exists at compile time,
+///   the flag (config `keys`) is a run-time value, so attention does
+///   `if constexpr (HasKeyTerm<E>) { if (enc.uses_keys()) ... }`; key_rows must not be
+///   called when uses_keys() is false.
 template <class E>
 concept HasKeyTerm = requires(const E& e, std::int64_t delta, Index lo, Index hi) {
   { e.clamp_distance(delta) } -> std::convertible_to<std::int64_t>;
   { e.key_rows(lo, hi) } -> std::same_as<DistanceRows<typename E::Scalar>>;
+  { e.uses_keys() } -> std::convertible_to<bool>;
 };
 
-/// value_rows(lo, hi): the rows aV(c) for c in [lo, hi], (hi − lo + 1, d_head).
+/// value_rows(lo, hi): the rows aV(c) for c in [lo, hi], (hi − lo + 1, d_head), as key_rows.
+/// uses_values(): whether the term is on (config `values`), as uses_keys().
 template <class E>
 concept HasValueTerm = requires(const E& e, std::int64_t delta, Index lo, Index hi) {
   { e.clamp_distance(delta) } -> std::convertible_to<std::int64_t>;
   { e.value_rows(lo, hi) } -> std::same_as<DistanceRows<typename E::Scalar>>;
+  { e.uses_values() } -> std::convertible_to<bool>;
 };
 
 /// add_to_input(x, positions): an encoding of the first block's input (absolute, additive);

@@ -1,0 +1,80 @@
+// SPDX-License-Identifier: MIT
+// A table of rows that grows on demand (amortized doubling) and is read through immutable
+// snapshots, so readers on other threads keep valid rows while a writer grows it.
+#pragma once
+
+#include <algorithm>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <utility>
+
+#include <relpos/core.hpp>
+
+namespace relpos::detail {
+
+/// The cache behind every position table (distances, rotary cos/sin, absolute PE).
+/// `build(capacity)` makes the whole table for a capacity (its meaning is the owner's:
+/// a maximum length, a number of positions); it must be a pure function of capacity, so
+/// growing gives exactly the table a direct build at the larger capacity gives.
+///
+/// Thread safety: `at_least` may be called from any number of threads. A reader copies
+/// the current snapshot under `mutex_` (a shared_ptr copy: no allocation, no compute);
+/// a grower serializes on `grow_mutex_`, builds the new table outside `mutex_`, then
+/// publishes it. Old snapshots stay alive as long as a reader holds them.
+template <class T>
+class GrowingTable {
+ public:
+  struct Snapshot {
+    std::shared_ptr<const Matrix<T>> rows;  // (rows for `capacity`, width)
+    Index capacity = 0;
+  };
+  using Builder = std::function<Matrix<T>(Index capacity)>;
+
+  /// `limit`: the largest capacity worth building (a clamped table is complete there).
+  GrowingTable(Builder build, Index limit) : build_(std::move(build)), limit_(limit) {}
+
+  /// A snapshot whose capacity is >= min(capacity, limit); grows to at least twice the
+  /// current capacity when it must grow, so n requests of rising length cost O(final size).
+  Snapshot at_least(Index capacity) const {
+    capacity = std::min(capacity, limit_);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (current_.capacity >= capacity && current_.rows) return current_;
+    }
+    std::lock_guard<std::mutex> grow(grow_mutex_);
+    Index have = 0;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      // another thread may have grown it while this one waited for grow_mutex_
+      if (current_.capacity >= capacity && current_.rows) return current_;
+      have = current_.capacity;
+    }
+    const Index target = std::min(limit_, std::max(capacity, 2 * have));
+    auto rows = std::make_shared<const Matrix<T>>(build_(target));
+    std::lock_guard<std::mutex> lock(mutex_);
+    current_ = Snapshot{std::move(rows), target};
+    return current_;
+  }
+
+  /// Installs a ready table (a fixed table that never grows).
+  void publish(std::shared_ptr<const Matrix<T>> rows, Index capacity) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    current_ = Snapshot{std::move(rows), capacity};
+  }
+
+  /// The snapshot as it is now (possibly empty), without growing.
+  Snapshot current() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return current_;
+  }
+
+ private:
+  Builder build_;
+  Index limit_;
+  mutable std::mutex mutex_;       // guards current_
+  mutable std::mutex grow_mutex_;  // one grower at a time
+  mutable Snapshot current_;
+};
+
+}  // namespace relpos::detail

@@ -1,0 +1,179 @@
+// SPDX-License-Identifier: MIT
+// The cached table of relative-position rows a(c), one row per distinct clamped distance
+// c = clamp(j − i, −K, K) (Shaw et al. 2018), and the zero-copy (len × len × d) view over it.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include <relpos/core.hpp>
+#include <relpos/detail/growing_table.hpp>
+#include <relpos/encodings/concept.hpp>
+
+namespace relpos {
+
+template <Scalar T>
+class DistanceTable;
+
+/// The (len × len × d) relative table t(i, j, :) = a(clamp(j − i)) of one sequence length,
+/// as a view: O(len·d) memory at most, never len²·d.
+///
+/// It points into a snapshot of rows r(c), c in [−(len−1), len−1], where row c sits at
+/// index c + zero_row. For query i the keys j = 0..len−1 have distances j − i, i.e. the
+/// consecutive rows (−i .. len−1−i): query_slice(i) is a plain Map of them, for every i.
+/// Without clamping (or when len − 1 <= K) the snapshot is the cached table itself (no
+/// copy). With clamping and len − 1 > K, the view owns one padded (2·len − 1, d) copy in
+/// which the rows beyond ±K repeat the edge rows, so query slices stay contiguous maps.
+/// The view holds its snapshot alive: the table may grow meanwhile (on any thread).
+template <Scalar T>
+class RelativeView {
+ public:
+  Index len() const { return len_; }
+  Index width() const { return rows_->cols(); }
+
+  /// t(i, j, k) = a(clamp(j − i))[k]; distance is key minus query.
+  T operator()(Index i, Index j, Index k) const {
+    RELPOS_ASSERT(i >= 0 && i < len_ && j >= 0 && j < len_, "RelativeView index out of range");
+    return (*rows_)(zero_row_ + j - i, k);
+  }
+
+  /// Query i's (len, d) slice: row j is a(clamp(j − i)). Zero-copy, contiguous.
+  ConstMatrixMap<T> query_slice(Index i) const {
+    RELPOS_ASSERT(i >= 0 && i < len_, "RelativeView::query_slice: query out of range");
+    return ConstMatrixMap<T>(rows_->data() + (zero_row_ - i) * width(), len_, width());
+  }
+
+  /// A dense (len, len, d) copy, t(i, j, k): the only path that allocates len²·d.
+  Tensor3<T> materialize() const {
+    Tensor3<T> out(len_, len_, width());
+    for (Index i = 0; i < len_; ++i) {
+      MatrixMap<T>(out.data() + i * len_ * width(), len_, width()) = query_slice(i);
+    }
+    return out;
+  }
+
+ private:
+  friend class DistanceTable<T>;
+  RelativeView(std::shared_ptr<const Matrix<T>> rows, Index zero_row, Index len)
+      : rows_(std::move(rows)), zero_row_(zero_row), len_(len) {}
+
+  std::shared_ptr<const Matrix<T>> rows_;  // (≥ 2·len − 1, d), row c at zero_row_ + c
+  Index zero_row_ = 0;
+  Index len_ = 0;
+};
+
+/// Rows a(c) by clamped distance c, cached for a maximum length M: the snapshot holds
+/// c in [−(M−1), M−1] at row c + M − 1 (with a maximum distance K, M <= K + 1, so the
+/// table never exceeds the 2K + 1 distinct rows). O(M·d) memory: (2M − 1)·d scalars.
+///
+/// Growth is automatic: a request for a distance beyond the cached span (rows(), view())
+/// rebuilds the table for max(needed, 2M) (amortized doubling) and publishes it; a shorter
+/// request reuses the current table, with no allocation and no recomputation. Growth
+/// rebuilds every row with the same generator, so a grown table equals one built at the
+/// larger size directly. Thread-safe: any number of threads may read and grow at once
+/// (see detail::GrowingTable); what a reader got stays valid while it holds it. Copies of
+/// a DistanceTable share one cache.
+template <Scalar T>
+class DistanceTable {
+ public:
+  /// Fills the width-d row of clamped distance c; must be a pure function of c.
+  using RowGenerator = std::function<void(std::int64_t c, T* out)>;
+
+  /// A generated table of row width `width`, clamped to [−K, K] when max_distance = K.
+  DistanceTable(Index width, RowGenerator generate, std::optional<Index> max_distance)
+      : width_(width), max_distance_(max_distance) {
+    RELPOS_ASSERT(width >= 1, "DistanceTable: width must be >= 1");
+    RELPOS_ASSERT(!max_distance || *max_distance >= 0, "DistanceTable: K must be >= 0");
+    const Index limit = max_distance ? *max_distance + 1 : std::numeric_limits<Index>::max() / 4;
+    cache_ = std::make_shared<detail::GrowingTable<T>>(
+        [width, gen = std::move(generate)](Index m) {
+          Matrix<T> rows(2 * m - 1, width);  // row c + m − 1 holds a(c)
+          for (Index r = 0; r < rows.rows(); ++r) gen(r - (m - 1), rows.row(r).data());
+          return rows;
+        },
+        limit);
+  }
+
+  /// A fixed table: the (2K + 1, d) rows for c = −K..K themselves (a learned table).
+  /// It never grows: every clamped distance is already there.
+  explicit DistanceTable(Matrix<T> rows)
+      : width_(rows.cols()), max_distance_((rows.rows() - 1) / 2) {
+    RELPOS_ASSERT(rows.rows() % 2 == 1 && rows.cols() >= 1,
+                  "DistanceTable: a fixed table has 2K + 1 rows");
+    const Index k = *max_distance_;
+    auto fixed = std::make_shared<const Matrix<T>>(std::move(rows));
+    cache_ = std::make_shared<detail::GrowingTable<T>>(
+        [fixed](Index) -> Matrix<T> {
+          RELPOS_ASSERT(false, "DistanceTable: a fixed table is built once");
+          return *fixed;
+        },
+        k + 1);
+    cache_->publish(std::move(fixed), k + 1);
+  }
+
+  Index width() const { return width_; }
+  std::optional<Index> max_distance() const { return max_distance_; }
+
+  /// c = clamp(δ, −K, K), or δ without a maximum distance (spec §3).
+  std::int64_t clamp(std::int64_t delta) const {
+    if (!max_distance_) return delta;
+    const auto k = static_cast<std::int64_t>(*max_distance_);
+    return std::clamp(delta, -k, k);
+  }
+
+  /// The rows a(c) for clamped distances c in [lo, hi], (hi − lo + 1, d); grows the cache
+  /// when the span is not there yet. lo and hi must already be clamped.
+  DistanceRows<T> rows(std::int64_t lo, std::int64_t hi) const {
+    RELPOS_ASSERT(lo <= hi, "DistanceTable::rows: lo > hi");
+    RELPOS_ASSERT(clamp(lo) == lo && clamp(hi) == hi, "DistanceTable::rows: distance not clamped");
+    const Index needed = std::max<Index>(-lo, hi) + 1;
+    auto snap = cache_->at_least(needed);
+    const Index zero_row = snap.capacity - 1;
+    return DistanceRows<T>{std::move(snap.rows), zero_row + lo, lo, hi - lo + 1};
+  }
+
+  /// The (len × len × d) view of a sequence of `len` tokens at positions 0..len−1.
+  RelativeView<T> view(Index len) const {
+    if (len < 0) throw Error("DistanceTable::view: len: expected >= 0, got " + std::to_string(len));
+    const Index span = std::max<Index>(len, 1);
+    auto snap = cache_->at_least(span);
+    if (snap.capacity >= span) {  // every distance of len is in the cached span
+      const Index zero_row = snap.capacity - 1;
+      return RelativeView<T>(std::move(snap.rows), zero_row, len);
+    }
+    // clamped and len − 1 > K: pad with the edge rows so query slices stay contiguous
+    const Index k = snap.capacity - 1;
+    auto padded = std::make_shared<Matrix<T>>(2 * len - 1, width_);
+    for (Index r = 0; r < padded->rows(); ++r) {
+      const Index c = std::clamp<Index>(r - (len - 1), -k, k);
+      padded->row(r) = snap.rows->row(c + k);
+    }
+    return RelativeView<T>(std::move(padded), len - 1, len);
+  }
+
+  /// view(len).materialize(): a dense (len, len, d) tensor.
+  Tensor3<T> materialize(Index len) const { return view(len).materialize(); }
+
+  /// M, the maximum length the cache currently covers (0 before the first request).
+  Index cached_length() const { return cache_->current().capacity; }
+  /// Bytes of the cached rows: (2M − 1)·d·sizeof(T).
+  std::size_t cached_bytes() const {
+    const auto snap = cache_->current();
+    return snap.rows ? static_cast<std::size_t>(snap.rows->size()) * sizeof(T) : 0;
+  }
+  /// The current table, (2M − 1, d), row c + M − 1 = a(c); null before the first request.
+  std::shared_ptr<const Matrix<T>> snapshot() const { return cache_->current().rows; }
+
+ private:
+  Index width_;
+  std::optional<Index> max_distance_;
+  std::shared_ptr<detail::GrowingTable<T>> cache_;
+};
+
+}  // namespace relpos

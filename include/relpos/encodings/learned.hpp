@@ -1,0 +1,127 @@
+// SPDX-License-Identifier: MIT
+// The `learned` position type (spec §4): Shaw et al. (2018) relative position
+// representations, aK(c) = relative_key[c + K], aV(c) = relative_value[c + K], c = clamp(δ, −K, K).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <utility>
+
+#include <relpos/core.hpp>
+#include <relpos/detail/encoding_checks.hpp>
+#include <relpos/distance_table.hpp>
+#include <relpos/encodings/concept.hpp>
+
+namespace relpos {
+
+/// The keys of spec §4 `learned`, plus the tensor-name prefix used in error messages.
+struct LearnedConfig {
+  Index max_distance = -1;    // K >= 0, required: distances beyond ±K use the edge rows
+  bool keys = true;           // a relative_key table, aK, added to the scores
+  bool values = true;         // a relative_value table, aV, added to the outputs
+  std::string tensor_prefix;  // e.g. "layers.0.self_attn." so errors name the full tensor
+};
+
+/// Learned relative rows: two (2K + 1, d_head) tables, row c + K for clamped distance c
+/// (δ = p_j − p_i, key minus query: row 0 is the farthest key to the left, −K). Each table
+/// is its own fixed DistanceTable (no growth: clamping bounds it), shared by all heads.
+///
+/// Hooks: clamp_distance, key_rows, value_rows; attention asks uses_keys() / uses_values().
+/// A table whose flag is false is absent (0 × 0) and its hook must not be called.
+template <Scalar T>
+class LearnedRelative {
+ public:
+  using Scalar = T;
+  static constexpr const char* name = "learned";
+
+  /// From tensors: relative_key / relative_value, each (2K + 1, d_head) when its flag is
+  /// on and empty (0 × 0) when off. Throws relpos::Error naming the tensor on a bad shape:
+  /// "relative_key: expected [2K+1=9, 16], got [8, 16]".
+  LearnedRelative(Index d_head, const LearnedConfig& config, Matrix<T> relative_key,
+                  Matrix<T> relative_value)
+      : config_(validated(d_head, config)),
+        key_(table(d_head, config, "relative_key", config.keys, std::move(relative_key))),
+        value_(table(d_head, config, "relative_value", config.values, std::move(relative_value))),
+        d_head_(d_head) {}
+
+  /// Tables drawn from N(0, stddev²) with std::mt19937_64(seed): the key table first, then
+  /// the value table from the same stream, each row by row.
+  static LearnedRelative random(Index d_head, const LearnedConfig& config, std::uint64_t seed,
+                                double stddev = 1.0) {
+    const LearnedConfig c = validated(d_head, config);
+    const Index rows = 2 * c.max_distance + 1;
+    Matrix<T> key, value;
+    std::mt19937_64 gen(seed);
+    if (c.keys) key = detail::normal_matrix<T>(rows, d_head, gen, stddev);
+    if (c.values) value = detail::normal_matrix<T>(rows, d_head, gen, stddev);
+    return LearnedRelative(d_head, c, std::move(key), std::move(value));
+  }
+
+  const LearnedConfig& config() const { return config_; }
+  Index d_head() const { return d_head_; }
+  Index max_distance() const { return config_.max_distance; }
+  bool uses_keys() const { return config_.keys; }
+  bool uses_values() const { return config_.values; }
+
+  std::int64_t clamp_distance(std::int64_t delta) const {
+    const auto k = static_cast<std::int64_t>(config_.max_distance);
+    return std::clamp(delta, -k, k);
+  }
+
+  /// aK(c) for clamped c in [lo, hi] ⊆ [−K, K]: (hi − lo + 1, d_head), no copy.
+  DistanceRows<T> key_rows(Index lo, Index hi) const {
+    RELPOS_ASSERT(config_.keys, "LearnedRelative::key_rows: keys is false");
+    return key_.rows(lo, hi);
+  }
+  /// aV(c) for clamped c in [lo, hi] ⊆ [−K, K]: (hi − lo + 1, d_head), no copy.
+  DistanceRows<T> value_rows(Index lo, Index hi) const {
+    RELPOS_ASSERT(config_.values, "LearnedRelative::value_rows: values is false");
+    return value_.rows(lo, hi);
+  }
+
+  /// The (2K + 1, d_head) tables and their (len × len × d_head) views.
+  const DistanceTable<T>& key_table() const { return key_; }
+  const DistanceTable<T>& value_table() const { return value_; }
+  RelativeView<T> key_view(Index len) const { return key_.view(len); }
+  RelativeView<T> value_view(Index len) const { return value_.view(len); }
+
+ private:
+  static LearnedConfig validated(Index d_head, const LearnedConfig& config) {
+    if (d_head < 1) {
+      throw Error(std::string(name) + ".d_head: expected >= 1, got " + std::to_string(d_head));
+    }
+    if (config.max_distance < 0) {
+      throw Error(std::string(name) + ".max_distance: required, expected >= 0, got " +
+                  std::to_string(config.max_distance));
+    }
+    return config;
+  }
+
+  // The fixed table of one flag; an absent table is a 1-row placeholder never read.
+  static DistanceTable<T> table(Index d_head, const LearnedConfig& config, const char* tensor,
+                                bool used, Matrix<T> rows) {
+    const std::string full = config.tensor_prefix + tensor;
+    if (!used) {
+      if (rows.size() != 0) {
+        throw Error(full + ": given, but its flag (" +
+                    (std::string(tensor) == "relative_key" ? "keys" : "values") + ") is false");
+      }
+      return DistanceTable<T>(Matrix<T>::Zero(1, d_head));
+    }
+    detail::check_table_shape(full, config.max_distance, d_head, rows.rows(), rows.cols());
+    return DistanceTable<T>(std::move(rows));
+  }
+
+  LearnedConfig config_;
+  DistanceTable<T> key_;    // (2K + 1, d_head), row c + K
+  DistanceTable<T> value_;  // (2K + 1, d_head), row c + K
+  Index d_head_;
+};
+
+static_assert(Encoding<LearnedRelative<float>> && HasKeyTerm<LearnedRelative<float>> &&
+                  HasValueTerm<LearnedRelative<float>>,
+              "LearnedRelative must provide the key and value hooks");
+
+}  // namespace relpos
