@@ -5,6 +5,10 @@
 #include <relpos/core.hpp>
 #include <relpos/encodings/concept.hpp>
 #include <relpos/encodings/none.hpp>
+#include <relpos/io/config.hpp>
+#include <relpos/io/config_limits.hpp>
 #include <relpos/io/dtype.hpp>
+#include <relpos/io/position_config.hpp>
+#include <relpos/io/rotary_scaling_config.hpp>
 #include <relpos/io/safetensors.hpp>
 #include <relpos/io/safetensors_writer.hpp>
