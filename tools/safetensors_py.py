@@ -66,7 +66,8 @@ def _to_dtype_and_bytes(value):
             bits = t.view(torch.int16).numpy().astype("<i2")
             return "BF16", shape, bits.tobytes()
         value = t.numpy()
-    arr = np.ascontiguousarray(value)
+    arr = np.asarray(value)
+    arr = np.ascontiguousarray(arr).reshape(arr.shape)  # ascontiguousarray makes 0-d 1-d
     if arr.dtype not in _FROM_NUMPY:
         raise TypeError(f"unsupported dtype {arr.dtype}")
     name = _FROM_NUMPY[arr.dtype]

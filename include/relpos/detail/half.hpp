@@ -20,13 +20,15 @@ inline float half_to_float(std::uint16_t h) {
     return sign ? -magnitude : magnitude;
   }
   if (exponent == 0x1f) {
-    // inf (mantissa 0) or NaN, keeping the payload in the top mantissa bits
-    return std::bit_cast<float>(sign | 0x7f800000u | (mantissa << 13));
+    if (mantissa == 0) return std::bit_cast<float>(sign | 0x7f800000u);  // inf
+    // NaN: payload kept in the top mantissa bits, quiet bit set, as F16C hardware and
+    // PyTorch convert (numpy keeps a signalling NaN signalling; both are NaN)
+    return std::bit_cast<float>(sign | 0x7fc00000u | (mantissa << 13));
   }
   return std::bit_cast<float>(sign | ((exponent - 15 + 127) << 23) | (mantissa << 13));
 }
 
-// bfloat16 is the top half of a float's bit pattern.
+// bfloat16 is the top half of a float's bit pattern (NaNs too, bit for bit, as PyTorch).
 inline float bfloat16_to_float(std::uint16_t b) {
   return std::bit_cast<float>(static_cast<std::uint32_t>(b) << 16);
 }

@@ -101,6 +101,8 @@ inline RawHeader parse_header(std::string_view text, const std::string& file) {
         if (depth == 1) top_key = key;
         if (!open_objects.empty() && !open_objects.back().insert(key).second) {
           if (depth == 1) fail(file, key, "appears twice in the header");
+          if (top_key == "__metadata__")
+            fail(file, "", "__metadata__: duplicate key \"" + key + "\"");
           fail(file, top_key, "duplicate key \"" + key + "\"");
         }
         break;
@@ -110,6 +112,11 @@ inline RawHeader parse_header(std::string_view text, const std::string& file) {
     }
     return true;
   };
+  // nlohmann's parser stops at a NUL byte as at the end of input, which would let bytes
+  // after it pass unread; valid JSON text never holds one (padding is spaces).
+  if (const auto nul = text.find('\0'); nul != std::string_view::npos) {
+    fail(file, "", "header is not valid JSON: NUL byte at offset " + std::to_string(nul));
+  }
   json header;
   try {
     header = json::parse(text.begin(), text.end(), check);

@@ -89,6 +89,12 @@ class SafetensorsFile {
     return it->second;
   }
 
+  /// The tensor's stored bytes (little-endian, as in the file), without copying.
+  std::span<const unsigned char> raw(std::string_view name) const {
+    const TensorInfo& ti = info(name);
+    return {data_ + ti.begin, ti.end - ti.begin};
+  }
+
   /// The header's "__metadata__" (empty when absent).
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
 

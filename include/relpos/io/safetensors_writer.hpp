@@ -62,18 +62,11 @@ class SafetensorsWriter {
   }
 
   /// Adds row-major elements of a C++ type with a dtype (float, double, int64/32/16/8, uint8,
-  /// bool).
+  /// bool), stored as dtype_of<T>().
   template <class T>
   void add(std::string name, std::span<const T> values, std::vector<std::int64_t> shape) {
-    namespace st = relpos::detail::safetensors;
     std::vector<unsigned char> bytes(values.size() * sizeof(T));
-    for (std::size_t i = 0; i < values.size(); ++i) {
-      if constexpr (std::is_same_v<T, bool>) {
-        bytes[i] = values[i] ? 1 : 0;
-      } else {
-        st::store_le<T>(values[i], bytes.data() + i * sizeof(T));
-      }
-    }
+    for (std::size_t i = 0; i < values.size(); ++i) put(values[i], bytes.data() + i * sizeof(T));
     add(std::move(name), dtype_of<T>(), std::move(shape), bytes);
   }
   template <class T>
@@ -94,12 +87,12 @@ class SafetensorsWriter {
         shape = {static_cast<std::int64_t>(m.rows()), static_cast<std::int64_t>(m.cols())};
       }
     }
-    std::vector<T> flat;
-    flat.reserve(static_cast<std::size_t>(m.size()));
+    std::vector<unsigned char> bytes(static_cast<std::size_t>(m.size()) * sizeof(T));
+    unsigned char* p = bytes.data();
     for (Index r = 0; r < m.rows(); ++r) {
-      for (Index c = 0; c < m.cols(); ++c) flat.push_back(m.derived().coeff(r, c));
+      for (Index c = 0; c < m.cols(); ++c, p += sizeof(T)) put<T>(m.derived().coeff(r, c), p);
     }
-    add(std::move(name), std::span<const T>(flat.data(), flat.size()), std::move(shape));
+    add(std::move(name), dtype_of<T>(), std::move(shape), bytes);
   }
 
   /// A [d0, d1, d2] tensor (row-major, as stored).
@@ -182,6 +175,16 @@ class SafetensorsWriter {
   }
 
  private:
+  template <class T>
+  static void put(T v, unsigned char* p) {
+    if constexpr (std::is_same_v<T, bool>) {
+      static_assert(sizeof(bool) == 1, "BOOL is one byte");
+      *p = v ? 1 : 0;
+    } else {
+      relpos::detail::safetensors::store_le<T>(v, p);
+    }
+  }
+
   struct Entry {
     DType dtype;
     std::vector<std::int64_t> shape;
