@@ -3,8 +3,14 @@
 #pragma once
 
 #include <relpos/core.hpp>
+#include <relpos/distance_table.hpp>
+#include <relpos/encodings/absolute.hpp>
+#include <relpos/encodings/additive.hpp>
 #include <relpos/encodings/concept.hpp>
+#include <relpos/encodings/learned.hpp>
 #include <relpos/encodings/none.hpp>
+#include <relpos/encodings/rotary.hpp>
+#include <relpos/encodings/sinusoidal.hpp>
 #include <relpos/io/config.hpp>
 #include <relpos/io/config_limits.hpp>
 #include <relpos/io/dtype.hpp>
