@@ -150,7 +150,7 @@ def main(argv=None):
     parser.add_argument("--out", default=os.path.join(here, "..", "examples", "models"))
     parser.add_argument("--types", default=",".join(POSITIONS),
                         help="comma-separated position types to train")
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=2500)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--sinusoidal-unclamped", action="store_true",
