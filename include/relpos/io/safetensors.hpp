@@ -102,9 +102,8 @@ class SafetensorsFile {
   /// F64/F32/F16/BF16; integer types from I64/I32/I16/I8/U8/BOOL (range-checked); bool from
   /// any integer dtype (non-zero = true). When `expected` is non-empty the shape must equal it.
   template <class T>
-  requires std::is_arithmetic_v<T> std::vector<T> values(
-      std::string_view name, std::span<const std::int64_t> expected = {})
-  const {
+  std::vector<T> values(std::string_view name, std::span<const std::int64_t> expected = {}) const {
+    static_assert(std::is_arithmetic_v<T>, "values<T>: T must be a floating-point or integer type");
     const TensorInfo& ti = info(name);
     if (!expected.empty()) check_shape(ti, expected);
     if constexpr (std::is_same_v<T, bool>) {  // std::vector<bool> has no data()
@@ -159,6 +158,14 @@ class SafetensorsFile {
   Tensor3<T> tensor3(std::string_view name) const {
     const TensorInfo& ti = info(name);
     check_rank(ti, 3);
+    // only an empty tensor's dims can overflow ([2^62, 4, 0]); Eigen would multiply them
+    Index size = 0;
+    if (__builtin_mul_overflow(ti.shape[0], ti.shape[1], &size)) {
+      relpos::detail::safetensors::fail(
+          path_, ti.name,
+          "shape " + relpos::detail::safetensors::shape_string(ti.shape) +
+              " is empty, but its dimensions' product overflows 64 bits");
+    }
     Tensor3<T> t(ti.shape[0], ti.shape[1], ti.shape[2]);
     convert_into(ti, t.data());
     return t;
@@ -168,9 +175,9 @@ class SafetensorsFile {
   /// and the data is aligned for T; std::nullopt otherwise. Shape: [r, c] -> (r, c);
   /// [n] -> (n, 1); [] -> (1, 1); [a, ..., z] -> (a·...·y, z), rows staying contiguous.
   template <class T>
-  requires(std::is_arithmetic_v<T> &&
-           !std::is_same_v<T, bool>) std::optional<ConstMatrixMap<T>> try_map(std::string_view name)
-  const {
+  std::optional<ConstMatrixMap<T>> try_map(std::string_view name) const {
+    static_assert(!std::is_same_v<T, bool>,
+                  "try_map<bool>: a byte is not a valid bool; use values");
     const TensorInfo& ti = info(name);
     if (ti.dtype != dtype_of<T>() || std::endian::native != std::endian::little) return {};
     const unsigned char* p = data_ + ti.begin;
@@ -180,7 +187,10 @@ class SafetensorsFile {
       rows = ti.shape[0];
     } else if (ti.shape.size() >= 2) {
       cols = ti.shape.back();
-      for (std::size_t i = 0; i + 1 < ti.shape.size(); ++i) rows *= ti.shape[i];
+      for (std::size_t i = 0; i + 1 < ti.shape.size(); ++i) {
+        // only an empty tensor's dims can overflow ([2^40, 2^40, 0]): its view is empty
+        if (__builtin_mul_overflow(rows, ti.shape[i], &rows)) rows = 0;
+      }
     }
     return ConstMatrixMap<T>(reinterpret_cast<const T*>(p), rows, cols);
   }
