@@ -381,7 +381,7 @@ TEST(SafetensorsWrite, BadAddsAreErrors) {
       [&] {
         w.add("b", std::vector<float>{1.0f, 2.0f}, {3});
       },
-      {"\"b\"", "8 bytes given, but F32 [3] needs 12"}));
+      {"\"b\"", "8 bytes given, but F32 [3] needs 3 elements of 4"}));
   EXPECT_TRUE(throws_error([&] { w.add("c", std::vector<float>{}, {-1}); }, {"invalid shape"}));
   EXPECT_TRUE(
       throws_error([&] { w.add("__metadata__", std::vector<float>{}, {0}); }, {"reserved"}));

@@ -50,11 +50,12 @@ class SafetensorsWriter {
         st::fail("safetensors writer", name, "invalid shape " + st::shape_string(shape));
       }
     }
-    if (count * dtype_size(dtype) != bytes.size()) {
+    std::uint64_t nbytes = 0;
+    if (__builtin_mul_overflow(count, dtype_size(dtype), &nbytes) || nbytes != bytes.size()) {
       st::fail("safetensors writer", name,
                std::to_string(bytes.size()) + " bytes given, but " +
                    std::string(dtype_name(dtype)) + " " + st::shape_string(shape) + " needs " +
-                   std::to_string(count * dtype_size(dtype)));
+                   std::to_string(count) + " elements of " + std::to_string(dtype_size(dtype)));
     }
     entries_.emplace(
         std::move(name),
