@@ -75,6 +75,13 @@ TYPED_TEST(AbsoluteTest, PositionsNearAMillionMatchFloat64) {
   AbsoluteSinusoidal<T>(8).add_to_input(x, Positions{2, far.data()});
   EXPECT_TRUE(relpos::test::all_close(x, this->expected("far_pe_d8"),
                                       std::is_same_v<T, float> ? 1e-7 : 1e-12));
+  // d_model 64: positions past 2^25 / 64 are computed per token, not cached
+  Matrix<T> wide = Matrix<T>::Zero(2, 64);
+  const AbsoluteSinusoidal<T> pe64(64);
+  pe64.add_to_input(wide, Positions{2, far.data()});
+  EXPECT_TRUE(relpos::test::all_close(wide, this->expected("far_pe_d64"),
+                                      std::is_same_v<T, float> ? 1e-7 : 1e-12));
+  EXPECT_EQ(pe64.cached_positions(), 0);
 }
 
 void expect_error(const std::function<void()>& f, const std::string& needle) {

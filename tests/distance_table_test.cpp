@@ -35,13 +35,14 @@ DistanceTable<T> exact_table(Index d, std::optional<Index> k = std::nullopt) {
 }
 
 template <class T>
-DistanceTable<T> sinusoid_table(Index d, std::optional<Index> k = std::nullopt) {
+DistanceTable<T> sinusoid_table(Index d, std::optional<Index> k = std::nullopt,
+                                Index max_cached = relpos::detail::kMaxCachedScalars) {
   return DistanceTable<T>(
       d,
       [omega = relpos::detail::sinusoid_frequencies(d, 10000.0)](std::int64_t c, T* out) {
         relpos::detail::sinusoid_row(c, omega, out);
       },
-      k);
+      k, max_cached);
 }
 
 template <class T>
@@ -192,6 +193,29 @@ TYPED_TEST(DistanceTableTest, FixedTableNeverGrows) {
   EXPECT_EQ(table.view(9)(0, 8, 0), T(4));  // distance 8 -> clamp 2 -> row 4
   EXPECT_EQ(table.view(9)(8, 0, 0), T(0));  // distance −8 -> clamp −2 -> row 0
   EXPECT_EQ(table.snapshot().get(), data);
+}
+
+// Past the cache limit (here (2M − 1)·d <= 36 scalars: M <= 5) rows and views are computed
+// for the request and not kept, with the same values as an unlimited table.
+TYPED_TEST(DistanceTableTest, SpansBeyondTheCacheLimitAreComputedNotKept) {
+  using T = TypeParam;
+  for (const std::optional<Index> k : {std::optional<Index>{}, std::optional<Index>{8}}) {
+    const auto capped = sinusoid_table<T>(4, k, 36);
+    const auto unlimited = sinusoid_table<T>(4, k);
+    EXPECT_EQ(Matrix<T>(capped.rows(-3, 3).view()), Matrix<T>(unlimited.rows(-3, 3).view()));
+    EXPECT_EQ(capped.cached_length(), 4);
+    const auto far = capped.rows(-7, 8);
+    EXPECT_EQ(far.first, -7);
+    EXPECT_EQ(far.count, 16);
+    EXPECT_EQ(Matrix<T>(far.view()), Matrix<T>(unlimited.rows(-7, 8).view()));
+    for (Index len : {5, 6, 12}) {
+      const relpos::Tensor3<T> a = capped.materialize(len);
+      const relpos::Tensor3<T> b = unlimited.materialize(len);
+      EXPECT_TRUE(relpos::test::all_close(a, b, 0.0)) << "len " << len;
+    }
+    EXPECT_LE(capped.cached_length(), 5);
+    EXPECT_LE(capped.cached_bytes(), 36 * sizeof(T));
+  }
 }
 
 TYPED_TEST(DistanceTableTest, NegativeLengthThrowsNamingLen) {

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <random>
 #include <string>
 #include <thread>
@@ -129,6 +130,21 @@ TYPED_TEST(RotaryTest, PositionsUpToAMillionMatchFloat64) {
   Matrix<T> inter = this->input("far_unit_interleaved");
   Rotary<T>(8, cfg(8, true)).rotate(inter, p);
   EXPECT_TRUE(relpos::test::all_close(inter, this->expected("far_interleaved_r8"), tol));
+  // d_head 64: positions past 2^25 / 64 are computed per token, not cached
+  Matrix<T> wide = this->input("far_unit_half_r64");
+  const Rotary<T> rope64(64);
+  rope64.rotate(wide, p);
+  EXPECT_TRUE(relpos::test::all_close(wide, this->expected("far_half_r64"), tol));
+  EXPECT_EQ(rope64.cached_positions(), 0);
+  // a call mixing a near and a far position caches only the near one
+  Matrix<T> mixed = this->input("far_unit_half_r64").topRows(2);
+  const std::int64_t near_far[2] = {3, far[3]};
+  rope64.rotate(mixed, Positions{2, near_far});
+  EXPECT_EQ(rope64.cached_positions(), 4);
+  EXPECT_TRUE(relpos::test::all_close(mixed.row(1), this->expected("far_half_r64").row(3), tol));
+  Matrix<T> near = this->input("far_unit_half_r64").topRows(1);
+  Rotary<T>(64).rotate(near, Positions{1}, 1, 3);
+  EXPECT_EQ(Matrix<T>(mixed.row(0)), near);
 }
 
 // RoPE's point: after rotation q_i · k_j depends on p_j − p_i only. Shifting every
@@ -243,6 +259,12 @@ TEST(RotaryErrors, BadConfigurationsAndInputsAreNamed) {
       "rotary: positions: expected >= 0, got -4 at index 1");
   expect_error([&] { rope.rotate(x, Positions{3}, 2, -2); },
                "rotary: positions: expected >= 0, got -2 at index 0");
+  const std::int64_t huge[3] = {0, 1, std::numeric_limits<std::int64_t>::max()};
+  expect_error(
+      [&] {
+        rope.rotate(x, Positions{3, huge}, 2, 1);
+      },
+      "rotary: positions: 9223372036854775807 + offset 1 overflows at index 2");
   Matrix<float> k = x;
   expect_error([&] { rope.transform_qk(x, k, Positions{3}, 4); }, "columns, got 16");
 }

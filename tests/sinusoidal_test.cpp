@@ -94,6 +94,22 @@ TYPED_TEST(SinusoidalTest, FarDistancesMatchFloat64) {
   EXPECT_TRUE(relpos::test::all_close(got, expected, kTableTol<T>));
 }
 
+// d 64 at |c| ~ 10^6 is beyond what the cache keeps (2^25 scalars): the rows are computed
+// for the request, in double as well, and nothing is cached.
+TYPED_TEST(SinusoidalTest, FarDistancesBeyondTheCacheAreComputedNotCached) {
+  using T = TypeParam;
+  const auto distances = this->golden.template values<std::int64_t>("far_distances");
+  const SinusoidalRelative<T> enc(64);
+  Matrix<T> got(static_cast<Index>(distances.size()), 64);
+  for (std::size_t r = 0; r < distances.size(); ++r) {
+    const auto c = static_cast<Index>(distances[r]);
+    got.row(static_cast<Index>(r)) = enc.key_rows(c, c).view();
+  }
+  EXPECT_TRUE(
+      relpos::test::all_close(got, this->golden.template matrix<double>("far_d64"), kTableTol<T>));
+  EXPECT_EQ(enc.table().cached_length(), 0);
+}
+
 TYPED_TEST(SinusoidalTest, FlagsSelectTheHooksAndBothShareOneTable) {
   using T = TypeParam;
   const SinusoidalRelative<T> keys_only(4);

@@ -85,6 +85,8 @@ def sinusoidal_cases():
     far = [1000000 - 3, 1000000 - 2, 1000000 - 1, 1000000, -1000000, -999999]
     t["far_distances"] = torch.tensor(far, dtype=torch.int64)
     t["far_d4"] = torch.stack([sinusoid(c, 4, 10000.0) for c in far])
+    # d 64: beyond what the C++ cache keeps (2^25 scalars), computed per request
+    t["far_d64"] = torch.stack([sinusoid(c, 64, 10000.0) for c in far])
     return t
 
 
@@ -135,6 +137,11 @@ def rotary_cases():
     t["far_unit_half"], t["far_unit_interleaved"] = unit_half, unit_inter
     t["far_half_r8"] = rotary(unit_half, far, 8, 8, 10000.0, False)
     t["far_interleaved_r8"] = rotary(unit_inter, far, 8, 8, 10000.0, True)
+    # d_head 64: positions ~10^6 are beyond what the C++ cache keeps (2^25 scalars)
+    unit64 = torch.zeros(4, 64, dtype=F64)
+    unit64[:, :32] = 1.0
+    t["far_unit_half_r64"] = unit64
+    t["far_half_r64"] = rotary(unit64, far, 64, 64, 10000.0, False)
     return t
 
 
@@ -158,6 +165,7 @@ def absolute_cases():
     far = [999999, 1000000]
     t["far_ids"] = torch.tensor(far, dtype=torch.int64)
     t["far_pe_d8"] = add_pe(torch.zeros(2, 8, dtype=F64), far, 8)
+    t["far_pe_d64"] = add_pe(torch.zeros(2, 64, dtype=F64), far, 64)  # beyond the C++ cache
     return t
 
 

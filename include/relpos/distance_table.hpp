@@ -70,7 +70,8 @@ class RelativeView {
 
 /// Rows a(c) by clamped distance c, cached for a maximum length M: the snapshot holds
 /// c in [−(M−1), M−1] at row c + M − 1 (with a maximum distance K, M <= K + 1, so the
-/// table never exceeds the 2K + 1 distinct rows). O(M·d) memory: (2M − 1)·d scalars.
+/// table never exceeds the 2K + 1 distinct rows). O(M·d) memory: (2M − 1)·d scalars, at
+/// most detail::kMaxCachedScalars; longer spans are computed per request, not cached.
 ///
 /// Growth is automatic: a request for a distance beyond the cached span (rows(), view())
 /// rebuilds the table for max(needed, 2M) (amortized doubling) and publishes it; a shorter
@@ -85,19 +86,24 @@ class DistanceTable {
   /// Fills the width-d row of clamped distance c; must be a pure function of c.
   using RowGenerator = std::function<void(std::int64_t c, T* out)>;
 
-  /// A generated table of row width `width`, clamped to [−K, K] when max_distance = K.
-  DistanceTable(Index width, RowGenerator generate, std::optional<Index> max_distance)
+  /// A generated table of row width `width`, clamped to [−K, K] when max_distance = K,
+  /// caching at most max_cached_scalars scalars.
+  DistanceTable(Index width, RowGenerator generate, std::optional<Index> max_distance,
+                Index max_cached_scalars = detail::kMaxCachedScalars)
       : width_(width), max_distance_(max_distance) {
     RELPOS_ASSERT(width >= 1, "DistanceTable: width must be >= 1");
     RELPOS_ASSERT(!max_distance || *max_distance >= 0, "DistanceTable: K must be >= 0");
-    const Index limit = max_distance ? *max_distance + 1 : std::numeric_limits<Index>::max() / 4;
+    // the longest M whose (2M − 1, d) table stays within max_cached_scalars
+    cache_limit_ = std::max<Index>(1, (max_cached_scalars / width + 1) / 2);
+    if (max_distance) cache_limit_ = std::min(cache_limit_, *max_distance + 1);
+    generate_ = std::make_shared<const RowGenerator>(std::move(generate));
     cache_ = std::make_shared<detail::GrowingTable<T>>(
-        [width, gen = std::move(generate)](Index m) {
+        [width, gen = generate_](Index m) {
           Matrix<T> rows(2 * m - 1, width);  // row c + m − 1 holds a(c)
-          for (Index r = 0; r < rows.rows(); ++r) gen(r - (m - 1), rows.row(r).data());
+          for (Index r = 0; r < rows.rows(); ++r) (*gen)(r - (m - 1), rows.row(r).data());
           return rows;
         },
-        limit);
+        cache_limit_);
   }
 
   /// A fixed table: the (2K + 1, d) rows for c = −K..K themselves (a learned table).
@@ -107,6 +113,7 @@ class DistanceTable {
     RELPOS_ASSERT(rows.rows() % 2 == 1 && rows.cols() >= 1,
                   "DistanceTable: a fixed table has 2K + 1 rows");
     const Index k = *max_distance_;
+    cache_limit_ = k + 1;  // every request fits: distances are clamped to ±K
     auto fixed = std::make_shared<const Matrix<T>>(std::move(rows));
     cache_ = std::make_shared<detail::GrowingTable<T>>(
         [fixed](Index) -> Matrix<T> {
@@ -128,11 +135,17 @@ class DistanceTable {
   }
 
   /// The rows a(c) for clamped distances c in [lo, hi], (hi − lo + 1, d); grows the cache
-  /// when the span is not there yet. lo and hi must already be clamped.
+  /// when the span is not there yet. lo and hi must already be clamped. A span beyond what
+  /// the cache may hold (detail::kMaxCachedScalars) is computed for this call only.
   DistanceRows<T> rows(std::int64_t lo, std::int64_t hi) const {
     RELPOS_ASSERT(lo <= hi, "DistanceTable::rows: lo > hi");
     RELPOS_ASSERT(clamp(lo) == lo && clamp(hi) == hi, "DistanceTable::rows: distance not clamped");
     const Index needed = std::max<Index>(-lo, hi) + 1;
+    if (needed > cache_limit_) {
+      auto block = std::make_shared<Matrix<T>>(hi - lo + 1, width_);  // row c − lo
+      for (Index r = 0; r < block->rows(); ++r) (*generate_)(lo + r, block->row(r).data());
+      return DistanceRows<T>{std::move(block), 0, lo, hi - lo + 1};
+    }
     auto snap = cache_->at_least(needed);
     const Index zero_row = snap.capacity - 1;
     return DistanceRows<T>{std::move(snap.rows), zero_row + lo, lo, hi - lo + 1};
@@ -142,17 +155,25 @@ class DistanceTable {
   RelativeView<T> view(Index len) const {
     if (len < 0) throw Error("DistanceTable::view: len: expected >= 0, got " + std::to_string(len));
     const Index span = std::max<Index>(len, 1);
-    auto snap = cache_->at_least(span);
-    if (snap.capacity >= span) {  // every distance of len is in the cached span
-      const Index zero_row = snap.capacity - 1;
-      return RelativeView<T>(std::move(snap.rows), zero_row, len);
-    }
-    // clamped and len − 1 > K: pad with the edge rows so query slices stay contiguous
-    const Index k = snap.capacity - 1;
-    auto padded = std::make_shared<Matrix<T>>(2 * len - 1, width_);
-    for (Index r = 0; r < padded->rows(); ++r) {
-      const Index c = std::clamp<Index>(r - (len - 1), -k, k);
-      padded->row(r) = snap.rows->row(c + k);
+    const Index distinct = max_distance_ ? std::min(span, *max_distance_ + 1) : span;
+    auto padded = std::make_shared<Matrix<T>>();  // (2·len − 1, d), row c + len − 1
+    if (distinct <= cache_limit_) {
+      auto snap = cache_->at_least(distinct);
+      if (snap.capacity >= span) {  // every distance of len is in the cached span: no copy
+        const Index zero_row = snap.capacity - 1;
+        return RelativeView<T>(std::move(snap.rows), zero_row, len);
+      }
+      // clamped and len − 1 > K: pad with the edge rows so query slices stay contiguous
+      const Index k = snap.capacity - 1;
+      padded->resize(2 * len - 1, width_);
+      for (Index r = 0; r < padded->rows(); ++r) {
+        padded->row(r) = snap.rows->row(clamp(r - (len - 1)) + k);
+      }
+    } else {  // longer than the cache may hold: this view's rows, computed now
+      padded->resize(2 * len - 1, width_);
+      for (Index r = 0; r < padded->rows(); ++r) {
+        (*generate_)(clamp(r - (len - 1)), padded->row(r).data());
+      }
     }
     return RelativeView<T>(std::move(padded), len - 1, len);
   }
@@ -173,6 +194,8 @@ class DistanceTable {
  private:
   Index width_;
   std::optional<Index> max_distance_;
+  Index cache_limit_ = 0;                         // the largest M the cache may reach
+  std::shared_ptr<const RowGenerator> generate_;  // null for a fixed table
   std::shared_ptr<detail::GrowingTable<T>> cache_;
 };
 

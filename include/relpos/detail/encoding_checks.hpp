@@ -49,7 +49,12 @@ void check_positions(const char* encoding, const P& p, Index rows, std::int64_t 
                 " (the input's rows), got " + std::to_string(p.len));
   }
   for (Index i = 0; i < p.len; ++i) {
-    if (p[i] + offset < 0) {
+    std::int64_t shifted = 0;
+    if (__builtin_add_overflow(p[i], offset, &shifted)) {
+      throw Error(std::string(encoding) + ": positions: " + std::to_string(p[i]) + " + offset " +
+                  std::to_string(offset) + " overflows at index " + std::to_string(i));
+    }
+    if (shifted < 0) {
       throw Error(std::string(encoding) + ": positions: expected >= 0, got " +
                   std::to_string(p[i] + offset) + " at index " + std::to_string(i));
     }

@@ -13,6 +13,11 @@
 
 namespace relpos::detail {
 
+/// The most scalars a position table caches (128 MiB in float, 256 MiB in double). Rows
+/// beyond it (a position or distance of 10^9 from hostile or sparse position ids) are
+/// computed when asked and not kept, so no input can make a cache allocate without bound.
+inline constexpr Index kMaxCachedScalars = Index{1} << 25;
+
 /// The cache behind every position table (distances, rotary cos/sin, absolute PE).
 /// `build(capacity)` makes the whole table for a capacity (its meaning is the owner's:
 /// a maximum length, a number of positions); it must be a pure function of capacity, so

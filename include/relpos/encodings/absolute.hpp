@@ -8,6 +8,7 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <relpos/core.hpp>
 #include <relpos/detail/encoding_checks.hpp>
@@ -25,7 +26,8 @@ struct AbsoluteConfig {
 /// PE(p)[2m] = sin(p·ω_m), PE(p)[2m+1] = cos(p·ω_m) (interleaved sin/cos, as in the
 /// paper and the PyTorch tutorial), ω_m = base^(−2m/d_model), d_model even. The rows are
 /// cached by position (P, d_model), angles in double then cast, grown automatically
-/// (doubling) to the largest position seen, thread-safe (detail::GrowingTable).
+/// (doubling) to the largest position seen, thread-safe (detail::GrowingTable), up to
+/// detail::kMaxCachedScalars; positions past that are computed per token and not kept.
 ///
 /// Hook: add_to_input.
 template <Scalar T>
@@ -36,14 +38,17 @@ class AbsoluteSinusoidal {
 
   /// d_model: the model width, even. Throws relpos::Error naming the key on a bad value.
   AbsoluteSinusoidal(Index d_model, const AbsoluteConfig& config = {})
-      : config_(validated(d_model, config)), d_model_(d_model) {
+      : config_(validated(d_model, config)),
+        d_model_(d_model),
+        omega_(detail::sinusoid_frequencies(d_model, config.base)),
+        position_limit_(std::max<Index>(1, detail::kMaxCachedScalars / d_model)) {
     cache_ = std::make_shared<detail::GrowingTable<T>>(
-        [d_model, omega = detail::sinusoid_frequencies(d_model, config.base)](Index positions) {
+        [d_model, omega = omega_](Index positions) {
           Matrix<T> table(positions, d_model);  // row p = PE(p)
           for (Index p = 0; p < positions; ++p) detail::sinusoid_row(p, omega, table.row(p).data());
           return table;
         },
-        std::numeric_limits<Index>::max() / 4);
+        position_limit_);
   }
 
   const AbsoluteConfig& config() const { return config_; }
@@ -59,11 +64,25 @@ class AbsoluteSinusoidal {
     }
     detail::check_positions(name, positions, x.rows(), offset);
     if (x.rows() == 0) return;
-    std::int64_t max_position = 0;
-    for (Index i = 0; i < x.rows(); ++i)
-      max_position = std::max(max_position, positions[i] + offset);
-    const auto snap = cache_->at_least(static_cast<Index>(max_position) + 1);
-    for (Index i = 0; i < x.rows(); ++i) x.row(i) += snap.rows->row(positions[i] + offset);
+    // the cache grows to the largest position it may hold; positions past the limit
+    // (hostile or sparse ids) are computed per token instead of growing it
+    Index cached = 0;
+    for (Index i = 0; i < x.rows(); ++i) {
+      const std::int64_t position = positions[i] + offset;
+      if (position < position_limit_) cached = std::max(cached, static_cast<Index>(position) + 1);
+    }
+    const auto snap = cached > 0 ? cache_->at_least(cached) : cache_->current();
+    Matrix<T> beyond;  // PE of one position past the cache: (1, d_model), not kept
+    for (Index i = 0; i < x.rows(); ++i) {
+      const std::int64_t position = positions[i] + offset;
+      if (position < snap.capacity) {
+        x.row(i) += snap.rows->row(position);
+      } else {
+        beyond.resize(1, d_model_);
+        detail::sinusoid_row(position, omega_, beyond.data());
+        x.row(i) += beyond;
+      }
+    }
   }
 
  private:
@@ -75,6 +94,8 @@ class AbsoluteSinusoidal {
 
   AbsoluteConfig config_;
   Index d_model_;
+  std::vector<double> omega_;  // base^(−2m/d_model), m < d_model/2
+  Index position_limit_;       // the cache covers at most positions 0..limit−1
   std::shared_ptr<detail::GrowingTable<T>> cache_;  // (P, d_model): PE by position
 };
 

@@ -9,6 +9,7 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <relpos/core.hpp>
 #include <relpos/detail/encoding_checks.hpp>
@@ -35,8 +36,9 @@ struct RotaryConfig {
 /// computed in double and cast, grown automatically (doubling) to the largest position
 /// seen, thread-safe as every relpos table (detail::GrowingTable). A call rotates in place
 /// in one pass over the data with no temporary of the input's size. Memory of the cache
-/// is P·r scalars: a single position 10^6 costs 10^6·r scalars (as Hugging Face's cache
-/// at max_position_embeddings).
+/// is P·r scalars (a position 10^6 costs 10^6·r, as Hugging Face's cache at
+/// max_position_embeddings), at most detail::kMaxCachedScalars: positions past that are
+/// computed per token, in double as well, and not kept.
 ///
 /// Hook: transform_qk.
 template <Scalar T>
@@ -49,22 +51,18 @@ class Rotary {
   Rotary(Index d_head, const RotaryConfig& config = {})
       : config_(validated(d_head, config)), d_head_(d_head) {
     const Index half = config_.rotary_dim / 2;
-    const double r = static_cast<double>(config_.rotary_dim);
-    const double base = config_.base;
+    for (Index m = 0; m < half; ++m) {
+      inv_freq_.push_back(std::pow(
+          config_.base, -2.0 * static_cast<double>(m) / static_cast<double>(config_.rotary_dim)));
+    }
+    position_limit_ = std::max<Index>(1, detail::kMaxCachedScalars / config_.rotary_dim);
     cache_ = std::make_shared<detail::GrowingTable<T>>(
-        [half, r, base](Index positions) {
-          Matrix<T> table(positions, 2 * half);  // (P, r): cos then sin
-          for (Index m = 0; m < half; ++m) {
-            const double inv_freq = std::pow(base, -2.0 * static_cast<double>(m) / r);
-            for (Index p = 0; p < positions; ++p) {
-              const double theta = static_cast<double>(p) * inv_freq;
-              table(p, m) = static_cast<T>(std::cos(theta));
-              table(p, half + m) = static_cast<T>(std::sin(theta));
-            }
-          }
+        [inv_freq = inv_freq_](Index positions) {
+          Matrix<T> table(positions, 2 * static_cast<Index>(inv_freq.size()));  // (P, r)
+          for (Index p = 0; p < positions; ++p) cos_sin(inv_freq, p, table.row(p).data());
           return table;
         },
-        std::numeric_limits<Index>::max() / 4);
+        position_limit_);
   }
 
   const RotaryConfig& config() const { return config_; }
@@ -94,13 +92,26 @@ class Rotary {
     }
     detail::check_positions(name, positions, x.rows(), offset);
     if (x.rows() == 0) return;
-    std::int64_t max_position = 0;
-    for (Index i = 0; i < x.rows(); ++i)
-      max_position = std::max(max_position, positions[i] + offset);
-    const auto snap = cache_->at_least(static_cast<Index>(max_position) + 1);
-    const Index half = config_.rotary_dim / 2;
+    // the cache grows to the largest position it may hold; positions past the limit
+    // (hostile or sparse ids) are computed per token instead of growing it
+    Index cached = 0;
     for (Index i = 0; i < x.rows(); ++i) {
-      const T* cos = snap.rows->data() + (positions[i] + offset) * snap.rows->cols();
+      const std::int64_t position = positions[i] + offset;
+      if (position < position_limit_) cached = std::max(cached, static_cast<Index>(position) + 1);
+    }
+    const auto snap = cached > 0 ? cache_->at_least(cached) : cache_->current();
+    const Index half = config_.rotary_dim / 2;
+    std::vector<T> beyond;  // cos | sin of one position past the cache: r values, not kept
+    for (Index i = 0; i < x.rows(); ++i) {
+      const std::int64_t position = positions[i] + offset;
+      const T* cos = nullptr;
+      if (position < snap.capacity) {
+        cos = snap.rows->data() + position * snap.rows->cols();
+      } else {
+        beyond.resize(static_cast<std::size_t>(2 * half));
+        cos_sin(inv_freq_, position, beyond.data());
+        cos = beyond.data();
+      }
       const T* sin = cos + half;
       T* row = x.data() + i * x.outerStride();
       for (Index h = 0; h < n_heads; ++h) {
@@ -139,8 +150,20 @@ class Rotary {
     return config;
   }
 
+  // cos(p·inv_freq_m) then sin(p·inv_freq_m), m < r/2: angles in double, cast once.
+  static void cos_sin(const std::vector<double>& inv_freq, std::int64_t p, T* out) {
+    const std::size_t half = inv_freq.size();
+    for (std::size_t m = 0; m < half; ++m) {
+      const double theta = static_cast<double>(p) * inv_freq[m];
+      out[m] = static_cast<T>(std::cos(theta));
+      out[half + m] = static_cast<T>(std::sin(theta));
+    }
+  }
+
   RotaryConfig config_;  // rotary_dim resolved (never 0)
   Index d_head_;
+  std::vector<double> inv_freq_;  // base^(−2m/r), m < r/2
+  Index position_limit_ = 1;      // the cache covers at most positions 0..limit−1
   std::shared_ptr<detail::GrowingTable<T>> cache_;  // (P, r): cos | sin by position
 };
 
