@@ -198,6 +198,13 @@ TEST(SafetensorsRead, ShapeErrorsNameFileTensorExpectedAndActual) {
   EXPECT_TRUE(throws_error([&] { (void)f.vector<float>("f32"); },
                            {"tensor \"f32\": expected a 1-D tensor, got [3, 5]"}));
   EXPECT_TRUE(throws_error([&] { (void)f.tensor3<float>("f32"); }, {"expected a 3-D tensor"}));
+  EXPECT_TRUE(throws_error(
+      [&] {
+        (void)f.values<float>("f32", {5, 3});
+      },
+      {"expected [5, 3], got [3, 5]"}));
+  EXPECT_EQ(f.values<float>("f32", {3, 5}).size(), 15u);
+  EXPECT_EQ(f.values<float>("f32", {}).size(), 15u);  // empty: any shape
   const std::vector<std::int64_t> want = {3, 4};
   EXPECT_TRUE(
       throws_error([&] { (void)f.values<float>("f32", want); }, {"expected [3, 4], got [3, 5]"}));

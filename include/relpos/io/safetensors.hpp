@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <optional>
@@ -115,6 +116,13 @@ class SafetensorsFile {
       convert_into(ti, out.data());
       return out;
     }
+  }
+
+  /// The same with the shape written in place: values<float>("x", {2, 3}) (a braced list
+  /// does not convert to std::span before C++26).
+  template <class T>
+  std::vector<T> values(std::string_view name, std::initializer_list<std::int64_t> expected) const {
+    return values<T>(name, std::span<const std::int64_t>(expected.begin(), expected.size()));
   }
 
   /// A 2-D tensor [rows, cols] as a row-major matrix.
