@@ -501,6 +501,20 @@ TEST(SafetensorsMalformed, ElementCountOrByteSizeOverflows) {
   EXPECT_EQ(SafetensorsFile::from_bytes(ok).info("a").numel(), 0);
 }
 
+TEST(SafetensorsMalformed, EmptyTensorWithHugeDims) {
+  // valid (0 elements), but the product of the leading dims overflows a 64-bit Index
+  const auto f = SafetensorsFile::from_bytes(
+      file_with(R"({"a":{"dtype":"F32","shape":[1099511627776,1099511627776,0],)"
+                R"("data_offsets":[0,0]}})"),
+      "bad.safetensors");
+  const auto view = f.try_map<float>("a");
+  ASSERT_TRUE(view.has_value());
+  EXPECT_EQ(view->size(), 0);
+  EXPECT_TRUE(throws_error([&] { (void)f.tensor3<float>("a"); },
+                           {"tensor \"a\"", "[1099511627776, 1099511627776, 0]", "overflows"}));
+  EXPECT_TRUE(f.values<float>("a").empty());
+}
+
 TEST(SafetensorsMalformed, ByteSizeNotMatchingShape) {
   EXPECT_TRUE(bad_file(R"({"a.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[0,12]}})", 12,
                        {"bad.safetensors: tensor \"a.weight\": data_offsets [0, 12] hold 12 "

@@ -51,6 +51,7 @@ struct TensorInfo {
 class SafetensorsFile {
  public:
   /// Maps and validates the file; throws relpos::Error naming the file and the problem.
+  /// As with any mapping, the file must not be truncated while it is open.
   static SafetensorsFile open(const std::string& path) {
     return SafetensorsFile(relpos::detail::MappedBytes::map_file(path), path);
   }
