@@ -1,0 +1,72 @@
+// SPDX-License-Identifier: MIT
+// libtorch modules of the side-by-side benchmarks (torch_reference.hpp), C++17.
+#include "torch_reference.hpp"
+
+#include <torch/torch.h>
+
+namespace relpos_bench {
+
+struct TorchReference::Impl {
+  TorchOp op;
+  torch::nn::TransformerEncoderLayer block{nullptr};
+  torch::nn::MultiheadAttention attention{nullptr};
+  torch::Tensor weight;  // (d_ff, d_model), for gemm
+  torch::Tensor x;       // (len, 1, d_model) for modules; (len, d_model) for gemm
+  torch::Tensor out;
+};
+
+TorchReference::TorchReference(TorchOp op, std::int64_t len, std::int64_t d_model,
+                               std::int64_t n_heads, std::int64_t d_ff)
+    : impl_(std::make_unique<Impl>()) {
+  torch::manual_seed(0);
+  impl_->op = op;
+  switch (op) {
+    case TorchOp::block:
+      impl_->block = torch::nn::TransformerEncoderLayer(
+          torch::nn::TransformerEncoderLayerOptions(d_model, n_heads)
+              .dim_feedforward(d_ff)
+              .dropout(0.0));
+      impl_->block->eval();
+      impl_->x = torch::randn({len, 1, d_model});
+      break;
+    case TorchOp::attention:
+      impl_->attention =
+          torch::nn::MultiheadAttention(torch::nn::MultiheadAttentionOptions(d_model, n_heads));
+      impl_->attention->eval();
+      impl_->x = torch::randn({len, 1, d_model});
+      break;
+    case TorchOp::gemm:
+      impl_->weight = torch::randn({d_ff, d_model});
+      impl_->x = torch::randn({len, d_model});
+      break;
+  }
+}
+
+TorchReference::~TorchReference() = default;
+
+void TorchReference::forward() {
+  torch::NoGradGuard no_grad;
+  Impl& m = *impl_;
+  switch (m.op) {
+    case TorchOp::block:
+      m.out = m.block->forward(m.x);
+      break;
+    case TorchOp::attention:
+      m.out = std::get<0>(m.attention->forward(m.x, m.x, m.x, {}, /*need_weights=*/false));
+      break;
+    case TorchOp::gemm:
+      m.out = torch::linear(m.x, m.weight);
+      break;
+  }
+}
+
+float TorchReference::probe() const {
+  return impl_->out.defined() ? impl_->out.flatten()[0].item<float>() : 0.0f;
+}
+
+void torch_use_one_thread() {
+  at::set_num_threads(1);
+  at::set_num_interop_threads(1);
+}
+
+}  // namespace relpos_bench
