@@ -144,7 +144,7 @@ inline ModelConfig parse_config(std::string_view json_text,
       if (depth > 16) throw Error(std::string(source) + ": JSON nested deeper than 16 levels");
       return true;
     });
-  } catch (const Json::parse_error& e) {
+  } catch (const Json::exception& e) {  // parse_error; out_of_range: a number beyond double (1e400)
     std::string what = e.what();
     if (const auto at = what.find("] "); at != std::string::npos) what = what.substr(at + 2);
     throw Error(std::string(source) + ": malformed JSON: " + what);
