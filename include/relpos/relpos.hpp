@@ -2,8 +2,11 @@
 // The umbrella header of relpos: includes every public header, holds no code.
 #pragma once
 
+#include <relpos/attention.hpp>
+#include <relpos/block.hpp>
 #include <relpos/core.hpp>
 #include <relpos/distance_table.hpp>
+#include <relpos/encoder.hpp>
 #include <relpos/encodings/absolute.hpp>
 #include <relpos/encodings/additive.hpp>
 #include <relpos/encodings/concept.hpp>
@@ -11,6 +14,7 @@
 #include <relpos/encodings/none.hpp>
 #include <relpos/encodings/rotary.hpp>
 #include <relpos/encodings/sinusoidal.hpp>
+#include <relpos/feed_forward.hpp>
 #include <relpos/io/config.hpp>
 #include <relpos/io/config_limits.hpp>
 #include <relpos/io/dtype.hpp>
@@ -18,3 +22,6 @@
 #include <relpos/io/rotary_scaling_config.hpp>
 #include <relpos/io/safetensors.hpp>
 #include <relpos/io/safetensors_writer.hpp>
+#include <relpos/layer_norm.hpp>
+#include <relpos/threads.hpp>
+#include <relpos/workspace.hpp>

@@ -1,0 +1,353 @@
+// SPDX-License-Identifier: MIT
+// Multi-head self-attention (Vaswani et al. 2017) templated on a positional encoding (spec §3):
+// packed q/k/v projections in PyTorch layout, key padding and causal masks, and the relative
+// key/value terms of Shaw et al. 2018 computed by skewing (Huang et al. 2018), never through a
+// (len × len × d) tensor.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include <relpos/core.hpp>
+#include <relpos/detail/gemm.hpp>
+#include <relpos/detail/skew.hpp>
+#include <relpos/detail/softmax.hpp>
+#include <relpos/detail/thread_pool.hpp>
+#include <relpos/encodings/concept.hpp>
+#include <relpos/encodings/none.hpp>
+#include <relpos/io/safetensors.hpp>
+#include <relpos/workspace.hpp>
+
+namespace relpos {
+
+/// Sizes and flags of one attention layer.
+struct AttentionConfig {
+  Index d_model = 0;    // model width; d_model % n_heads == 0
+  Index n_heads = 0;    // heads; d_head = d_model / n_heads
+  bool causal = false;  // key j visible to query i only when j <= i, by index (spec §2)
+
+  Index d_head() const { return d_model / n_heads; }
+  void validate() const {
+    if (d_model < 1 || n_heads < 1 || d_model % n_heads != 0) {
+      throw Error("attention: d_model (" + std::to_string(d_model) + ") must be a positive " +
+                  "multiple of n_heads (" + std::to_string(n_heads) + ")");
+    }
+  }
+};
+
+/// What one sequence brings besides its activations (spec §2).
+struct SequenceInputs {
+  Positions positions;                // len and the positions p_i (plain 0..len−1 when no ids)
+  const bool* key_padding = nullptr;  // len entries, true = padded key; null: no padding
+};
+
+/// What a batch brings besides its activations; both optional (null).
+struct BatchInputs {
+  const PaddingMask* padding = nullptr;    // [batch, len], true = padded key
+  const PositionIds* positions = nullptr;  // [batch, len], each >= 0; null: 0..len−1
+
+  /// Throws Error naming the tensor when a shape does not match [batch, len] or an id < 0.
+  void check(Index batch, Index len) const {
+    auto shape = [](Index r, Index c) {
+      return "[" + std::to_string(r) + ", " + std::to_string(c) + "]";
+    };
+    if (padding != nullptr && (padding->rows() != batch || padding->cols() != len)) {
+      throw Error("padding_mask: expected " + shape(batch, len) + ", got " +
+                  shape(padding->rows(), padding->cols()));
+    }
+    if (positions != nullptr) {
+      if (positions->rows() != batch || positions->cols() != len) {
+        throw Error("position_ids: expected " + shape(batch, len) + ", got " +
+                    shape(positions->rows(), positions->cols()));
+      }
+      for (Index b = 0; b < batch; ++b) {
+        for (Index i = 0; i < len; ++i) {
+          if ((*positions)(b, i) < 0) {
+            throw Error("position_ids[" + std::to_string(b) + ", " + std::to_string(i) +
+                        "]: expected >= 0, got " + std::to_string((*positions)(b, i)));
+          }
+        }
+      }
+    }
+  }
+  /// Item b's view (row b of each array; PaddingMask and PositionIds are row-major).
+  SequenceInputs item(Index b, Index len) const {
+    SequenceInputs s;
+    s.positions.len = len;
+    if (positions != nullptr) s.positions.ids = positions->data() + b * len;
+    if (padding != nullptr) s.key_padding = padding->data() + b * len;
+    return s;
+  }
+};
+
+namespace detail {
+inline void check_batch_width(const char* what, Index got, Index want) {
+  if (got != want) {
+    throw Error(std::string(what) + ": input width (last dimension) expected " +
+                std::to_string(want) + ", got " + std::to_string(got));
+  }
+}
+template <class T>
+void resize_like(Tensor3<T>& out, Index b, Index l, Index d) {
+  if (out.dimension(0) != b || out.dimension(1) != l || out.dimension(2) != d) out.resize(b, l, d);
+}
+}  // namespace detail
+
+/// Self-attention of spec §3, per head h:
+///   e_ij = (q_i·k_j + [q_i·aK(c_ij)]) / sqrt(d_head) + mask,  α_i = softmax_j(e_ij),
+///   z_i = Σ_j α_ij (v_j + [aV(c_ij)]),  out = concat_h(z) · out_projᵀ + bias,
+/// with δ = p_j − p_i (key minus query) and c = the encoding's clamp of δ. The encoding's
+/// hooks (encodings/concept.hpp) are asked at compile time: rotary rotates q and k in place;
+/// relative tables give aK / aV rows, shared by all heads.
+///
+/// Relative terms by skewing: with the R distinct clamped distances [lo, hi] of the sequence,
+/// QR = q_h · aK[lo..hi]ᵀ (len × R) is gathered into the scores, and the weights are summed
+/// per distance into W (len × R) for z_h += W · aV[lo..hi]. Working memory per head is
+/// O(len² + len·R), R <= 2·len − 1 for contiguous positions. Explicit position ids spread so
+/// wide that R > 4·len take a sparse path instead: every pair sorted by distance, each
+/// distance's row fetched once (O(len²) memory, O(len²·d_head) time), so R never sizes memory.
+///
+/// Threads: heads of a sequence run in parallel (detail/thread_pool.hpp); each head writes
+/// its own columns of z, so results do not depend on the thread count.
+template <Scalar T, Encoding Enc = NoPosition<T>>
+class MultiHeadAttention {
+  static_assert(std::is_same_v<typename Enc::Scalar, T>,
+                "MultiHeadAttention<T, Enc>: the encoding's Scalar must be T");
+
+ public:
+  AttentionConfig config;
+  Matrix<T> in_proj_weight;   // (3 d_model, d_model), PyTorch [out, in]: rows q, then k, then v
+  Vector<T> in_proj_bias;     // (3 d_model)
+  Matrix<T> out_proj_weight;  // (d_model, d_model)
+  Vector<T> out_proj_bias;    // (d_model)
+  Enc encoding;               // this layer's positional encoding
+
+  /// Zero weights of the configured sizes (fill them, or use load()).
+  explicit MultiHeadAttention(AttentionConfig cfg, Enc enc = Enc())
+      : config(cfg), encoding(std::move(enc)) {
+    config.validate();
+    const Index d = config.d_model;
+    in_proj_weight = Matrix<T>::Zero(3 * d, d);
+    in_proj_bias = Vector<T>::Zero(3 * d);
+    out_proj_weight = Matrix<T>::Zero(d, d);
+    out_proj_bias = Vector<T>::Zero(d);
+  }
+
+  /// The tensors `prefix`in_proj_weight [3d, d], in_proj_bias [3d], out_proj.weight [d, d],
+  /// out_proj.bias [d] (prefix e.g. "layers.0.self_attn."); a missing or mis-shaped one
+  /// throws Error naming it. The encoding loads its own tensors.
+  static MultiHeadAttention load(const io::SafetensorsFile& file, const std::string& prefix,
+                                 AttentionConfig cfg, Enc enc = Enc()) {
+    MultiHeadAttention a(cfg, std::move(enc));
+    const Index d = cfg.d_model;
+    a.in_proj_weight = file.matrix<T>(prefix + "in_proj_weight", 3 * d, d);
+    a.in_proj_bias = file.vector<T>(prefix + "in_proj_bias", 3 * d);
+    a.out_proj_weight = file.matrix<T>(prefix + "out_proj.weight", d, d);
+    a.out_proj_bias = file.vector<T>(prefix + "out_proj.bias", d);
+    return a;
+  }
+
+  Index d_model() const { return config.d_model; }
+  Index n_heads() const { return config.n_heads; }
+  Index d_head() const { return config.d_head(); }
+
+  /// One sequence: x, out (len, d_model), not aliased. Does not allocate once `ws` has seen
+  /// this length (the encoding's own caches aside).
+  void forward(ConstMatrixRef<T> x, MatrixRef<T> out, const SequenceInputs& in,
+               SequenceWorkspace<T>& ws) const {
+    const Index len = x.rows(), d = d_model();
+    RELPOS_ASSERT(x.cols() == d && out.rows() == len && out.cols() == d,
+                  "MultiHeadAttention::forward: x and out must be (len, d_model)");
+    RELPOS_ASSERT(in.positions.len == len, "MultiHeadAttention::forward: positions.len != len");
+
+    // q | k | v = x · in_projᵀ + bias: (len, 3 d_model), head h in columns h·d_head of each
+    auto qkv = ws.qkv.matrix(len, 3 * d);
+    detail::linear<T>(x, in_proj_weight, in_proj_bias, qkv);
+    if constexpr (TransformsQK<Enc>) {
+      // rotary: q and k of every head, in place, before any score
+      MatrixRef<T> q(qkv.leftCols(d));
+      MatrixRef<T> k(qkv.middleCols(d, d));
+      encoding.transform_qk(q, k, in.positions, n_heads());
+    }
+
+    Relative rel;
+    prepare_relative(in.positions, ws, rel);
+
+    // heads in parallel, each writing its columns of z: (len, d_model)
+    auto z = ws.z.matrix(len, d);
+    ws.ensure_slots(detail::slots_needed());
+    detail::parallel_for(
+        n_heads(), [&](Index h, int slot) { head_forward(h, qkv, z, in, rel, ws, ws.head(slot)); });
+
+    detail::linear<T>(z, out_proj_weight, out_proj_bias, out);
+  }
+
+  /// A batch [batch, len, d_model] → out (resized if needed), items in parallel.
+  void forward(const Tensor3<T>& x, Tensor3<T>& out, const BatchInputs& in,
+               Workspace<T>& ws) const {
+    const Index batch = x.dimension(0), len = x.dimension(1);
+    detail::check_batch_width("attention", x.dimension(2), d_model());
+    in.check(batch, len);
+    detail::resize_like(out, batch, len, d_model());
+    detail::for_each_item(batch, ws, [&](Index b, SequenceWorkspace<T>& sw) {
+      forward(item(x, b), item(out, b), in.item(b, len), sw);
+    });
+  }
+
+  /// Convenience: allocates its output and a workspace.
+  Tensor3<T> forward(const Tensor3<T>& x, const BatchInputs& in = {}) const {
+    Tensor3<T> out;
+    Workspace<T> ws;
+    forward(x, out, in, ws);
+    return out;
+  }
+
+ private:
+  using SparsePairs = std::vector<std::pair<std::int64_t, std::int64_t>>;
+  using IndexMap = Eigen::Map<
+      const Eigen::Matrix<std::int32_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
+
+  // The relative tables of one sequence, shared by its heads.
+  struct Relative {
+    bool keys = false, values = false;
+    bool dense = true;  // skewing tables (else the sparse pair list in the workspace)
+    detail::DistanceRange range;
+    DistanceRows<T> key_rows, value_rows;  // (R, d_head) each, when dense
+    const std::int32_t* index = nullptr;   // (len, len) row-major: c_ij − lo, when dense
+  };
+
+  void prepare_relative(const Positions& p, SequenceWorkspace<T>& ws, Relative& rel) const {
+    if constexpr (HasKeyTerm<Enc> || HasValueTerm<Enc>) {
+      rel.keys = detail::key_term_active(encoding);
+      rel.values = detail::value_term_active(encoding);
+      if (!rel.keys && !rel.values) return;
+      rel.range = detail::distance_range(encoding, p);
+      rel.dense = rel.range.count() <= detail::kDenseRangeFactor * std::max<Index>(p.len, 1);
+      if (!rel.dense) {
+        detail::build_sparse_pairs(encoding, p, ws.sparse_pairs);
+        return;
+      }
+      auto index = ws.distance_index.matrix(p.len, p.len);
+      detail::build_distance_index(encoding, p, rel.range.lo, index);
+      rel.index = index.data();
+      if constexpr (HasKeyTerm<Enc>) {
+        if (rel.keys) {
+          rel.key_rows = encoding.key_rows(rel.range.lo, rel.range.hi);
+          check_rows("relative key rows", rel.key_rows.view());
+        }
+      }
+      if constexpr (HasValueTerm<Enc>) {
+        if (rel.values) {
+          rel.value_rows = encoding.value_rows(rel.range.lo, rel.range.hi);
+          check_rows("relative value rows", rel.value_rows.view());
+        }
+      }
+    } else {
+      (void)p;
+      (void)ws;
+      (void)rel;
+    }
+  }
+
+  void check_rows(const char* what, const ConstMatrixMap<T>& rows) const {
+    if (rows.cols() != d_head()) {
+      throw Error(std::string(Enc::name) + " " + what + ": width expected d_head = " +
+                  std::to_string(d_head()) + ", got " + std::to_string(rows.cols()));
+    }
+  }
+
+  template <class Qkv, class Z>
+  void head_forward(Index h, const Qkv& qkv, Z& z, const SequenceInputs& in, const Relative& rel,
+                    const SequenceWorkspace<T>& ws, HeadScratch<T>& scratch) const {
+    const Index len = qkv.rows(), d = d_model(), dh = d_head();
+    const auto q = qkv.middleCols(h * dh, dh);          // (len, d_head)
+    const auto k = qkv.middleCols(d + h * dh, dh);      // (len, d_head)
+    const auto v = qkv.middleCols(2 * d + h * dh, dh);  // (len, d_head)
+    auto zh = z.middleCols(h * dh, dh);                 // (len, d_head)
+
+    // scores: (len, len) = q · kᵀ
+    auto scores = scratch.scores.matrix(len, len);
+    detail::matmul_nt<T>(q, k, scores);
+    if (rel.keys) add_key_term(q, scores, rel, ws.sparse_pairs, scratch);
+    // the 1/sqrt(d_head) scale covers q·k and q·aK alike (spec §3)
+    scores *= T(1) / std::sqrt(static_cast<T>(dh));
+    detail::masked_softmax_rows(scores, config.causal, in.key_padding);
+
+    // z_h = α · v, then the value term Σ_j α_ij aV(c_ij)
+    detail::matmul_nn<T>(scores, v, zh);
+    if (rel.values) add_value_term(scores, zh, rel, ws.sparse_pairs, scratch);
+  }
+
+  template <class Q, class S>
+  void add_key_term(const Q& q, S& scores, const Relative& rel, const SparsePairs& pairs,
+                    HeadScratch<T>& scratch) const {
+    if constexpr (HasKeyTerm<Enc>) {
+      const Index len = q.rows();
+      if (rel.dense) {
+        // QR(i, c − lo) = q_i · aK(c): one product with the R distinct rows, then the skew gather
+        auto qr = scratch.by_distance.matrix(len, rel.range.count());
+        detail::matmul_nt<T>(q, rel.key_rows.view(), qr);
+        detail::gather_add(scores, qr, IndexMap(rel.index, len, len));
+      } else {
+        for_each_distance(pairs, [&](std::int64_t c, auto first, auto last) {
+          const DistanceRows<T> rows = encoding.key_rows(c, c);
+          check_rows("relative key rows", rows.view());
+          const ConstMatrixMap<T> table = rows.view();
+          const auto a = table.row(0);  // aK(c): (1, d_head)
+          for (auto it = first; it != last; ++it) {
+            const Index i = it->second / len, j = it->second % len;
+            scores(i, j) += q.row(i).dot(a);
+          }
+        });
+      }
+    } else {
+      (void)q, (void)scores, (void)rel, (void)pairs, (void)scratch;
+    }
+  }
+
+  template <class A, class Zh>
+  void add_value_term(const A& alpha, Zh& zh, const Relative& rel, const SparsePairs& pairs,
+                      HeadScratch<T>& scratch) const {
+    if constexpr (HasValueTerm<Enc>) {
+      const Index len = alpha.rows();
+      if (rel.dense) {
+        // W(i, c − lo) = Σ_{j: c_ij = c} α_ij, then z_h += W · aV[lo..hi]
+        auto w = scratch.by_distance.matrix(len, rel.range.count());
+        detail::scatter_by_distance(w, alpha, IndexMap(rel.index, len, len));
+        detail::matmul_nn<T>(w, rel.value_rows.view(), zh, /*accumulate=*/true);
+      } else {
+        for_each_distance(pairs, [&](std::int64_t c, auto first, auto last) {
+          const DistanceRows<T> rows = encoding.value_rows(c, c);
+          check_rows("relative value rows", rows.view());
+          const ConstMatrixMap<T> table = rows.view();
+          const auto a = table.row(0);  // aV(c): (1, d_head)
+          for (auto it = first; it != last; ++it) {
+            const Index i = it->second / len, j = it->second % len;
+            if (alpha(i, j) != T(0)) zh.row(i) += alpha(i, j) * a;
+          }
+        });
+      }
+    } else {
+      (void)alpha, (void)zh, (void)rel, (void)pairs, (void)scratch;
+    }
+  }
+
+  // fn(c, first, last) for each run of equal distance c in the sorted sparse pair list.
+  template <class F>
+  static void for_each_distance(const SparsePairs& pairs, F&& fn) {
+    auto it = pairs.begin();
+    while (it != pairs.end()) {
+      auto last = it;
+      while (last != pairs.end() && last->first == it->first) ++last;
+      fn(it->first, it, last);
+      it = last;
+    }
+  }
+};
+
+}  // namespace relpos

@@ -1,0 +1,107 @@
+// SPDX-License-Identifier: MIT
+// The naive reference of attention (spec §3) with materialised relative tables: aK and aV are
+// gathered per (query, key) pair into (len × len × d_head) tensors and every score and output
+// is a plain loop. It exists to check the skewing path in tests and to be the baseline series
+// of the benchmarks; its memory is O(len²·d_head) by design. Never use it for real work.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include <Eigen/Core>
+#include <unsupported/Eigen/CXX11/Tensor>
+
+#include <relpos/attention.hpp>
+#include <relpos/core.hpp>
+#include <relpos/encodings/concept.hpp>
+
+namespace relpos::detail {
+
+/// Attention of one sequence x (len, d_model) by the naive loops, with mha's weights and
+/// encoding. Same contract as MultiHeadAttention::forward.
+template <Scalar T, class Enc>
+Matrix<T> naive_attention(const MultiHeadAttention<T, Enc>& mha, ConstMatrixRef<T> x,
+                          const SequenceInputs& in) {
+  const Index len = x.rows(), d = mha.d_model(), n_heads = mha.n_heads(), dh = mha.d_head();
+  const Positions& p = in.positions;
+
+  Matrix<T> qkv = x * mha.in_proj_weight.transpose();  // (len, 3 d_model)
+  qkv.rowwise() += mha.in_proj_bias.transpose();
+  Matrix<T> q = qkv.leftCols(d), k = qkv.middleCols(d, d), v = qkv.rightCols(d);
+  if constexpr (TransformsQK<Enc>) mha.encoding.transform_qk(q, k, p, n_heads);
+
+  // the materialised relative tables, [i][j] -> aK(c_ij) / aV(c_ij): (len, len, d_head)
+  const bool keys = key_term_active(mha.encoding), values = value_term_active(mha.encoding);
+  Eigen::Tensor<T, 3, Eigen::RowMajor> a_k(keys ? len : 0, len, dh);
+  Eigen::Tensor<T, 3, Eigen::RowMajor> a_v(values ? len : 0, len, dh);
+  for (Index i = 0; i < len; ++i) {
+    for (Index j = 0; j < len; ++j) {
+      if constexpr (HasKeyTerm<Enc> || HasValueTerm<Enc>) {
+        const std::int64_t c = mha.encoding.clamp_distance(p[j] - p[i]);
+        if constexpr (HasKeyTerm<Enc>) {
+          if (keys) {
+            const DistanceRows<T> rows = mha.encoding.key_rows(c, c);
+            const ConstMatrixMap<T> row = rows.view();
+            for (Index t = 0; t < dh; ++t) a_k(i, j, t) = row(0, t);
+          }
+        }
+        if constexpr (HasValueTerm<Enc>) {
+          if (values) {
+            const DistanceRows<T> rows = mha.encoding.value_rows(c, c);
+            const ConstMatrixMap<T> row = rows.view();
+            for (Index t = 0; t < dh; ++t) a_v(i, j, t) = row(0, t);
+          }
+        }
+      }
+    }
+  }
+
+  const T scale = T(1) / std::sqrt(static_cast<T>(dh));
+  Matrix<T> z = Matrix<T>::Zero(len, d);
+  std::vector<T> e(static_cast<std::size_t>(len));
+  for (Index h = 0; h < n_heads; ++h) {
+    const Index o = h * dh;
+    for (Index i = 0; i < len; ++i) {
+      T max = -std::numeric_limits<T>::infinity();
+      for (Index j = 0; j < len; ++j) {
+        const bool hidden =
+            (mha.config.causal && j > i) || (in.key_padding != nullptr && in.key_padding[j]);
+        T s = 0;
+        for (Index t = 0; t < dh; ++t) {
+          s += q(i, o + t) * (k(j, o + t) + (keys ? a_k(i, j, t) : T(0)));
+        }
+        e[j] = hidden ? -std::numeric_limits<T>::infinity() : s * scale;
+        max = std::max(max, e[j]);
+      }
+      if (max == -std::numeric_limits<T>::infinity()) continue;  // no visible key: z_i = 0
+      T sum = 0;
+      for (Index j = 0; j < len; ++j) sum += (e[j] = std::exp(e[j] - max));
+      for (Index j = 0; j < len; ++j) {
+        const T alpha = e[j] / sum;
+        for (Index t = 0; t < dh; ++t) {
+          z(i, o + t) += alpha * (v(j, o + t) + (values ? a_v(i, j, t) : T(0)));
+        }
+      }
+    }
+  }
+  Matrix<T> out = z * mha.out_proj_weight.transpose();
+  out.rowwise() += mha.out_proj_bias.transpose();
+  return out;
+}
+
+/// The naive path over a batch [batch, len, d_model], item by item on one thread.
+template <Scalar T, class Enc>
+Tensor3<T> naive_attention(const MultiHeadAttention<T, Enc>& mha, const Tensor3<T>& x,
+                           const BatchInputs& in = {}) {
+  const Index batch = x.dimension(0), len = x.dimension(1);
+  check_batch_width("naive attention", x.dimension(2), mha.d_model());
+  in.check(batch, len);
+  Tensor3<T> out(batch, len, mha.d_model());
+  for (Index b = 0; b < batch; ++b)
+    item(out, b) = naive_attention<T, Enc>(mha, item(x, b), in.item(b, len));
+  return out;
+}
+
+}  // namespace relpos::detail

@@ -1,0 +1,117 @@
+// SPDX-License-Identifier: MIT
+// The relative terms of spec §3 without a (len × len × d) tensor, by "skewing" (Huang et al.
+// 2018, Music Transformer): products with the R distinct distance rows, then a gather into the
+// (len × len) scores (key term) or a scatter of the weights by distance (value term).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include <relpos/core.hpp>
+#include <relpos/detail/buffer.hpp>
+#include <relpos/encodings/concept.hpp>
+
+namespace relpos::detail {
+
+/// Whether an encoding's key / value term is in use: the hook exists and, where the
+/// encoding can switch it off at run time (sinusoidal's keys / values flags), it is on.
+template <class E>
+bool key_term_active(const E& e) {
+  if constexpr (!HasKeyTerm<E>) {
+    return false;
+  } else if constexpr (requires { e.uses_keys(); }) {
+    return e.uses_keys();
+  } else {
+    return true;
+  }
+}
+template <class E>
+bool value_term_active(const E& e) {
+  if constexpr (!HasValueTerm<E>) {
+    return false;
+  } else if constexpr (requires { e.uses_values(); }) {
+    return e.uses_values();
+  } else {
+    return true;
+  }
+}
+
+/// The clamped distances a sequence can use: [lo, hi] with lo = clamp(min δ), hi = clamp(max δ)
+/// (clamping is monotone), δ = p_j − p_i over all pairs.
+struct DistanceRange {
+  std::int64_t lo = 0;
+  std::int64_t hi = 0;
+  std::int64_t count() const { return hi - lo + 1; }
+};
+
+template <class E>
+DistanceRange distance_range(const E& e, const Positions& p) {
+  if (p.len == 0) return {};
+  std::int64_t min_p = p[0], max_p = p[0];
+  for (Index i = 1; i < p.len; ++i) {
+    min_p = std::min(min_p, p[i]);
+    max_p = std::max(max_p, p[i]);
+  }
+  return {static_cast<std::int64_t>(e.clamp_distance(min_p - max_p)),
+          static_cast<std::int64_t>(e.clamp_distance(max_p - min_p))};
+}
+
+/// The skewing tables are used while R <= kDenseRangeFactor · len, so the (len, R) scratch
+/// stays O(len²). Contiguous positions (plain, offset, left padding) always have
+/// R <= 2·len − 1; only explicit ids with wide gaps go the sparse way.
+inline constexpr Index kDenseRangeFactor = 4;
+
+/// index(i, j) = clamp(p_j − p_i) − lo: the column of distance row of each (query, key) pair.
+template <class E>
+void build_distance_index(
+    const E& e, const Positions& p, std::int64_t lo,
+    Eigen::Ref<Eigen::Matrix<std::int32_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>
+        index) {
+  for (Index i = 0; i < p.len; ++i) {
+    const std::int64_t pi = p[i];
+    for (Index j = 0; j < p.len; ++j) {
+      index(i, j) = static_cast<std::int32_t>(e.clamp_distance(p[j] - pi) - lo);
+    }
+  }
+}
+
+/// scores(i, j) += by_distance(i, index(i, j)): the skew gather of the key term.
+template <class S, class B, class I>
+void gather_add(Eigen::MatrixBase<S>& scores, const Eigen::MatrixBase<B>& by_distance,
+                const Eigen::MatrixBase<I>& index) {
+  for (Index i = 0; i < scores.rows(); ++i) {
+    for (Index j = 0; j < scores.cols(); ++j) scores(i, j) += by_distance(i, index(i, j));
+  }
+}
+
+/// by_distance(i, c) = Σ_{j : index(i, j) = c} α(i, j): the weights summed per distance, so
+/// that Σ_j α_ij aV(c_ij) = (by_distance · aV)_i (value term).
+template <class W, class A, class I>
+void scatter_by_distance(Eigen::MatrixBase<W>& by_distance, const Eigen::MatrixBase<A>& alpha,
+                         const Eigen::MatrixBase<I>& index) {
+  by_distance.setZero();
+  for (Index i = 0; i < alpha.rows(); ++i) {
+    for (Index j = 0; j < alpha.cols(); ++j) by_distance(i, index(i, j)) += alpha(i, j);
+  }
+}
+
+/// Sparse positions: every pair as (clamped δ, i·len + j), sorted by δ, so that each distinct
+/// distance's row is fetched once and applied to its pairs (O(len²) memory, never R).
+template <class E>
+void build_sparse_pairs(const E& e, const Positions& p,
+                        std::vector<std::pair<std::int64_t, std::int64_t>>& pairs) {
+  pairs.clear();
+  pairs.reserve(static_cast<std::size_t>(p.len * p.len));
+  for (Index i = 0; i < p.len; ++i) {
+    for (Index j = 0; j < p.len; ++j) {
+      pairs.emplace_back(static_cast<std::int64_t>(e.clamp_distance(p[j] - p[i])), i * p.len + j);
+    }
+  }
+  std::sort(pairs.begin(), pairs.end());
+}
+
+}  // namespace relpos::detail

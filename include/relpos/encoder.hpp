@@ -1,0 +1,188 @@
+// SPDX-License-Identifier: MIT
+// The encoder stack of spec §1–2: optional token embedding (no √d_model scaling), the input
+// encoding of absolute / additive types on the first block's input, N blocks, an optional
+// final LayerNorm and an optional output head giving logits, as torch.nn.TransformerEncoder.
+#pragma once
+
+#include <concepts>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include <relpos/attention.hpp>
+#include <relpos/block.hpp>
+#include <relpos/core.hpp>
+#include <relpos/detail/gemm.hpp>
+#include <relpos/encodings/concept.hpp>
+#include <relpos/encodings/none.hpp>
+#include <relpos/io/safetensors.hpp>
+#include <relpos/layer_norm.hpp>
+#include <relpos/workspace.hpp>
+
+namespace relpos {
+
+/// Token ids of a batch, [batch, len].
+using TokenIds = Eigen::Array<std::int64_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+/// The hyper-parameters of spec §1 that shape the stack (the position type is the Enc
+/// template argument of Encoder; io::ModelConfig maps onto this field by field).
+struct EncoderConfig {
+  Index d_model = 0;
+  Index n_heads = 0;
+  Index n_layers = 0;
+  Index d_ff = 0;
+  Activation activation = Activation::relu;
+  bool norm_first = false;
+  double layer_norm_eps = 1e-5;  // every LayerNorm, the final one included
+  bool final_norm = false;       // tensors norm.weight, norm.bias
+  bool causal = false;
+  Index vocab_size = 0;      // 0: no vocabulary; else embed.weight [vocab_size, d_model]
+  bool output_head = false;  // head.weight [vocab_size, d_model], head.bias [vocab_size]
+
+  BlockConfig block() const {
+    return {d_model, n_heads, d_ff, activation, norm_first, layer_norm_eps, causal};
+  }
+  void validate() const {
+    auto positive = [](const char* key, Index v) {
+      if (v < 1) throw Error(std::string(key) + ": expected >= 1, got " + std::to_string(v));
+    };
+    positive("d_model", d_model);
+    positive("n_heads", n_heads);
+    positive("n_layers", n_layers);
+    positive("d_ff", d_ff);
+    if (d_model % n_heads != 0) {
+      throw Error("d_model (" + std::to_string(d_model) + ") must be divisible by n_heads (" +
+                  std::to_string(n_heads) + ")");
+    }
+    if (!(layer_norm_eps > 0)) {
+      throw Error("layer_norm_eps: expected > 0, got " + std::to_string(layer_norm_eps));
+    }
+    if (vocab_size < 0) throw Error("vocab_size: expected >= 0, got " + std::to_string(vocab_size));
+    if (output_head && vocab_size < 1) throw Error("output_head: needs vocab_size");
+  }
+};
+
+template <Scalar T, Encoding Enc = NoPosition<T>>
+class Encoder {
+ public:
+  EncoderConfig config;
+  Matrix<T> embedding;  // (vocab_size, d_model), embed.weight; empty without a vocabulary
+  std::vector<Block<T, Enc>> layers;
+  std::optional<LayerNorm<T>> norm;  // the final norm, when config.final_norm
+  Matrix<T> head_weight;             // (vocab_size, d_model), when config.output_head
+  Vector<T> head_bias;               // (vocab_size)
+
+  /// Loads every tensor of spec §1 from `file` (names "embed.weight", "layers.{n}.…",
+  /// "norm.…", "head.…"); a missing or mis-shaped tensor throws Error naming it.
+  /// make_encoding(n) gives layer n's encoding (which loads its own tensors, if any); the
+  /// input encoding (EncodesInput) is layer 0's. Whether `file` holds tensors this model does
+  /// not use is the caller's check (model.hpp).
+  template <class MakeEncoding>
+  requires std::convertible_to<std::invoke_result_t<MakeEncoding&, Index>, Enc>
+  static Encoder load(const io::SafetensorsFile& file, const EncoderConfig& cfg,
+                      MakeEncoding&& make_encoding) {
+    cfg.validate();
+    Encoder e;
+    e.config = cfg;
+    const Index d = cfg.d_model;
+    if (cfg.vocab_size > 0) e.embedding = file.matrix<T>("embed.weight", cfg.vocab_size, d);
+    e.layers.reserve(static_cast<std::size_t>(cfg.n_layers));
+    for (Index n = 0; n < cfg.n_layers; ++n) {
+      e.layers.push_back(Block<T, Enc>::load(file, "layers." + std::to_string(n) + ".", cfg.block(),
+                                             make_encoding(n)));
+    }
+    if (cfg.final_norm) e.norm = LayerNorm<T>::load(file, "norm", d, cfg.layer_norm_eps);
+    if (cfg.output_head) {
+      e.head_weight = file.matrix<T>("head.weight", cfg.vocab_size, d);
+      e.head_bias = file.vector<T>("head.bias", cfg.vocab_size);
+    }
+    return e;
+  }
+  /// The same with a default-constructed encoding in every layer (none, sinusoidal, ...).
+  static Encoder load(const io::SafetensorsFile& file, const EncoderConfig& cfg) {
+    return load(file, cfg, [](Index) { return Enc(); });
+  }
+
+  Index d_model() const { return config.d_model; }
+
+  /// Activations [batch, len, d_model] → out [batch, len, d_model] (resized if needed).
+  void forward(const Tensor3<T>& x, Tensor3<T>& out, const BatchInputs& in,
+               Workspace<T>& ws) const {
+    const Index batch = x.dimension(0), len = x.dimension(1);
+    detail::check_batch_width("encoder", x.dimension(2), d_model());
+    in.check(batch, len);
+    detail::resize_like(out, batch, len, d_model());
+    detail::for_each_item(batch, ws, [&](Index b, SequenceWorkspace<T>& sw) {
+      auto h = item(out, b);  // (len, d_model)
+      h = item(x, b);
+      run_stack(h, in.item(b, len), sw);
+    });
+  }
+
+  /// Token ids [batch, len] → out [batch, len, d_model], through embed.weight. An id outside
+  /// [0, vocab_size) throws Error naming it.
+  void forward_ids(const TokenIds& ids, Tensor3<T>& out, const BatchInputs& in,
+                   Workspace<T>& ws) const {
+    if (config.vocab_size < 1) throw Error("input_ids: this model has no vocabulary (vocab_size)");
+    const Index batch = ids.rows(), len = ids.cols();
+    for (Index b = 0; b < batch; ++b) {
+      for (Index i = 0; i < len; ++i) {
+        if (ids(b, i) < 0 || ids(b, i) >= config.vocab_size) {
+          throw Error("input_ids[" + std::to_string(b) + ", " + std::to_string(i) +
+                      "]: expected 0 <= id < vocab_size " + std::to_string(config.vocab_size) +
+                      ", got " + std::to_string(ids(b, i)));
+        }
+      }
+    }
+    in.check(batch, len);
+    detail::resize_like(out, batch, len, d_model());
+    detail::for_each_item(batch, ws, [&](Index b, SequenceWorkspace<T>& sw) {
+      auto h = item(out, b);  // (len, d_model)
+      for (Index i = 0; i < len; ++i) h.row(i) = embedding.row(ids(b, i));
+      run_stack(h, in.item(b, len), sw);
+    });
+  }
+
+  /// logits [batch, len, vocab_size] = hidden · headᵀ + bias (needs output_head).
+  void logits(const Tensor3<T>& hidden, Tensor3<T>& out) const {
+    if (!config.output_head) throw Error("logits: this model has no output head (output_head)");
+    const Index batch = hidden.dimension(0), len = hidden.dimension(1);
+    detail::check_batch_width("logits", hidden.dimension(2), d_model());
+    detail::resize_like(out, batch, len, config.vocab_size);
+    detail::parallel_for(batch, [&](Index b, int) {
+      auto o = item(out, b);  // (len, vocab_size)
+      detail::linear<T>(item(hidden, b), head_weight, head_bias, o);
+    });
+  }
+
+  /// Convenience forms: allocate the output and a workspace.
+  Tensor3<T> forward(const Tensor3<T>& x, const BatchInputs& in = {}) const {
+    Tensor3<T> out;
+    Workspace<T> ws;
+    forward(x, out, in, ws);
+    return out;
+  }
+  Tensor3<T> forward_ids(const TokenIds& ids, const BatchInputs& in = {}) const {
+    Tensor3<T> out;
+    Workspace<T> ws;
+    forward_ids(ids, out, in, ws);
+    return out;
+  }
+
+ private:
+  // h: (len, d_model), the first block's input, updated in place to the stack's output.
+  void run_stack(MatrixMap<T>& h, const SequenceInputs& in, SequenceWorkspace<T>& ws) const {
+    if constexpr (EncodesInput<Enc>) {
+      // absolute / additive: added once, to the first block's input (spec §4)
+      if (!layers.empty()) layers.front().self_attn.encoding.add_to_input(h, in.positions);
+    }
+    for (const Block<T, Enc>& block : layers) block.forward(h, in, ws);
+    if (norm) norm->forward(h, h);
+  }
+};
+
+}  // namespace relpos

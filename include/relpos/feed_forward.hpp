@@ -1,0 +1,77 @@
+// SPDX-License-Identifier: MIT
+// The position-wise feed-forward network of a Transformer block (Vaswani et al. 2017), as in
+// torch.nn.TransformerEncoderLayer: linear2(act(linear1(x))), act = relu or exact gelu (erf).
+#pragma once
+
+#include <cmath>
+#include <string>
+
+#include <Eigen/Core>
+
+#include <relpos/core.hpp>
+#include <relpos/detail/gemm.hpp>
+#include <relpos/io/safetensors.hpp>
+#include <relpos/workspace.hpp>
+
+namespace relpos {
+
+/// The feed-forward activation. gelu is the exact form x·Φ(x) = x/2·(1 + erf(x/√2)), torch's
+/// default (approximate="none"), not the tanh approximation.
+enum class Activation { relu, gelu };
+
+template <Scalar T>
+struct FeedForward {
+  Activation activation = Activation::relu;
+  Matrix<T> linear1_weight;  // (d_ff, d_model), PyTorch [out, in]
+  Vector<T> linear1_bias;    // (d_ff)
+  Matrix<T> linear2_weight;  // (d_model, d_ff)
+  Vector<T> linear2_bias;    // (d_model)
+
+  FeedForward() = default;
+  /// Zero weights of the given sizes (fill them, or use load()).
+  FeedForward(Index d_model, Index d_ff, Activation act)
+      : activation(act),
+        linear1_weight(Matrix<T>::Zero(d_ff, d_model)),
+        linear1_bias(Vector<T>::Zero(d_ff)),
+        linear2_weight(Matrix<T>::Zero(d_model, d_ff)),
+        linear2_bias(Vector<T>::Zero(d_model)) {
+    if (d_model < 1 || d_ff < 1) {
+      throw Error("FeedForward: d_model and d_ff expected >= 1, got " + std::to_string(d_model) +
+                  " and " + std::to_string(d_ff));
+    }
+  }
+
+  /// `prefix`linear1.weight [d_ff, d_model], .bias [d_ff], `prefix`linear2.weight
+  /// [d_model, d_ff], .bias [d_model] (prefix e.g. "layers.0.").
+  static FeedForward load(const io::SafetensorsFile& file, const std::string& prefix, Index d_model,
+                          Index d_ff, Activation act) {
+    FeedForward f(d_model, d_ff, act);
+    f.linear1_weight = file.matrix<T>(prefix + "linear1.weight", d_ff, d_model);
+    f.linear1_bias = file.vector<T>(prefix + "linear1.bias", d_ff);
+    f.linear2_weight = file.matrix<T>(prefix + "linear2.weight", d_model, d_ff);
+    f.linear2_bias = file.vector<T>(prefix + "linear2.bias", d_model);
+    return f;
+  }
+
+  Index d_model() const { return linear1_weight.cols(); }
+  Index d_ff() const { return linear1_weight.rows(); }
+
+  /// out = linear2(act(linear1(x))); x, out: (len, d_model), not aliased. The hidden layer
+  /// lives in ws.hidden.
+  void forward(ConstMatrixRef<T> x, MatrixRef<T> out, SequenceWorkspace<T>& ws) const {
+    RELPOS_ASSERT(x.cols() == d_model() && out.cols() == d_model() && out.rows() == x.rows(),
+                  "FeedForward::forward: shape mismatch");
+    // h: (len, d_ff)
+    auto h = ws.hidden.matrix(x.rows(), d_ff());
+    detail::linear<T>(x, linear1_weight, linear1_bias, h);
+    if (activation == Activation::relu) {
+      h = h.cwiseMax(T(0));
+    } else {
+      const T inv_sqrt2 = static_cast<T>(0.70710678118654752440);
+      h = h.unaryExpr([inv_sqrt2](T v) { return T(0.5) * v * (T(1) + std::erf(v * inv_sqrt2)); });
+    }
+    detail::linear<T>(h, linear2_weight, linear2_bias, out);
+  }
+};
+
+}  // namespace relpos

@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: MIT
+// Layer normalisation over the last dimension (Ba et al. 2016), as torch.nn.LayerNorm:
+// biased variance, eps inside the square root, then an element-wise affine map.
+#pragma once
+
+#include <cmath>
+#include <string>
+
+#include <Eigen/Core>
+
+#include <relpos/core.hpp>
+#include <relpos/io/safetensors.hpp>
+
+namespace relpos {
+
+template <Scalar T>
+struct LayerNorm {
+  Vector<T> weight;  // (d): γ
+  Vector<T> bias;    // (d): β
+  double eps = 1e-5;
+
+  LayerNorm() = default;
+  /// The identity-initialised norm of width d (γ = 1, β = 0), as torch's default.
+  LayerNorm(Index d, double eps_)
+      : weight(Vector<T>::Ones(d)), bias(Vector<T>::Zero(d)), eps(eps_) {
+    if (d < 1) throw Error("LayerNorm: width expected >= 1, got " + std::to_string(d));
+    if (!(eps_ > 0)) throw Error("LayerNorm: eps expected > 0, got " + std::to_string(eps_));
+  }
+
+  /// `prefix`.weight and `prefix`.bias, both [d] (e.g. prefix "layers.0.norm1").
+  static LayerNorm load(const io::SafetensorsFile& file, const std::string& prefix, Index d,
+                        double eps) {
+    LayerNorm n(d, eps);
+    n.weight = file.vector<T>(prefix + ".weight", d);
+    n.bias = file.vector<T>(prefix + ".bias", d);
+    return n;
+  }
+
+  Index dim() const { return weight.size(); }
+
+  /// out = LayerNorm(x) row by row; x and out are (len, d) and may be the same matrix.
+  void forward(ConstMatrixRef<T> x, MatrixRef<T> out) const {
+    RELPOS_ASSERT(x.cols() == dim() && out.cols() == dim() && out.rows() == x.rows(),
+                  "LayerNorm::forward: shape mismatch");
+    const T inv_d = T(1) / static_cast<T>(dim());
+    for (Index i = 0; i < x.rows(); ++i) {
+      // two passes (mean, then squared deviations): no cancellation in float
+      const T mean = x.row(i).sum() * inv_d;
+      const T var = (x.row(i).array() - mean).square().sum() * inv_d;  // biased, as torch
+      const T inv_std = T(1) / std::sqrt(var + static_cast<T>(eps));
+      out.row(i).array() = (x.row(i).array() - mean) * inv_std * weight.transpose().array() +
+                           bias.transpose().array();
+    }
+  }
+};
+
+}  // namespace relpos
