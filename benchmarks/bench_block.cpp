@@ -1,0 +1,202 @@
+// SPDX-License-Identifier: MIT
+// One encoder layer (d_model 512, 8 heads, d_ff 2048, batch 1, float32, one thread) for each
+// encoding, read against baselines measured in the same run: an Eigen GEMM of the block's
+// dominant shape (the machine's reachable peak), the naive materialised-table attention, and,
+// when CMake found Torch, libtorch's TransformerEncoderLayer / MultiheadAttention.
+// Every relpos series also counts the heap allocations of a warm forward (allocs counter).
+#include <unistd.h>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <string>
+
+#include <benchmark/benchmark.h>
+
+#include <relpos/attention.hpp>
+#include <relpos/block.hpp>
+#include <relpos/detail/gemm.hpp>
+#include <relpos/detail/naive_attention.hpp>
+#include <relpos/encodings/learned.hpp>
+#include <relpos/encodings/none.hpp>
+#include <relpos/encodings/rotary.hpp>
+#include <relpos/encodings/sinusoidal.hpp>
+#include <relpos/threads.hpp>
+
+#include "alloc_counter.hpp"
+#include "block_setup.hpp"
+#if RELPOS_BENCH_TORCH
+#include "torch_reference.hpp"
+#endif
+
+namespace {
+
+using relpos::Index;
+using relpos_bench::kDFf;
+using relpos_bench::kDModel;
+using relpos_bench::kHeads;
+using Mat = relpos::Matrix<float>;
+
+// GFLOP/s (rate over CPU time) and the allocations per iteration of the timed loop.
+void report(benchmark::State& state, double flops, relpos_bench::AllocCounts before) {
+  const relpos_bench::AllocCounts after = relpos_bench::alloc_counts();
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["allocs"] = benchmark::Counter(static_cast<double>(after.calls - before.calls),
+                                                benchmark::Counter::kAvgIterations);
+  state.counters["alloc_MiB"] =
+      benchmark::Counter(static_cast<double>(after.bytes - before.bytes) / (1 << 20),
+                         benchmark::Counter::kAvgIterations);
+  state.SetItemsProcessed(state.iterations() * state.range(0));  // tokens/s
+}
+
+// ---- the block: attention + feed-forward + two LayerNorms, post-norm, in place ----
+template <class Kind>
+void BM_Block(benchmark::State& state) {
+  const Index len = state.range(0);
+  const auto block = relpos_bench::make_block<Kind>();
+  Mat x = relpos_bench::random_input(len);  // (len, d_model)
+  const relpos::SequenceInputs in{relpos::Positions{len, nullptr}, nullptr};
+  relpos::SequenceWorkspace<float> ws;
+  block.forward(x, in, ws);  // warm: workspace and encoding caches sized for len
+  const auto before = relpos_bench::alloc_counts();
+  for (auto _ : state) {
+    block.forward(x, in, ws);
+    benchmark::DoNotOptimize(x.data());
+    benchmark::ClobberMemory();
+  }
+  report(state, relpos_bench::block_flops<Kind>(len), before);
+}
+
+// ---- attention alone (the efficient skewing path) ----
+template <class Kind>
+void BM_Attention(benchmark::State& state) {
+  const Index len = state.range(0);
+  const auto block = relpos_bench::make_block<Kind>();
+  const Mat x = relpos_bench::random_input(len);
+  Mat out(len, kDModel);
+  const relpos::SequenceInputs in{relpos::Positions{len, nullptr}, nullptr};
+  relpos::SequenceWorkspace<float> ws;
+  block.self_attn.forward(x, out, in, ws);
+  const auto before = relpos_bench::alloc_counts();
+  for (auto _ : state) {
+    block.self_attn.forward(x, out, in, ws);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  report(state, relpos_bench::attention_flops<Kind>(len), before);
+}
+
+// ---- the naive baseline: (len × len × d_head) tables materialised, plain loops ----
+template <class Kind>
+void BM_AttentionNaive(benchmark::State& state) {
+  const Index len = state.range(0);
+  const auto block = relpos_bench::make_block<Kind>();
+  const Mat x = relpos_bench::random_input(len);
+  const relpos::SequenceInputs in{relpos::Positions{len, nullptr}, nullptr};
+  const auto before = relpos_bench::alloc_counts();
+  for (auto _ : state) {
+    Mat out = relpos::detail::naive_attention<float>(block.self_attn, x, in);
+    benchmark::DoNotOptimize(out.data());
+  }
+  report(state, relpos_bench::attention_flops<Kind>(len), before);
+}
+
+// ---- the peak reference: Eigen's GEMM of the block's dominant shape ----
+// linear1: (len, d_model) · (d_ff, d_model)ᵀ, through the same detail::matmul_nt the block
+// uses, so it is the rate the block's GEMMs can reach on this machine in this build.
+void BM_EigenGemm(benchmark::State& state) {
+  const Index len = state.range(0);
+  const Mat a = Mat::Random(len, kDModel);   // (len, d_model)
+  const Mat w = Mat::Random(kDFf, kDModel);  // (d_ff, d_model)
+  Mat c(len, kDFf);                          // (len, d_ff)
+  relpos::detail::matmul_nt<float>(a, w, c);
+  const auto before = relpos_bench::alloc_counts();
+  for (auto _ : state) {
+    relpos::detail::matmul_nt<float>(a, w, c);
+    benchmark::DoNotOptimize(c.data());
+    benchmark::ClobberMemory();
+  }
+  report(state, 2.0 * static_cast<double>(len * kDModel * kDFf), before);
+}
+
+#if RELPOS_BENCH_TORCH
+// ---- libtorch on the same shapes, same process, one thread ----
+template <relpos_bench::TorchOp op>
+void BM_Torch(benchmark::State& state) {
+  const Index len = state.range(0);
+  relpos_bench::TorchReference ref(op, len, kDModel, kHeads, kDFf);
+  ref.forward();
+  for (auto _ : state) {
+    ref.forward();
+    benchmark::DoNotOptimize(ref.probe());
+  }
+  const double flops = op == relpos_bench::TorchOp::block
+                           ? relpos_bench::block_flops<relpos_bench::None>(len)
+                       : op == relpos_bench::TorchOp::attention
+                           ? relpos_bench::attention_flops<relpos_bench::None>(len)
+                           : 2.0 * static_cast<double>(len * kDModel * kDFf);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetItemsProcessed(state.iterations() * len);
+}
+#endif
+
+void lengths(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"len"})->Arg(128)->Arg(512)->Arg(1024)->Arg(2048)->Unit(benchmark::kMillisecond);
+}
+void naive_lengths(benchmark::internal::Benchmark* b) {
+  // the naive tables are 2 · len² · d_head floats: 512 MiB at 1024, where it stops
+  b->ArgNames({"len"})->Arg(128)->Arg(512)->Arg(1024)->Unit(benchmark::kMillisecond);
+}
+
+using relpos_bench::Learned;
+using relpos_bench::None;
+using relpos_bench::Rotary;
+using relpos_bench::Sinusoidal;
+
+BENCHMARK(BM_EigenGemm)->Apply(lengths);
+BENCHMARK_TEMPLATE(BM_Block, None)->Apply(lengths);
+BENCHMARK_TEMPLATE(BM_Block, Sinusoidal)->Apply(lengths);
+BENCHMARK_TEMPLATE(BM_Block, Learned)->Apply(lengths);
+BENCHMARK_TEMPLATE(BM_Block, Rotary)->Apply(lengths);
+BENCHMARK_TEMPLATE(BM_Attention, None)->Apply(lengths);
+BENCHMARK_TEMPLATE(BM_Attention, Learned)->Apply(lengths);
+BENCHMARK_TEMPLATE(BM_AttentionNaive, Learned)->Apply(naive_lengths);
+#if RELPOS_BENCH_TORCH
+BENCHMARK_TEMPLATE(BM_Torch, relpos_bench::TorchOp::gemm)->Apply(lengths);
+BENCHMARK_TEMPLATE(BM_Torch, relpos_bench::TorchOp::block)->Apply(lengths);
+BENCHMARK_TEMPLATE(BM_Torch, relpos_bench::TorchOp::attention)->Apply(lengths);
+#endif
+
+// The BLAS library this process mapped (libtorch's), for the run's context.
+std::string mapped_blas() {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    const auto slash = line.find('/');
+    if (slash != std::string::npos && line.find("blas", slash) != std::string::npos) {
+      return line.substr(slash);
+    }
+  }
+  return "none";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // OpenBLAS reads its thread count when it is loaded, before main: set it and start again
+  relpos_bench::pin_blas_threads(argv);
+  relpos::set_num_threads(1);
+#if RELPOS_BENCH_TORCH
+  relpos_bench::torch_use_one_thread();
+#endif
+  benchmark::AddCustomContext("relpos_threads", std::to_string(relpos::num_threads()));
+  benchmark::AddCustomContext("blas_library", mapped_blas());
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

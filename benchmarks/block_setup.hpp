@@ -1,0 +1,115 @@
+// SPDX-License-Identifier: MIT
+// The benchmarked layer, shared by bench_block and bench_memory: d_model 512, 8 heads,
+// d_ff 2048, post-norm, relu, float32, random weights with a fixed seed; one Kind per
+// encoding, with the FLOPs its forward pass does.
+#pragma once
+
+#include <unistd.h>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+
+#include <relpos/block.hpp>
+#include <relpos/encodings/learned.hpp>
+#include <relpos/encodings/none.hpp>
+#include <relpos/encodings/rotary.hpp>
+#include <relpos/encodings/sinusoidal.hpp>
+
+namespace relpos_bench {
+
+using relpos::Index;
+
+constexpr Index kDModel = 512;
+constexpr Index kHeads = 8;
+constexpr Index kDHead = kDModel / kHeads;
+constexpr Index kDFf = 2048;
+constexpr Index kLearnedK = 64;
+
+// Each Kind: the encoding type, how to build it, and the FLOPs of its relative terms on top
+// of plain attention (a multiply-add counts 2).
+struct None {
+  using Enc = relpos::NoPosition<float>;
+  static constexpr const char* name = "none";
+  static Enc make() { return {}; }
+  static double extra_flops(Index) { return 0; }
+};
+
+struct Sinusoidal {  // unclamped, keys only (the defaults): R = 2·len − 1 distances
+  using Enc = relpos::SinusoidalRelative<float>;
+  static constexpr const char* name = "sinusoidal";
+  static Enc make() { return Enc(kDHead); }
+  // QR = q · aKᵀ per head: 2 · len · R · d_head, over 8 heads
+  static double extra_flops(Index len) { return 2.0 * len * (2.0 * len - 1) * kDModel; }
+};
+
+struct Learned {  // Shaw et al., K = 64, keys and values: R = min(2·len − 1, 2K + 1)
+  using Enc = relpos::LearnedRelative<float>;
+  static constexpr const char* name = "learned";
+  static Enc make() {
+    return Enc::random(kDHead, relpos::LearnedConfig{kLearnedK, true, true, {}}, 11, 0.02);
+  }
+  static double extra_flops(Index len) {
+    const double r = static_cast<double>(std::min(2 * len - 1, 2 * kLearnedK + 1));
+    return 2.0 * (2.0 * len * r * kDModel);  // q · aKᵀ and W · aV
+  }
+};
+
+struct Rotary {  // full rotary_dim, half pairing
+  using Enc = relpos::Rotary<float>;
+  static constexpr const char* name = "rotary";
+  static Enc make() { return Enc(kDHead); }
+  // 6 FLOPs per rotated pair, q and k
+  static double extra_flops(Index len) { return 2.0 * 6.0 * len * (kDModel / 2); }
+};
+
+/// Attention: q, k, v and out projections, q·kᵀ and α·v, plus the encoding's terms.
+template <class Kind>
+double attention_flops(Index len) {
+  const double l = static_cast<double>(len), d = kDModel;
+  return 2.0 * l * 4.0 * d * d + 4.0 * l * l * d + Kind::extra_flops(len);
+}
+
+/// The block: FLOPs ≈ 2·L·(4d² + 2·d·d_ff) + 4·L²·d, plus the relative terms.
+template <class Kind>
+double block_flops(Index len) {
+  return attention_flops<Kind>(len) + 2.0 * len * 2.0 * kDModel * kDFf;
+}
+
+template <class Kind>
+relpos::Block<float, typename Kind::Enc> make_block() {
+  relpos::BlockConfig cfg;
+  cfg.d_model = kDModel;
+  cfg.n_heads = kHeads;
+  cfg.d_ff = kDFf;
+  relpos::Block<float, typename Kind::Enc> b(cfg, Kind::make());
+  std::srand(1);  // Eigen's Random draws from std::rand
+  const float s = 1.0f / std::sqrt(static_cast<float>(kDModel));
+  b.self_attn.in_proj_weight = relpos::Matrix<float>::Random(3 * kDModel, kDModel) * s;
+  b.self_attn.in_proj_bias = relpos::Vector<float>::Random(3 * kDModel) * 0.01f;
+  b.self_attn.out_proj_weight = relpos::Matrix<float>::Random(kDModel, kDModel) * s;
+  b.self_attn.out_proj_bias = relpos::Vector<float>::Random(kDModel) * 0.01f;
+  b.ffn.linear1_weight = relpos::Matrix<float>::Random(kDFf, kDModel) * s;
+  b.ffn.linear1_bias = relpos::Vector<float>::Random(kDFf) * 0.01f;
+  b.ffn.linear2_weight =
+      relpos::Matrix<float>::Random(kDModel, kDFf) / std::sqrt(static_cast<float>(kDFf));
+  b.ffn.linear2_bias = relpos::Vector<float>::Random(kDModel) * 0.01f;
+  return b;
+}
+
+/// (len, d_model) activations in [−1, 1].
+inline relpos::Matrix<float> random_input(Index len) {
+  std::srand(2);
+  return relpos::Matrix<float>::Random(len, kDModel);
+}
+
+/// OpenBLAS (libtorch's BLAS, when it is OpenBLAS) and OpenMP read their thread counts when
+/// loaded, before main: when unset, set both to 1 and exec this program again.
+inline void pin_blas_threads(char** argv) {
+  if (std::getenv("OPENBLAS_NUM_THREADS") != nullptr && std::getenv("OMP_NUM_THREADS") != nullptr)
+    return;
+  setenv("OPENBLAS_NUM_THREADS", "1", 0);
+  setenv("OMP_NUM_THREADS", "1", 0);
+  execv("/proc/self/exe", argv);  // returns only on failure: then go on as we are
+}
+
+}  // namespace relpos_bench

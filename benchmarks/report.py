@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""Runs every benchmark binary once (with --repetitions, medians of CPU time) and prints, as
+markdown, the machine, each performance target of the project as a ratio of two figures
+measured in the same run, the per-length block table, and the relpos / libtorch table.
+
+  benchmarks/report.py [--build build/release] [--repetitions 5] [--torch-blas openblas]
+
+Nothing here asserts: a ratio past its target is printed with "missed". Standard library only.
+"""
+import argparse
+import os
+import platform
+import subprocess
+
+from compare_libtorch import (ENCODINGS, default_torch_blas, libtorch_lines, run_benchmark,
+                              run_block)
+
+LENGTHS = (128, 512, 1024, 2048)
+
+
+def machine():
+    model = "?"
+    try:
+        for line in subprocess.run(["lscpu"], stdout=subprocess.PIPE, text=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    load = os.getloadavg()[0]
+    return f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, load {load:.2f} at start"
+
+
+def verdict(ratio, limit, at_most=True):
+    ok = ratio <= limit if at_most else ratio >= limit
+    return "met" if ok else "missed"
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--build", default="build/release")
+    p.add_argument("--repetitions", type=int, default=5)
+    p.add_argument("--min-time", type=float, default=0.2, help="seconds per repetition")
+    p.add_argument("--torch-blas", choices=["openblas", "system"], default=default_torch_blas())
+    a = p.parse_args()
+    bench = lambda name: os.path.join(a.build, "benchmarks", name)
+    reps = a.repetitions
+
+    print(f"Machine: {machine()}\n")
+    enc, _, _ = run_benchmark(bench("bench_encodings"), "BM_Rotary|BM_Additive", reps,
+                              min_time=a.min_time)
+    blk, blk_counters, ctx = run_block(bench("bench_block"), reps, a.torch_blas, ".", a.min_time)
+    _, mem, _ = run_benchmark(bench("bench_memory"), ".", 1)
+
+    gflops = lambda name: blk_counters[name]["GFLOP/s"]
+    rows = []  # (target, measured, ratio, limit, verdict)
+    r = gflops("BM_Block<None>/len:512") / gflops("BM_EigenGemm/len:512")
+    rows.append(("block none, len 512: GFLOP/s / Eigen GEMM GFLOP/s", f"{gflops('BM_Block<None>/len:512'):.1f} / "
+                 f"{gflops('BM_EigenGemm/len:512'):.1f}", r, ">= 0.85", verdict(r, 0.85, False)))
+    torch_block = blk.get("BM_Torch<relpos_bench::TorchOp::block>/len:512")
+    if torch_block:
+        r = blk["BM_Block<None>/len:512"] / torch_block
+        rows.append(("block none, len 512: relpos time / libtorch time",
+                     f"{blk['BM_Block<None>/len:512'] * 1e3:.1f} / {torch_block * 1e3:.1f} ms", r, "<= 1.0",
+                     verdict(r, 1.0)))
+    for n in (512, 2048):
+        for e, limit in (("Learned", 1.15), ("Sinusoidal", 2.0)):
+            r = blk[f"BM_Block<{e}>/len:{n}"] / blk[f"BM_Block<None>/len:{n}"]
+            rows.append((f"block {e.lower()} / block none, len {n}",
+                         f"{blk[f'BM_Block<{e}>/len:{n}'] * 1e3:.1f} / {blk[f'BM_Block<None>/len:{n}'] * 1e3:.1f} ms",
+                         r, f"<= {limit}", verdict(r, limit)))
+    r = enc["BM_RotaryApply/len:8192"] / enc["BM_RotaryMemcpy/len:8192"]
+    rows.append(("rotary apply / memcpy of the same bytes, len 8192",
+                 f"{enc['BM_RotaryApply/len:8192'] * 1e3:.2f} / {enc['BM_RotaryMemcpy/len:8192'] * 1e3:.2f} ms",
+                 r, "<= 1.5", verdict(r, 1.5)))
+    naive, eff = blk["BM_AttentionNaive<Learned>/len:1024"], blk["BM_Attention<Learned>/len:1024"]
+    r = naive / eff
+    rows.append(("naive / efficient attention time, learned, len 1024", f"{naive * 1e3:.0f} / {eff * 1e3:.1f} ms",
+                 r, ">= 2", verdict(r, 2.0, False)))
+    mn = mem["BM_PeakRss<Learned, Op::naive>/len:1024/iterations:1/real_time"]
+    me = mem["BM_PeakRss<Learned, Op::attention>/len:1024/iterations:1/real_time"]
+    for key, what in (("forward_MiB", "memory one forward added"), ("peak_MiB", "process peak RSS")):
+        r = mn[key] / me[key]
+        rows.append((f"naive / efficient {what}, len 1024", f"{mn[key]:.1f} / {me[key]:.1f} MiB", r, ">= 3",
+                     verdict(r, 3.0, False)))
+    allocs = max(blk_counters[f"BM_Block<{e}>/len:{n}"]["allocs"] for e in ENCODINGS for n in LENGTHS)
+    rows.append(("heap allocations in a warm block forward (max over encodings and lengths)",
+                 f"{allocs:g}", allocs, "0", "met" if allocs == 0 else "missed"))
+    w0, wmax = enc["BM_Additive/window:0/len:2048"], enc["BM_Additive/window:2047/len:2048"]
+    rows.append(("additive, len 2048: window 2047 / window 0", f"{wmax * 1e3:.2f} / {w0 * 1e3:.2f} ms",
+                 wmax / w0, "flat (about 1)", "met" if wmax / w0 <= 1.5 else "missed"))
+
+    print(f"Targets (one thread, float32, medians of {reps}; relpos threads {ctx.get('relpos_threads')}):\n")
+    print("| target | measured | ratio | target ratio | |\n|---|---|---|---|---|")
+    for t, m, r, lim, v in rows:
+        print(f"| {t} | {m} | {r:.2f} | {lim} | {v} |")
+
+    print("\nBlock forward (d_model 512, 8 heads, d_ff 2048, batch 1), ms per forward and GFLOP/s:\n")
+    print("| len | Eigen GEMM GFLOP/s | " + " | ".join(f"{e.lower()}" for e in ENCODINGS) + " |")
+    print("|---|---|" + "---|" * len(ENCODINGS))
+    for n in LENGTHS:
+        cells = [f"{blk[f'BM_Block<{e}>/len:{n}'] * 1e3:.1f} ms ({gflops(f'BM_Block<{e}>/len:{n}'):.0f})"
+                 for e in ENCODINGS]
+        print(f"| {n} | {gflops(f'BM_EigenGemm/len:{n}'):.1f} | " + " | ".join(cells) + " |")
+
+    print("\nPeak memory of one block forward, len 2048, fresh process per encoding:\n")
+    print("| encoding | process peak RSS (MiB) | added by the forward (MiB) |\n|---|---|---|")
+    for e in ENCODINGS:
+        m = mem[f"BM_PeakRss<{e}, Op::block>/len:2048/iterations:1/real_time"]
+        print(f"| {e.lower()} | {m['peak_MiB']:.1f} | {m['forward_MiB']:.1f} |")
+
+    print("\nrelpos / libtorch, same process, one thread each:\n")
+    print("\n".join(libtorch_lines(blk, ctx, reps, LENGTHS)))
+
+
+if __name__ == "__main__":
+    main()
