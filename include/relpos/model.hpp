@@ -1,0 +1,229 @@
+// SPDX-License-Identifier: MIT
+// The runtime model (spec §1): config.json + model.safetensors loaded into the encoder whose
+// position type is chosen at run time. The choice is a std::variant over the compile-time
+// Encoder<T, Enc> types, so a forward pass dispatches once and has no virtual call inside.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <relpos/core.hpp>
+#include <relpos/detail/safetensors_header.hpp>
+#include <relpos/encoder.hpp>
+#include <relpos/encodings/absolute.hpp>
+#include <relpos/encodings/additive.hpp>
+#include <relpos/encodings/learned.hpp>
+#include <relpos/encodings/none.hpp>
+#include <relpos/encodings/rotary.hpp>
+#include <relpos/encodings/sinusoidal.hpp>
+#include <relpos/io/config.hpp>
+#include <relpos/io/dtype.hpp>
+#include <relpos/io/safetensors.hpp>
+
+namespace relpos {
+
+/// What a forward pass gives: the encoder output and, with an output head, the logits.
+template <Scalar T>
+struct ModelOutput {
+  Tensor3<T> output;                 // [batch, len, d_model]
+  std::optional<Tensor3<T>> logits;  // [batch, len, vocab_size], when config.output_head
+};
+
+/// Checks that `file` holds exactly the tensors `config` implies (spec §1): each by name,
+/// shape and a floating-point dtype (F32, F64, F16, BF16; converted on load). A missing
+/// tensor, a wrong shape or dtype, and a tensor the model does not use are errors naming it.
+inline void check_model_tensors(const io::ModelConfig& config, const io::SafetensorsFile& file) {
+  namespace st = relpos::detail::safetensors;
+  const std::vector<io::TensorSpec> expected = io::expected_tensors(config);
+  std::set<std::string_view> names;
+  for (const io::TensorSpec& spec : expected) {
+    names.insert(spec.name);
+    if (!file.contains(spec.name)) {
+      st::fail(file.path(), spec.name,
+               "missing: the config (position type " + std::string(config.position_type()) +
+                   ") needs it, with shape " + st::shape_string(spec.shape));
+    }
+    const io::TensorInfo& info = file.info(spec.name);
+    if (info.dtype != io::DType::F32 && info.dtype != io::DType::F64 &&
+        info.dtype != io::DType::F16 && info.dtype != io::DType::BF16) {
+      st::fail(file.path(), spec.name,
+               "dtype " + std::string(io::dtype_name(info.dtype)) +
+                   " is not a weight type (F32, F64, F16 or BF16)");
+    }
+    if (info.shape != spec.shape) {
+      st::fail(
+          file.path(), spec.name,
+          "expected " + st::shape_string(spec.shape) + ", got " + st::shape_string(info.shape));
+    }
+  }
+  for (const std::string& name : file.names()) {
+    if (names.count(name) == 0) {
+      st::fail(file.path(), name,
+               "not used by this model (position type " + std::string(config.position_type()) +
+                   "): the file does not match config.json");
+    }
+  }
+}
+
+/// A model whose configuration is known only at run time. T is float or double.
+template <Scalar T>
+class Model {
+ public:
+  using Encoders = std::variant<Encoder<T, NoPosition<T>>, Encoder<T, AbsoluteSinusoidal<T>>,
+                                Encoder<T, SinusoidalRelative<T>>, Encoder<T, LearnedRelative<T>>,
+                                Encoder<T, Rotary<T>>, Encoder<T, Additive<T>>>;
+
+  /// A model folder: `dir/config.json` and `dir/model.safetensors`.
+  static Model load(const std::filesystem::path& dir) {
+    if (!std::filesystem::is_directory(dir))
+      throw Error(dir.string() +
+                  ": not a model folder (expected config.json and model.safetensors)");
+    const io::ModelConfig config = io::load_config(dir / "config.json");
+    return Model(config, io::SafetensorsFile::open((dir / "model.safetensors").string()));
+  }
+  /// The same from bytes in memory (an embedded model); `name` prefixes error messages.
+  static Model from_bytes(std::string_view config_json, std::vector<unsigned char> safetensors,
+                          const std::string& name = "<memory>") {
+    const io::ModelConfig config = io::parse_config(config_json, name + "/config.json");
+    return Model(config, io::SafetensorsFile::from_bytes(std::move(safetensors),
+                                                         name + "/model.safetensors"));
+  }
+  /// From a parsed config and an opened weights file; every tensor is checked first.
+  Model(const io::ModelConfig& config, const io::SafetensorsFile& file)
+      : config_(config), encoder_(build(config, file)) {}
+
+  const io::ModelConfig& config() const { return config_; }
+
+  /// Activations [batch, len, d_model]; optional key padding mask and position ids
+  /// [batch, len] (spec §2). Throws Error naming the input that is wrong.
+  ModelOutput<T> forward(const Tensor3<T>& input, const PaddingMask* padding_mask = nullptr,
+                         const PositionIds* position_ids = nullptr) const {
+    check_sizes("input", input.dimension(0), input.dimension(1), position_ids);
+    if (input.dimension(2) != config_.d_model) {
+      throw Error("input: expected [batch, len, " + std::to_string(config_.d_model) + "], got [" +
+                  std::to_string(input.dimension(0)) + ", " + std::to_string(input.dimension(1)) +
+                  ", " + std::to_string(input.dimension(2)) + "]");
+    }
+    const BatchInputs in{padding_mask, position_ids};
+    return std::visit([&](const auto& e) { return finish(e, e.forward(input, in)); }, encoder_);
+  }
+
+  /// Token ids [batch, len], each in [0, vocab_size) (needs vocab_size).
+  ModelOutput<T> forward(const TokenIds& ids, const PaddingMask* padding_mask = nullptr,
+                         const PositionIds* position_ids = nullptr) const {
+    if (!config_.vocab_size) throw Error("input_ids: this model has no vocab_size, give `input`");
+    check_sizes("input_ids", ids.rows(), ids.cols(), position_ids);
+    const BatchInputs in{padding_mask, position_ids};
+    return std::visit([&](const auto& e) { return finish(e, e.forward_ids(ids, in)); }, encoder_);
+  }
+
+ private:
+  void check_sizes(const char* what, Index batch, Index len, const PositionIds* ids) const {
+    if (batch < 1 || len < 1) {
+      throw Error(std::string(what) + ": expected batch >= 1 and len >= 1, got batch " +
+                  std::to_string(batch) + ", len " + std::to_string(len));
+    }
+    // additive is defined over indices (spec §4); refused here, before any work
+    if (ids != nullptr && std::holds_alternative<io::AdditivePosition>(config_.position))
+      throw Error("position_ids: not supported with position type additive");
+  }
+
+  template <class E>
+  static ModelOutput<T> finish(const E& encoder, Tensor3<T> hidden) {
+    ModelOutput<T> out;
+    if (encoder.config.output_head) {
+      out.logits.emplace();
+      encoder.logits(hidden, *out.logits);
+    }
+    out.output = std::move(hidden);
+    return out;
+  }
+
+  static EncoderConfig encoder_config(const io::ModelConfig& c) {
+    EncoderConfig e;
+    e.d_model = c.d_model;
+    e.n_heads = c.n_heads;
+    e.n_layers = c.n_layers;
+    e.d_ff = c.d_ff;
+    e.activation = c.activation == io::Activation::gelu ? Activation::gelu : Activation::relu;
+    e.norm_first = c.norm_first;
+    e.layer_norm_eps = c.layer_norm_eps;
+    e.final_norm = c.final_norm;
+    e.causal = c.causal;
+    e.vocab_size = c.vocab_size.value_or(0);
+    e.output_head = c.output_head;
+    return e;
+  }
+
+  // One encoding object shared (copied: its tables are shared) by every layer.
+  template <class Enc>
+  static Encoders with_shared(const io::SafetensorsFile& file, const EncoderConfig& e, Enc enc) {
+    return Encoder<T, Enc>::load(file, e, [&](Index) { return enc; });
+  }
+
+  static Encoders build(const io::ModelConfig& c, const io::SafetensorsFile& file) {
+    io::validate(c);
+    check_model_tensors(c, file);
+    const EncoderConfig e = encoder_config(c);
+    const Index d_head = c.d_head();
+    return std::visit(
+        [&](const auto& p) -> Encoders {
+          using P = std::decay_t<decltype(p)>;
+          if constexpr (std::is_same_v<P, io::NonePosition>) {
+            return Encoder<T, NoPosition<T>>::load(file, e);
+          } else if constexpr (std::is_same_v<P, io::AbsolutePosition>) {
+            return with_shared(file, e, AbsoluteSinusoidal<T>(c.d_model, {p.base}));
+          } else if constexpr (std::is_same_v<P, io::SinusoidalPosition>) {
+            return with_shared(
+                file, e, SinusoidalRelative<T>(d_head, {p.base, p.max_distance, p.keys, p.values}));
+          } else if constexpr (std::is_same_v<P, io::LearnedPosition>) {
+            return Encoder<T, LearnedRelative<T>>::load(file, e, [&](Index n) {
+              const std::string prefix = "layers." + std::to_string(n) + ".self_attn.";
+              const Index rows = 2 * p.max_distance + 1;
+              const LearnedConfig lc{p.max_distance, p.keys, p.values, prefix};
+              return LearnedRelative<T>(
+                  d_head, lc,
+                  p.keys ? file.matrix<T>(prefix + "relative_key", rows, d_head) : Matrix<T>(),
+                  p.values ? file.matrix<T>(prefix + "relative_value", rows, d_head) : Matrix<T>());
+            });
+          } else if constexpr (std::is_same_v<P, io::RotaryPosition>) {
+            if (p.scaling) {
+              throw Error(std::string(file.path()) +
+                          ": position.scaling: rotary scaling is not supported yet");
+            }
+            return with_shared(
+                file, e, Rotary<T>(d_head, {p.base, p.rotary_dim.value_or(0), p.interleaved}));
+          } else if constexpr (std::is_same_v<P, io::AdditivePosition>) {
+            AdditiveConfig ac;
+            ac.window = p.window;
+            ac.max_distance = p.max_distance;
+            ac.base = p.base;
+            if (p.source == io::AdditiveSource::learned) {
+              ac.source = AdditiveSource::learned;
+              const Index rows = 2 * p.max_distance.value_or(0) + 1;
+              return with_shared(
+                  file, e,
+                  Additive<T>(c.d_model, ac, file.matrix<T>("position.weight", rows, c.d_model)));
+            }
+            ac.source = AdditiveSource::sinusoidal;
+            return with_shared(file, e, Additive<T>(c.d_model, ac));
+          } else {
+            throw Error(std::string(file.path()) + ": position type " + std::string(P::type) +
+                        " is not supported yet");
+          }
+        },
+        c.position);
+  }
+
+  io::ModelConfig config_;
+  Encoders encoder_;
+};
+
+}  // namespace relpos
