@@ -23,5 +23,7 @@
 #include <relpos/io/safetensors.hpp>
 #include <relpos/io/safetensors_writer.hpp>
 #include <relpos/layer_norm.hpp>
+#include <relpos/model.hpp>
+#include <relpos/model_io.hpp>
 #include <relpos/threads.hpp>
 #include <relpos/workspace.hpp>
