@@ -170,14 +170,16 @@ BENCHMARK_TEMPLATE(BM_Torch, relpos_bench::TorchOp::block)->Apply(lengths);
 BENCHMARK_TEMPLATE(BM_Torch, relpos_bench::TorchOp::attention)->Apply(lengths);
 #endif
 
-// The BLAS library this process mapped (libtorch's), for the run's context.
+// The BLAS library this process mapped (libtorch's, or Eigen's with RELPOS_USE_BLAS).
 std::string mapped_blas() {
   std::ifstream maps("/proc/self/maps");
   std::string line;
   while (std::getline(maps, line)) {
-    const auto slash = line.find('/');
-    if (slash != std::string::npos && line.find("blas", slash) != std::string::npos) {
-      return line.substr(slash);
+    const auto slash = line.rfind('/');
+    if (slash == std::string::npos) continue;
+    const std::string file = line.substr(slash + 1);
+    if (file.find("libblas") == 0 || file.find("libopenblas") == 0) {
+      return line.substr(line.find('/'));
     }
   }
   return "none";

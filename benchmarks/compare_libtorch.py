@@ -24,7 +24,8 @@ UNIT = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
 
 
 def run_benchmark(binary, bench_filter, repetitions, env_extra=None, min_time=None):
-    """Runs a Google Benchmark binary; returns ({name: median seconds}, {name: counters}, context)."""
+    """Runs a Google Benchmark binary; returns ({name: median seconds}, {name: counters}, context).
+    The raw JSON is kept beside the binary as <binary>.json."""
     env = dict(os.environ)
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
     env.setdefault("OMP_NUM_THREADS", "1")
@@ -35,6 +36,8 @@ def run_benchmark(binary, bench_filter, repetitions, env_extra=None, min_time=No
     if repetitions > 1:
         cmd += [f"--benchmark_repetitions={repetitions}", "--benchmark_report_aggregates_only=true"]
     out = subprocess.run(cmd, env=env, check=True, stdout=subprocess.PIPE).stdout
+    with open(binary + ".json", "wb") as f:
+        f.write(out)
     data = json.loads(out)
     times, counters = {}, {}
     for b in data["benchmarks"]:

@@ -47,8 +47,7 @@ def main():
     reps = a.repetitions
 
     print(f"Machine: {machine()}\n")
-    enc, _, _ = run_benchmark(bench("bench_encodings"), "BM_Rotary|BM_Additive", reps,
-                              min_time=a.min_time)
+    enc, _, _ = run_benchmark(bench("bench_encodings"), ".", reps, min_time=a.min_time)
     blk, blk_counters, ctx = run_block(bench("bench_block"), reps, a.torch_blas, ".", a.min_time)
     _, mem, _ = run_benchmark(bench("bench_memory"), ".", 1)
 
@@ -102,6 +101,17 @@ def main():
         cells = [f"{blk[f'BM_Block<{e}>/len:{n}'] * 1e3:.1f} ms ({gflops(f'BM_Block<{e}>/len:{n}'):.0f})"
                  for e in ENCODINGS]
         print(f"| {n} | {gflops(f'BM_EigenGemm/len:{n}'):.1f} | " + " | ".join(cells) + " |")
+
+    print("\nEncodings: time as a multiple of a memcpy of the same bytes (tables: (2M-1, 64) floats; "
+          "rotary: (len, 512) floats, in place):\n")
+    print("| M or len | sinusoidal table | learned K=64 view | rotary cos/sin table | rotary apply |")
+    print("|---|---|---|---|---|")
+    for m in (512, 2048, 8192):
+        t = enc[f"BM_TableMemcpy/max_len:{m}"]
+        cells = [f"{enc[f'BM_TableBuild<{k}>/max_len:{m}'] / t:.1f}"
+                 for k in ("SinusoidalTable", "LearnedView", "RotaryTable")]
+        rot = enc[f"BM_RotaryApply/len:{m}"] / enc[f"BM_RotaryMemcpy/len:{m}"]
+        print(f"| {m} | " + " | ".join(cells) + f" | {rot:.2f} |")
 
     print("\nPeak memory of one block forward, len 2048, fresh process per encoding:\n")
     print("| encoding | process peak RSS (MiB) | added by the forward (MiB) |\n|---|---|---|")
