@@ -21,11 +21,19 @@ with tools/reference.py's RefEncoder in float32 on one CPU thread, seeded:
               spuriously high; `--sinusoidal-unclamped` trains that variant to compare.)
   learned     Shaw et al. 2018, max_distance 8 (keys and values), same argument.
   rotary      Su et al. 2021, full d_head, base 10000.
-  t5          Raffel et al. 2020 buckets (32 buckets, max_distance 128, bidirectional).
+  t5          Raffel et al. 2020 buckets (32 buckets, bidirectional), max_distance 32 so
+              that every distance past the training lengths falls in the last bucket, one
+              that training reaches (distances 29..31). With T5's usual max_distance 128,
+              distances 32..127 land in buckets training never updates, whose biases stay
+              at their random start; that model scored 1.00 at length 32 but 0.81 at 64
+              and 0.11 at 128.
   alibi       Press et al. 2022, causal. The spec's ALiBi bias -m|delta| is symmetric, so a
               non-causal encoder with it is equivariant under reversing the input, while the
               task is not (the byte 3 to the left is not the byte 3 to the right); causal
-              masking breaks the symmetry, so this one model is causal.
+              masking breaks the symmetry, so this one model is causal. Even so ALiBi's only
+              positional signal is a bias decaying with distance, which favours the nearest
+              keys and cannot single out the key 3 back: this model stays near 0.3 at
+              length 16 (a measured negative result, kept as such).
   xl          Dai et al. 2019, max_distance 8.
 
 Accuracy is the fraction of all positions (the first SHIFT included) whose argmax logit is
@@ -69,7 +77,7 @@ POSITIONS = {
     "sinusoidal": ({"type": "sinusoidal", "max_distance": 8}, {}),
     "learned": ({"type": "learned", "max_distance": 8}, {}),
     "rotary": ({"type": "rotary"}, {}),
-    "t5": ({"type": "t5"}, {}),
+    "t5": ({"type": "t5", "max_distance": 32}, {}),
     "alibi": ({"type": "alibi"}, {"causal": True}),
     "xl": ({"type": "xl", "max_distance": 8}, {}),
 }
@@ -177,9 +185,10 @@ def main(argv=None):
         "train_lengths": [TRAIN_MIN, TRAIN_MAX], "eval_lengths": EVAL_LENGTHS,
         "eval_strings": "eval_strings.txt", "eval_per_length": EVAL_PER_LENGTH,
         "metric": "fraction of all positions whose argmax logit equals the target byte",
-        "steps": args.steps, "batch": args.batch, "lr": args.lr, "seed": SEED,
+        "batch": args.batch, "lr": args.lr, "seed": SEED,
     }
     report.setdefault("models", {})
+    report.setdefault("steps", {})  # training steps of each model
 
     todo = [t for t in args.types.split(",") if t]
     if args.sinusoidal_unclamped:
@@ -200,6 +209,7 @@ def main(argv=None):
         else:
             save(model, config, os.path.join(out, name))
             report["models"][name] = {str(n): a for n, a in acc.items()}
+            report["steps"][name] = args.steps
         with open(acc_path, "w") as f:
             json.dump(report, f, indent=2)
             f.write("\n")
