@@ -215,17 +215,23 @@ class MultiHeadAttention {
   // The relative tables of one sequence, shared by its heads.
   struct Relative {
     bool keys = false, values = false;
-    bool dense = true;  // skewing tables (else the sparse pair list in the workspace)
+    bool bias = false;       // score bias b_h(c) (t5, alibi)
+    bool head_keys = false;  // Transformer-XL terms (xl)
+    bool dense = true;       // skewing tables (else the sparse pair list in the workspace)
     detail::DistanceRange range;
     DistanceRows<T> key_rows, value_rows;  // (R, d_head) each, when dense
+    DistanceRows<T> head_key_rows;         // (R, n_heads·d_head) r(c), xl, when dense
     const std::int32_t* index = nullptr;   // (len, len) row-major: c_ij − lo, when dense
   };
 
   void prepare_relative(const Positions& p, SequenceWorkspace<T>& ws, Relative& rel) const {
-    if constexpr (HasKeyTerm<Enc> || HasValueTerm<Enc>) {
+    if constexpr (HasKeyTerm<Enc> || HasValueTerm<Enc> || HasScoreBias<Enc> ||
+                  HasHeadKeyTerm<Enc>) {
       rel.keys = detail::key_term_active(encoding);
       rel.values = detail::value_term_active(encoding);
-      if (!rel.keys && !rel.values) return;
+      rel.bias = HasScoreBias<Enc>;
+      rel.head_keys = HasHeadKeyTerm<Enc>;
+      if (!rel.keys && !rel.values && !rel.bias && !rel.head_keys) return;
       rel.range = detail::distance_range(encoding, p);
       rel.dense = rel.range.count() <= detail::kDenseRangeFactor * std::max<Index>(p.len, 1);
       if (!rel.dense) {
@@ -247,6 +253,10 @@ class MultiHeadAttention {
           check_rows("relative value rows", rel.value_rows.view());
         }
       }
+      if constexpr (HasHeadKeyTerm<Enc>) {
+        rel.head_key_rows = encoding.head_key_rows(rel.range.lo, rel.range.hi);
+        check_head_rows(rel.head_key_rows.view());
+      }
     } else {
       (void)p;
       (void)ws;
@@ -258,6 +268,14 @@ class MultiHeadAttention {
     if (rows.cols() != d_head()) {
       throw Error(std::string(Enc::name) + " " + what + ": width expected d_head = " +
                   std::to_string(d_head()) + ", got " + std::to_string(rows.cols()));
+    }
+  }
+
+  void check_head_rows(const ConstMatrixMap<T>& rows) const {
+    if (rows.cols() != d_model()) {
+      throw Error(std::string(Enc::name) + " per-head relative key rows: width expected " +
+                  "d_model = " + std::to_string(d_model()) + ", got " +
+                  std::to_string(rows.cols()));
     }
   }
 
@@ -274,8 +292,11 @@ class MultiHeadAttention {
     auto scores = scratch.scores.matrix(len, len);
     detail::matmul_nt<T>(q, k, scores);
     if (rel.keys) add_key_term(q, scores, rel, ws.sparse_pairs, scratch);
-    // the 1/sqrt(d_head) scale covers q·k and q·aK alike (spec §3)
+    if (rel.head_keys) add_head_key_term(h, q, k, scores, rel, ws.sparse_pairs, scratch);
+    // the 1/sqrt(d_head) scale covers q·k, q·aK and the xl terms alike (spec §3)
     scores *= T(1) / std::sqrt(static_cast<T>(dh));
+    // b_h comes after the scale (spec §3, T5 / ALiBi convention)
+    if (rel.bias) add_score_bias(h, scores, rel, ws.sparse_pairs, scratch);
     detail::masked_softmax_rows(scores, config.causal, in.key_padding);
 
     // z_h = α · v, then the value term Σ_j α_ij aV(c_ij)
@@ -307,6 +328,71 @@ class MultiHeadAttention {
       }
     } else {
       (void)q, (void)scores, (void)rel, (void)pairs, (void)scratch;
+    }
+  }
+
+  // u_h · k_j + (q_i + v_h) · r_h(c_ij) (Transformer-XL): q · r_hᵀ by the skew gather like
+  // the key term, v_h · r_h(c) once per distance, u_h · k_j once per key.
+  template <class Q, class K, class S>
+  void add_head_key_term(Index h, const Q& q, const K& k, S& scores, const Relative& rel,
+                         const SparsePairs& pairs, HeadScratch<T>& scratch) const {
+    if constexpr (HasHeadKeyTerm<Enc>) {
+      const Index len = q.rows(), dh = d_head();
+      const auto u = encoding.content_bias().row(h);   // (1, d_head)
+      const auto v = encoding.position_bias().row(h);  // (1, d_head)
+      for (Index j = 0; j < len; ++j) {
+        const T uk = u.dot(k.row(j));
+        for (Index i = 0; i < len; ++i) scores(i, j) += uk;
+      }
+      if (rel.dense) {
+        const ConstMatrixMap<T> all = rel.head_key_rows.view();
+        const auto r = all.middleCols(h * dh, dh);  // r_h(c): (R, d_head)
+        auto qr = scratch.by_distance.matrix(len, rel.range.count());
+        detail::matmul_nt<T>(q, r, qr);
+        for (Index c = 0; c < qr.cols(); ++c) {
+          const T vr = v.dot(r.row(c));
+          for (Index i = 0; i < len; ++i) qr(i, c) += vr;
+        }
+        detail::gather_add(scores, qr, IndexMap(rel.index, len, len));
+      } else {
+        for_each_distance(pairs, [&](std::int64_t c, auto first, auto last) {
+          const DistanceRows<T> rows = encoding.head_key_rows(c, c);
+          check_head_rows(rows.view());
+          const auto r = rows.view().row(0).segment(h * dh, dh);  // r_h(c): (1, d_head)
+          const T vr = v.dot(r);
+          for (auto it = first; it != last; ++it) {
+            const Index i = it->second / len, j = it->second % len;
+            scores(i, j) += q.row(i).dot(r) + vr;
+          }
+        });
+      }
+    } else {
+      (void)h, (void)q, (void)k, (void)scores, (void)rel, (void)pairs, (void)scratch;
+    }
+  }
+
+  // scores(i, j) += b_h(c_ij): the R values of head h, gathered by the distance index.
+  template <class S>
+  void add_score_bias(Index h, S& scores, const Relative& rel, const SparsePairs& pairs,
+                      HeadScratch<T>& scratch) const {
+    if constexpr (HasScoreBias<Enc>) {
+      const Index len = scores.rows();
+      if (rel.dense) {
+        auto b = scratch.by_distance.matrix(1, rel.range.count());  // b_h(lo..hi)
+        encoding.score_bias(h, rel.range.lo, rel.range.hi, b.data());
+        const IndexMap index(rel.index, len, len);
+        for (Index i = 0; i < len; ++i) {
+          for (Index j = 0; j < len; ++j) scores(i, j) += b(0, index(i, j));
+        }
+      } else {
+        for_each_distance(pairs, [&](std::int64_t c, auto first, auto last) {
+          T b{};
+          encoding.score_bias(h, c, c, &b);
+          for (auto it = first; it != last; ++it) scores(it->second / len, it->second % len) += b;
+        });
+      }
+    } else {
+      (void)h, (void)scores, (void)rel, (void)pairs, (void)scratch;
     }
   }
 

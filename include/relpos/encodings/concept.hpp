@@ -76,6 +76,31 @@ concept HasValueTerm = requires(const E& e, std::int64_t delta, Index lo, Index 
   { e.uses_values() } -> std::convertible_to<bool>;
 };
 
+/// score_bias(h, lo, hi, out): b_h(c) of head h for every clamped distance c in [lo, hi],
+///   written to out[c − lo] (hi − lo + 1 values), added to head h's scores after the
+///   1/sqrt(d_head) scale (spec §3; t5, alibi). Attention gathers these R values into the
+///   (len × len) scores by the same distance index as the key term, so no (n_heads × len ×
+///   len) bias ever exists. clamp_distance(δ) must map every δ to a c with the same b_h.
+template <class E>
+concept HasScoreBias = requires(const E& e, std::int64_t delta, Index h, Index lo, Index hi,
+                                typename E::Scalar* out) {
+  { e.clamp_distance(delta) } -> std::convertible_to<std::int64_t>;
+  e.score_bias(h, lo, hi, out);
+};
+
+/// The Transformer-XL terms (Dai et al. 2019), added to the scores before the scale:
+///   u_h · k_j + (q_i + v_h) · r_h(c_ij).
+/// head_key_rows(lo, hi): the rows r(c) for clamped c in [lo, hi], (hi − lo + 1,
+///   n_heads · d_head), head h in columns [h·d_head, (h+1)·d_head): unlike aK they differ
+///   per head. content_bias() = u, position_bias() = v: (n_heads, d_head) each.
+template <class E>
+concept HasHeadKeyTerm = requires(const E& e, std::int64_t delta, Index lo, Index hi) {
+  { e.clamp_distance(delta) } -> std::convertible_to<std::int64_t>;
+  { e.head_key_rows(lo, hi) } -> std::same_as<DistanceRows<typename E::Scalar>>;
+  { e.content_bias() } -> std::convertible_to<const Matrix<typename E::Scalar>&>;
+  { e.position_bias() } -> std::convertible_to<const Matrix<typename E::Scalar>&>;
+};
+
 /// add_to_input(x, positions): an encoding of the first block's input (absolute, additive);
 ///   x is (len, d_model), changed in place.
 template <class E>
@@ -93,6 +118,7 @@ concept Encoding = requires {
 
 /// Attention's view of an encoding: the hooks that act inside attention.
 template <class E>
-inline constexpr bool has_attention_hooks = TransformsQK<E> || HasKeyTerm<E> || HasValueTerm<E>;
+inline constexpr bool has_attention_hooks =
+    TransformsQK<E> || HasKeyTerm<E> || HasValueTerm<E> || HasScoreBias<E> || HasHeadKeyTerm<E>;
 
 }  // namespace relpos

@@ -1,0 +1,121 @@
+// SPDX-License-Identifier: MIT
+// The `t5` position type (spec §4, second wave): Raffel et al. (2020), a learned bias per
+// head and log-spaced distance bucket, added to the scores after the 1/sqrt(d_head) scale.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include <relpos/core.hpp>
+#include <relpos/encodings/concept.hpp>
+
+namespace relpos {
+
+/// The keys of spec §4 `t5`, plus the tensor name used in error messages.
+struct T5Config {
+  Index num_buckets = 32;     // B >= 2 (>= 4 when bidirectional)
+  Index max_distance = 128;   // M > E = B'/2: distances from M on share the last bucket
+  bool bidirectional = true;  // config default: not causal
+  std::string tensor_name = "position.relative_attention_bias";
+};
+
+/// T5's bucket of δ = p_j − p_i (key minus query), exactly as spec §4: integers throughout,
+/// the log taken only where n >= E (never log 0). Bidirectional: buckets [0, B/2) for
+/// keys at or left of the query, [B/2, B) for keys to its right; causal: only keys to the
+/// left (δ <= 0) are told apart, every δ > 0 is bucket 0.
+inline std::int64_t t5_bucket(std::int64_t delta, std::int64_t num_buckets,
+                              std::int64_t max_distance, bool bidirectional) {
+  std::int64_t nb = num_buckets, off = 0, n = 0;
+  if (bidirectional) {
+    nb = num_buckets / 2;
+    off = delta > 0 ? nb : 0;
+    n = delta < 0 ? -delta : delta;
+  } else {
+    n = std::max<std::int64_t>(-delta, 0);
+  }
+  const std::int64_t exact = nb / 2;
+  if (n < exact) return off + n;
+  const double scaled = std::log(static_cast<double>(n) / static_cast<double>(exact)) /
+                        std::log(static_cast<double>(max_distance) / static_cast<double>(exact)) *
+                        static_cast<double>(nb - exact);
+  // the clamp to nb − 1 happens in double first, so a far distance never overflows the cast
+  const double big =
+      std::min(static_cast<double>(exact) + std::trunc(scaled), static_cast<double>(nb - 1));
+  return off + static_cast<std::int64_t>(big);
+}
+
+/// The t5 score bias b_h(δ) = relative_attention_bias[bucket(δ), h]. The table is shared
+/// by all layers (spec §1: one `position.relative_attention_bias`): copies of a T5Bias
+/// share it, so give every layer a copy of one instance.
+///
+/// Hooks: clamp_distance (δ clamped to ±M: every |δ| >= M is already in the last bucket,
+/// so attention sees at most 2M + 1 distinct distances) and score_bias.
+template <Scalar T>
+class T5Bias {
+ public:
+  using Scalar = T;
+  static constexpr const char* name = "t5";
+
+  /// relative_attention_bias: (num_buckets, n_heads). Throws relpos::Error naming the key
+  /// or the tensor on a bad value or shape.
+  T5Bias(Index n_heads, const T5Config& config, Matrix<T> relative_attention_bias)
+      : config_(validated(n_heads, config)), n_heads_(n_heads) {
+    if (relative_attention_bias.rows() != config_.num_buckets ||
+        relative_attention_bias.cols() != n_heads) {
+      throw Error(config_.tensor_name + ": expected [num_buckets=" +
+                  std::to_string(config_.num_buckets) + ", n_heads=" + std::to_string(n_heads) +
+                  "], got [" + std::to_string(relative_attention_bias.rows()) + ", " +
+                  std::to_string(relative_attention_bias.cols()) + "]");
+    }
+    table_ = std::make_shared<const Matrix<T>>(std::move(relative_attention_bias));
+  }
+
+  const T5Config& config() const { return config_; }
+  Index n_heads() const { return n_heads_; }
+  /// The shared (num_buckets, n_heads) table.
+  const Matrix<T>& table() const { return *table_; }
+
+  std::int64_t bucket(std::int64_t delta) const {
+    return t5_bucket(delta, config_.num_buckets, config_.max_distance, config_.bidirectional);
+  }
+  std::int64_t clamp_distance(std::int64_t delta) const {
+    const auto m = static_cast<std::int64_t>(config_.max_distance);
+    return std::clamp(delta, -m, m);
+  }
+  /// out[c − lo] = b_h(c) for c in [lo, hi].
+  void score_bias(Index h, Index lo, Index hi, T* out) const {
+    RELPOS_ASSERT(h >= 0 && h < n_heads_ && lo <= hi, "T5Bias::score_bias: bad head or span");
+    for (Index c = lo; c <= hi; ++c) out[c - lo] = (*table_)(bucket(c), h);
+  }
+
+ private:
+  static T5Config validated(Index n_heads, const T5Config& config) {
+    const std::string key = std::string(name) + ".";
+    if (n_heads < 1) throw Error(key + "n_heads: expected >= 1, got " + std::to_string(n_heads));
+    const Index min_buckets = config.bidirectional ? 4 : 2;
+    if (config.num_buckets < min_buckets) {
+      throw Error(key + "num_buckets: expected >= " + std::to_string(min_buckets) +
+                  (config.bidirectional ? " (bidirectional)" : "") + ", got " +
+                  std::to_string(config.num_buckets));
+    }
+    const Index e = (config.bidirectional ? config.num_buckets / 2 : config.num_buckets) / 2;
+    if (config.max_distance <= e) {
+      throw Error(key + "max_distance: must be > the exact-bucket range E = " + std::to_string(e) +
+                  ", got " + std::to_string(config.max_distance));
+    }
+    return config;
+  }
+
+  T5Config config_;
+  Index n_heads_;
+  std::shared_ptr<const Matrix<T>> table_;  // (num_buckets, n_heads), shared by all layers
+};
+
+static_assert(Encoding<T5Bias<float>> && HasScoreBias<T5Bias<float>>,
+              "T5Bias must provide the score-bias hook");
+
+}  // namespace relpos

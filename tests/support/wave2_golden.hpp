@@ -1,0 +1,69 @@
+// SPDX-License-Identifier: MIT
+// Test helper of the second-wave encodings: runs one attention layer on a golden file of
+// tools/golden_wave2.py (RefAttention in float64) and compares its output.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <relpos/attention.hpp>
+#include <relpos/io/safetensors.hpp>
+
+#include "support/golden.hpp"
+
+namespace relpos::test {
+
+template <class T>
+struct Wave2Tol;
+template <>
+struct Wave2Tol<float> {
+  static constexpr double golden = 1e-5;  // float against the float64 reference
+};
+template <>
+struct Wave2Tol<double> {
+  static constexpr double golden = 1e-10;
+};
+
+/// The golden file tests/data/wave2/attention_<name>.safetensors and its config.
+struct Wave2Case {
+  io::SafetensorsFile file;
+  nlohmann::json config;
+};
+inline Wave2Case wave2_case(const std::string& name) {
+  auto f = golden_file("wave2/attention_" + name + ".safetensors");
+  auto config = nlohmann::json::parse(f.metadata().at("config"));
+  return {std::move(f), std::move(config)};
+}
+inline AttentionConfig wave2_attention_config(const nlohmann::json& config) {
+  return {config.at("d_model").get<Index>(), config.at("n_heads").get<Index>(),
+          config.at("causal").get<bool>()};
+}
+
+/// Runs the layer (weights self_attn.*) with `enc` on the file's input, padding mask and
+/// position ids, and compares with its `output`.
+template <class T, class Enc>
+::testing::AssertionResult matches_wave2_golden(const Wave2Case& c, Enc enc) {
+  const auto& f = c.file;
+  const auto attn =
+      MultiHeadAttention<T, Enc>::load(f, "self_attn.", wave2_attention_config(c.config), enc);
+  const Tensor3<T> x = f.tensor3<T>("input");
+  const Index batch = x.dimension(0), len = x.dimension(1);
+  const std::vector<std::uint8_t> raw = f.values<std::uint8_t>("padding_mask", {batch, len});
+  PaddingMask mask(batch, len);
+  for (Index i = 0; i < mask.size(); ++i) mask.data()[i] = raw[static_cast<std::size_t>(i)] != 0;
+  PositionIds ids;
+  BatchInputs in{&mask, nullptr};
+  if (f.contains("position_ids")) {
+    const std::vector<std::int64_t> v = f.values<std::int64_t>("position_ids", {batch, len});
+    ids.resize(batch, len);
+    for (Index i = 0; i < ids.size(); ++i) ids.data()[i] = v[static_cast<std::size_t>(i)];
+    in.positions = &ids;
+  }
+  return all_close(attn.forward(x, in), f.tensor3<double>("output"), Wave2Tol<T>::golden);
+}
+
+}  // namespace relpos::test
