@@ -1,7 +1,14 @@
 // SPDX-License-Identifier: MIT
 // Reusable scratch memory of a forward pass: per-sequence buffers (projections, scores, the
-// relative-distance index) and per-thread copies of them, growing only when a larger shape
+// relative-distance index) and per-slot copies of them, growing only when a larger shape
 // comes, so a warm forward with the same shapes does not allocate.
+//
+// What "does not allocate" covers (tests/attention_test.cpp counts operator new and every
+// Eigen heap allocation): relpos' own buffers, the thread pool and the relative tables of
+// a cached encoding. Not covered: an encoding whose cache must grow for a larger length,
+// and Eigen's GEMM packing blocks, which Eigen puts on the stack up to
+// EIGEN_STACK_ALLOCATION_LIMIT (128 KB) and on the heap beyond (a few per matrix product
+// for large shapes, never per token).
 #pragma once
 
 #include <cstdint>
