@@ -26,7 +26,10 @@ with tools/reference.py's RefEncoder in float32 on one CPU thread, seeded:
               that training reaches (distances 29..31). With T5's usual max_distance 128,
               distances 32..127 land in buckets training never updates, whose biases stay
               at their random start; that model scored 1.00 at length 32 but 0.81 at 64
-              and 0.11 at 128.
+              and 0.11 at 128. With 32 it does hardly better (0.87 at 64, 0.13 at 128):
+              the last bucket is trained only by the few keys 29..31 away, and at long
+              lengths hundreds of keys share its bias and outweigh the key 3 back (our
+              reading of the measurement, not proven).
   alibi       Press et al. 2022, causal. The spec's ALiBi bias -m|delta| is symmetric, so a
               non-causal encoder with it is equivariant under reversing the input, while the
               task is not (the byte 3 to the left is not the byte 3 to the right); causal
