@@ -1,0 +1,169 @@
+// SPDX-License-Identifier: MIT
+// The length-generalization demo: every example model (trained by
+// tools/train_default_models.py on lengths up to 32 to emit the byte 3 positions to the
+// left) is run at lengths 16 … 512 on the training script's fixed evaluation strings, and the
+// accuracy table shows which positional encodings carry to longer inputs. It also draws the
+// pictures: accuracy against length, and the sinusoidal relative table (distance × dimension).
+//
+//   relpos-demo [--models DIR] [--out DIR] [--check]
+// --check: exit non-zero unless, at the training lengths (<= 32), the accuracy measured here
+// equals the one the training script measured in PyTorch (accuracy.json) to one position.
+#include <relpos/relpos.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "support/svg.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Task {
+  int shift = 3;   // predict the byte `shift` positions to the left
+  char pad = '_';  // the target where there is no such byte
+  std::vector<long> lengths;
+  std::map<long, std::vector<std::string>> strings;  // length → evaluation strings
+  nlohmann::json trained;                            // accuracy.json "models": PyTorch's figures
+};
+
+Task read_task(const fs::path& models) {
+  std::ifstream meta_file(models / "accuracy.json");
+  if (!meta_file) throw relpos::Error((models / "accuracy.json").string() + ": cannot open");
+  const nlohmann::json meta = nlohmann::json::parse(meta_file);
+  Task task;
+  task.shift = meta.at("task").at("shift").get<int>();
+  task.pad = meta.at("task").at("pad").get<std::string>().at(0);
+  task.lengths = meta.at("task").at("eval_lengths").get<std::vector<long>>();
+  task.trained = meta.at("models");
+  std::ifstream lines(models / meta.at("task").at("eval_strings").get<std::string>());
+  for (std::string line; std::getline(lines, line);) {
+    task.strings[static_cast<long>(line.size())].push_back(line);
+  }
+  return task;
+}
+
+// Fraction of positions (over all strings of one length) whose argmax logit is the target.
+double accuracy(const relpos::Model<float>& model, const Task& task,
+                const std::vector<std::string>& strings) {
+  const auto batch = static_cast<relpos::Index>(strings.size());
+  const auto len = static_cast<relpos::Index>(strings.front().size());
+  relpos::TokenIds ids(batch, len);
+  for (relpos::Index b = 0; b < batch; ++b) {
+    for (relpos::Index i = 0; i < len; ++i) {
+      ids(b, i) = static_cast<unsigned char>(strings[static_cast<std::size_t>(b)][i]);
+    }
+  }
+  const relpos::ModelOutput<float> out = model.forward(ids);
+  const relpos::Tensor3<float>& logits = *out.logits;
+  long correct = 0;
+  for (relpos::Index b = 0; b < batch; ++b) {
+    const auto row = relpos::item(logits, b);  // (len, vocab)
+    for (relpos::Index i = 0; i < len; ++i) {
+      relpos::Index best = 0;
+      row.row(i).maxCoeff(&best);
+      const char target =
+          i >= task.shift ? strings[static_cast<std::size_t>(b)][i - task.shift] : task.pad;
+      correct += best == static_cast<unsigned char>(target);
+    }
+  }
+  return static_cast<double>(correct) / static_cast<double>(batch * len);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  fs::path models = RELPOS_EXAMPLE_MODELS_DIR, out = "relpos-demo";
+  bool check = false;
+  for (int a = 1; a < argc; ++a) {
+    const std::string arg = argv[a];
+    if ((arg == "--models" || arg == "--out") && a + 1 < argc) {
+      (arg == "--models" ? models : out) = argv[++a];
+    } else if (arg == "--check") {
+      check = true;
+    } else {
+      std::cerr << "usage: relpos-demo [--models DIR] [--out DIR] [--check]\n";
+      return 2;
+    }
+  }
+  const Task task = read_task(models);
+  fs::create_directories(out);
+
+  std::printf("Length generalization: accuracy of predicting the byte %d to the left\n",
+              task.shift);
+  std::printf("(models trained on lengths <= 32; %zu strings per length)\n\n",
+              task.strings.begin()->second.size());
+  std::printf("%-11s", "encoding");
+  for (const long len : task.lengths) std::printf("%8ld", len);
+  std::printf("\n");
+
+  std::vector<relpos::svg::Series> series;
+  int mismatches = 0;
+  for (const auto& [name, trained] : task.trained.items()) {
+    if (!fs::exists(models / name / "config.json")) continue;
+    std::printf("%-11s", name.c_str());
+    std::fflush(stdout);
+    try {
+      const auto model = relpos::Model<float>::load(models / name);
+      relpos::svg::Series s{name, {}};
+      for (const long len : task.lengths) {
+        const double acc = accuracy(model, task, task.strings.at(len));
+        s.points.emplace_back(static_cast<double>(len), acc);
+        std::printf("%8.3f", acc);
+        const auto positions =
+            static_cast<double>(task.strings.at(len).size()) * static_cast<double>(len);
+        const double reference = trained.at(std::to_string(len)).get<double>();
+        if (len <= 32 && std::abs(acc - reference) * positions > 1.0 + 1e-9) {
+          ++mismatches;
+          std::fprintf(stderr, "\n%s at length %ld: measured %.6f, PyTorch measured %.6f\n",
+                       name.c_str(), len, acc, reference);
+        }
+        std::fflush(stdout);
+      }
+      series.push_back(std::move(s));
+      std::printf("\n");
+    } catch (const relpos::Error& e) {
+      std::printf("  (skipped: %s)\n", e.what());
+      ++mismatches;
+    }
+  }
+
+  const fs::path chart = out / "accuracy_by_length.svg";
+  relpos::svg::write_file(
+      chart, relpos::svg::line_chart_log2x("Accuracy against sequence length (trained on <= 32)",
+                                           "sequence length", "accuracy", series));
+
+  // The cached relative table of the sinusoidal encoding, s(δ) for δ in [−63, 63], drawn
+  // with distance across and dimension (d_head 32, sin/cos interleaved) down.
+  const relpos::SinusoidalRelative<float> sinusoid(32);
+  const relpos::Matrix<float> by_dimension = sinusoid.key_rows(-63, 63).view().transpose();
+  std::vector<std::string> dims(32), distances(127);
+  for (int m = 0; m < 32; m += 8) dims[static_cast<std::size_t>(m)] = std::to_string(m);
+  for (int d = -60; d <= 60; d += 20)
+    distances[static_cast<std::size_t>(d + 63)] = std::to_string(d);
+  const fs::path table = out / "sinusoidal_table.svg";
+  relpos::svg::write_file(
+      table, relpos::svg::heatmap("Sinusoidal relative table: distance δ = j − i (across) × "
+                                  "dimension (down), d_head 32",
+                                  by_dimension, dims, distances, 6));
+
+  std::printf("\nPictures:\n  %s\n  %s\n", fs::absolute(chart).c_str(),
+              fs::absolute(table).c_str());
+  if (check && mismatches > 0) {
+    std::fprintf(stderr, "relpos-demo --check: %d accuracies differ from accuracy.json\n",
+                 mismatches);
+    return 1;
+  }
+  return 0;
+} catch (const std::exception& e) {
+  std::cerr << "relpos-demo: " << e.what() << "\n";
+  return 1;
+}
