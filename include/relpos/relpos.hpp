@@ -25,5 +25,6 @@
 #include <relpos/layer_norm.hpp>
 #include <relpos/model.hpp>
 #include <relpos/model_io.hpp>
+#include <relpos/rotary_layout.hpp>
 #include <relpos/threads.hpp>
 #include <relpos/workspace.hpp>

@@ -1,0 +1,119 @@
+// SPDX-License-Identifier: MIT
+// relpos-convert: rewrites a rotary model folder for the other rotary pairing (half, as GPT-NeoX
+// and LLaMA, or interleaved, as GPT-J and RoFormer) by permuting the q and k rows of every
+// layer's in_proj (relpos/rotary_layout.hpp), so the converted model computes what the original
+// did. Tensors keep their dtype (the rows are moved as bytes); everything else is copied.
+#include <cstdio>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include <relpos/io/config.hpp>
+#include <relpos/io/safetensors.hpp>
+#include <relpos/io/safetensors_writer.hpp>
+#include <relpos/model.hpp>
+#include <relpos/rotary_layout.hpp>
+
+namespace {
+
+constexpr const char* kUsage =
+    R"(usage: relpos-convert --model DIR --output DIR --layout half|interleaved
+
+Rewrites a rotary model folder (config.json + model.safetensors) for the given rotary pairing:
+  half         pairs x[m] with x[m + r/2] (GPT-NeoX, LLaMA, Hugging Face rotate_half)
+  interleaved  pairs x[2m] with x[2m + 1] (GPT-J, RoFormer)
+The q and k rows of every layers.N.self_attn.in_proj_weight / in_proj_bias are permuted per
+head over the rotary dims and config.json's `interleaved` is set; the output computes the same
+as the input. The output folder is created; existing files in it are overwritten.
+)";
+
+int fail(const std::string& message, int status = 1) {
+  std::cerr << "relpos-convert: " << message << "\n";
+  return status;
+}
+
+int run(int argc, char** argv) {
+  std::string model, output, layout;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::cout << kUsage;
+      return 0;
+    }
+    if (i + 1 >= argc) return fail(arg + ": unknown option or missing value (see --help)", 2);
+    if (arg == "--model") {
+      model = argv[++i];
+    } else if (arg == "--output") {
+      output = argv[++i];
+    } else if (arg == "--layout") {
+      layout = argv[++i];
+    } else {
+      return fail(arg + ": unknown option (see --help)", 2);
+    }
+  }
+  if (model.empty() || output.empty() || layout.empty()) {
+    return fail("--model, --output and --layout are required (see --help)", 2);
+  }
+  if (layout != "half" && layout != "interleaved") {
+    return fail("--layout: expected half or interleaved, got '" + layout + "'", 2);
+  }
+
+  namespace fs = std::filesystem;
+  relpos::io::ModelConfig config = relpos::io::load_config(fs::path(model) / "config.json");
+  auto* rotary = std::get_if<relpos::io::RotaryPosition>(&config.position);
+  if (rotary == nullptr) {
+    return fail(model + "/config.json: position type " + std::string(config.position_type()) +
+                " is not rotary: nothing to convert");
+  }
+  const std::string weights_path = (fs::path(model) / "model.safetensors").string();
+  const auto file = relpos::io::SafetensorsFile::open(weights_path);
+  relpos::check_model_tensors(config, file);  // the folder is a valid model before we touch it
+
+  const relpos::RotaryLayout from = relpos::rotary_layout(rotary->interleaved);
+  const relpos::RotaryLayout to =
+      layout == "interleaved" ? relpos::RotaryLayout::interleaved : relpos::RotaryLayout::half;
+  const std::vector<relpos::Index> perm = relpos::rotary_layout_permutation(
+      config.d_model, config.n_heads, config.rotary_dim(), from, to);
+
+  relpos::io::SafetensorsWriter writer;
+  for (const auto& [key, value] : file.metadata()) writer.set_metadata(key, value);
+  for (const std::string& name : file.names()) {
+    const relpos::io::TensorInfo& info = file.info(name);
+    const auto raw = file.raw(name);
+    const bool weight = name.ends_with(".self_attn.in_proj_weight");
+    const bool bias = name.ends_with(".self_attn.in_proj_bias");
+    if (weight || bias) {
+      // rows of d_model elements (weight) or of one (bias), whatever the dtype
+      const std::size_t row_bytes = raw.size() / perm.size();
+      writer.add(name, info.dtype, info.shape, relpos::permute_rows(raw.data(), row_bytes, perm));
+    } else {
+      writer.add(name, info.dtype, info.shape, raw);
+    }
+  }
+  rotary->interleaved = to == relpos::RotaryLayout::interleaved;
+
+  fs::create_directories(output);
+  writer.write((fs::path(output) / "model.safetensors").string());
+  const fs::path config_out = fs::path(output) / "config.json";
+  std::ofstream out(config_out, std::ios::binary | std::ios::trunc);
+  out << relpos::io::to_json(config).dump(2) << "\n";
+  if (!out) return fail(config_out.string() + ": cannot write");
+  std::cout << "relpos-convert: " << model << " -> " << output << " ("
+            << (from == to ? "already in that layout, copied" : "q/k rows permuted")
+            << ", interleaved = " << (rotary->interleaved ? "true" : "false") << ")\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    return fail(e.what());
+  }
+}
