@@ -1,0 +1,129 @@
+// SPDX-License-Identifier: MIT
+// The `xl` position type (spec §4, second wave): Transformer-XL's relative score terms
+// (Dai et al. 2019) u_h·k_j + (q_i + v_h)·r_h(Δ), Δ = p_i − p_j, with the halves-concatenated
+// sinusoid R(Δ) = [sin(Δω) | cos(Δω)] over d_model projected by each layer's r_net.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <relpos/core.hpp>
+#include <relpos/distance_table.hpp>
+#include <relpos/encodings/concept.hpp>
+
+namespace relpos {
+
+/// The keys of spec §4 `xl`, plus the tensor-name prefix used in error messages.
+struct XlConfig {
+  double base = 10000;                // ω_k = base^(−2k/d_model); > 0
+  std::optional<Index> max_distance;  // K >= 0: Δ clamped to [−K, K]; absent: no clamping
+  std::string tensor_prefix;          // e.g. "layers.0.self_attn." for r_net.weight
+};
+
+/// R(Δ)[k] = sin(Δ·ω_k), R(Δ)[D/2 + k] = cos(Δ·ω_k), k < D/2, ω_k = base^(−2k/D): the
+/// halves concatenated as in Transformer-XL (not interleaved as `sinusoidal`). out: D values.
+inline void xl_sinusoid(double delta, Index dim, double base, double* out) {
+  const Index half = dim / 2;
+  for (Index k = 0; k < half; ++k) {
+    const double angle =
+        delta * std::pow(base, -2.0 * static_cast<double>(k) / static_cast<double>(dim));
+    out[k] = std::sin(angle);
+    out[half + k] = std::cos(angle);
+  }
+}
+
+/// One layer's Transformer-XL terms. The rows r(c) = r_net.weight · R(−c), indexed by the
+/// clamped δ = p_j − p_i like every relpos distance table (so Δ = p_i − p_j = −c), are
+/// computed in double, cast, and cached in a DistanceTable (grown by doubling, thread-safe,
+/// at most 2K + 1 rows when clamped); head h uses columns [h·d_head, (h+1)·d_head). u and v
+/// (r_w_bias, r_r_bias) are shared by all layers: pass every layer the same shared_ptrs.
+///
+/// Hooks: clamp_distance, head_key_rows, content_bias (u), position_bias (v). There is no
+/// value term.
+template <Scalar T>
+class XlRelative {
+ public:
+  using Scalar = T;
+  static constexpr const char* name = "xl";
+  using Shared = std::shared_ptr<const Matrix<T>>;
+
+  /// r_net_weight: (d_model, d_model) [out, in]; u, v: (n_heads, d_head). Throws
+  /// relpos::Error naming the key or tensor on a bad value or shape.
+  XlRelative(Index d_model, Index n_heads, const XlConfig& config, Matrix<T> r_net_weight, Shared u,
+             Shared v)
+      : config_(validated(d_model, n_heads, config)),
+        u_(checked(std::move(u), "position.r_w_bias", n_heads, d_model / n_heads)),
+        v_(checked(std::move(v), "position.r_r_bias", n_heads, d_model / n_heads)),
+        table_(make_table(d_model, config_, std::move(r_net_weight))) {}
+
+  const XlConfig& config() const { return config_; }
+  std::int64_t clamp_distance(std::int64_t delta) const { return table_.clamp(delta); }
+  /// r(c) for clamped c in [lo, hi]: (hi − lo + 1, d_model).
+  DistanceRows<T> head_key_rows(Index lo, Index hi) const { return table_.rows(lo, hi); }
+  const Matrix<T>& content_bias() const { return *u_; }   // u: (n_heads, d_head)
+  const Matrix<T>& position_bias() const { return *v_; }  // v: (n_heads, d_head)
+  const DistanceTable<T>& table() const { return table_; }
+
+ private:
+  static XlConfig validated(Index d_model, Index n_heads, const XlConfig& config) {
+    const std::string key = std::string(name) + ".";
+    if (n_heads < 1 || d_model < 1 || d_model % n_heads != 0) {
+      throw Error(key + "d_model: expected a positive multiple of n_heads (" +
+                  std::to_string(n_heads) + "), got " + std::to_string(d_model));
+    }
+    if (d_model % 2 != 0) {
+      throw Error(key + "d_model: expected even (sin | cos halves), got " +
+                  std::to_string(d_model));
+    }
+    if (!(config.base > 0) || !std::isfinite(config.base)) {
+      throw Error(key + "base: expected a finite number > 0, got " + std::to_string(config.base));
+    }
+    if (config.max_distance && *config.max_distance < 0) {
+      throw Error(key + "max_distance: expected >= 0, got " + std::to_string(*config.max_distance));
+    }
+    return config;
+  }
+
+  static Shared checked(Shared m, const char* tensor, Index rows, Index cols) {
+    if (!m || m->rows() != rows || m->cols() != cols) {
+      throw Error(std::string(tensor) + ": expected [n_heads=" + std::to_string(rows) +
+                  ", d_head=" + std::to_string(cols) + "], got " +
+                  (m ? "[" + std::to_string(m->rows()) + ", " + std::to_string(m->cols()) + "]"
+                     : std::string("nothing")));
+    }
+    return m;
+  }
+
+  static DistanceTable<T> make_table(Index d, const XlConfig& config, Matrix<T> w) {
+    if (w.rows() != d || w.cols() != d) {
+      throw Error(config.tensor_prefix + "r_net.weight: expected [d_model=" + std::to_string(d) +
+                  ", d_model=" + std::to_string(d) + "], got [" + std::to_string(w.rows()) + ", " +
+                  std::to_string(w.cols()) + "]");
+    }
+    auto weight = std::make_shared<const Eigen::MatrixXd>(w.template cast<double>());
+    const double base = config.base;
+    return DistanceTable<T>(
+        d,
+        [weight, d, base](std::int64_t c, T* out) {
+          Eigen::VectorXd r(d);  // R(Δ), Δ = p_i − p_j = −c
+          xl_sinusoid(-static_cast<double>(c), d, base, r.data());
+          const Eigen::VectorXd projected = (*weight) * r;
+          for (Index k = 0; k < d; ++k) out[k] = static_cast<T>(projected[k]);
+        },
+        config.max_distance);
+  }
+
+  XlConfig config_;
+  Shared u_, v_;            // (n_heads, d_head) each, shared by all layers
+  DistanceTable<T> table_;  // r(c): (rows, d_model)
+};
+
+static_assert(Encoding<XlRelative<float>> && HasHeadKeyTerm<XlRelative<float>>,
+              "XlRelative must provide the Transformer-XL hooks");
+
+}  // namespace relpos
