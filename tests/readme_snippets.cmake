@@ -1,0 +1,15 @@
+# The README shows examples/minimal.cpp verbatim between two markers: fail when they differ,
+# so the README's first program is always the one the test suite builds and runs.
+file(READ ${SOURCE_DIR}/README.md readme)
+file(READ ${SOURCE_DIR}/examples/minimal.cpp minimal)
+string(FIND "${readme}" "<!-- minimal.cpp begin -->\n```cpp\n" begin)
+string(FIND "${readme}" "```\n<!-- minimal.cpp end -->" end)
+if(begin EQUAL -1 OR end EQUAL -1)
+  message(FATAL_ERROR "README.md: the minimal.cpp markers are missing")
+endif()
+math(EXPR begin "${begin} + 34")
+math(EXPR length "${end} - ${begin}")
+string(SUBSTRING "${readme}" ${begin} ${length} shown)
+if(NOT shown STREQUAL minimal)
+  message(FATAL_ERROR "README.md's copy of examples/minimal.cpp differs from the file")
+endif()
