@@ -22,6 +22,7 @@
 #include <relpos/io/rotary_scaling_config.hpp>
 #include <relpos/io/safetensors.hpp>
 #include <relpos/io/safetensors_writer.hpp>
+#include <relpos/kv_cache.hpp>
 #include <relpos/layer_norm.hpp>
 #include <relpos/model.hpp>
 #include <relpos/model_io.hpp>

@@ -1,0 +1,483 @@
+// SPDX-License-Identifier: MIT
+// Incremental causal decoding with a key/value cache (spec §2, positions as data): per layer,
+// keys are stored after rotary and values as they are (as llama.cpp, Hugging Face and
+// CTranslate2 do); a chunk of new tokens attends to the cache plus itself with
+// δ = p_j − p_i between new queries and cached keys; rotary keys can be re-rotated in place
+// (the "context shift" of long chats).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include <relpos/attention.hpp>
+#include <relpos/core.hpp>
+#include <relpos/detail/buffer.hpp>
+#include <relpos/detail/gemm.hpp>
+#include <relpos/encoder.hpp>
+#include <relpos/encodings/concept.hpp>
+#include <relpos/encodings/rotary.hpp>
+#include <relpos/workspace.hpp>
+
+namespace relpos {
+
+namespace detail {
+// Grows a buffer geometrically, so a length that increases by one per token allocates
+// O(log n) times in all, never per token.
+template <class E>
+void grow(Buffer<E>& b, Index n) {
+  if (n > b.capacity()) b.reserve(std::max<Index>(n, 2 * b.capacity()));
+}
+}  // namespace detail
+
+/// The keys and values of one attention layer for one sequence, with each token's position
+/// and key-padding flag. Storage doubles when full (amortized O(1) per token) up to `limit`
+/// tokens; appending past the limit throws Error naming both numbers.
+template <Scalar T>
+class KVCache {
+ public:
+  /// d_model: the layer's width; limit: the most tokens this cache may ever hold (>= 1).
+  KVCache(Index d_model, Index limit) : d_model_(d_model), limit_(limit) {
+    if (d_model < 1) throw Error("KVCache: d_model expected >= 1, got " + std::to_string(d_model));
+    if (limit < 1) throw Error("KVCache: limit expected >= 1, got " + std::to_string(limit));
+  }
+
+  Index size() const { return size_; }
+  Index limit() const { return limit_; }
+  Index capacity() const { return keys_.rows(); }
+  Index d_model() const { return d_model_; }
+
+  // keys after rotary, values as projected: (size, d_model), heads side by side
+  auto keys() const { return keys_.topRows(size_); }
+  auto values() const { return values_.topRows(size_); }
+  auto keys() { return keys_.topRows(size_); }
+  std::int64_t position(Index j) const { return positions_[static_cast<std::size_t>(j)]; }
+  const std::int64_t* positions() const { return positions_.data(); }
+  std::int64_t* positions() { return positions_.data(); }
+  bool padded(Index j) const { return padded_[static_cast<std::size_t>(j)] != 0; }
+
+  /// Room for n tokens without growing (n <= limit).
+  void reserve(Index n) {
+    if (n > limit_) {
+      throw Error("KVCache: " + std::to_string(n) + " tokens exceed the cache limit of " +
+                  std::to_string(limit_));
+    }
+    if (n <= capacity()) return;
+    const Index cap = std::min(limit_, std::max(n, 2 * capacity()));
+    keys_.conservativeResize(cap, d_model_);
+    values_.conservativeResize(cap, d_model_);
+    positions_.resize(static_cast<std::size_t>(cap));
+    padded_.resize(static_cast<std::size_t>(cap));
+  }
+
+  /// Appends n tokens: k, v (n, d_model); positions: n ids (>= 0); padding: n flags or null.
+  template <class K, class V>
+  void append(const K& k, const V& v, const std::int64_t* positions, const bool* padding) {
+    const Index n = k.rows();
+    RELPOS_ASSERT(k.cols() == d_model_ && v.cols() == d_model_ && v.rows() == n,
+                  "KVCache::append: k and v must be (n, d_model)");
+    if (size_ + n > limit_) {
+      throw Error("KVCache: appending " + std::to_string(n) + " tokens to " +
+                  std::to_string(size_) + " exceeds the cache limit of " + std::to_string(limit_));
+    }
+    reserve(size_ + n);
+    keys_.middleRows(size_, n) = k;
+    values_.middleRows(size_, n) = v;
+    for (Index i = 0; i < n; ++i) {
+      positions_[static_cast<std::size_t>(size_ + i)] = positions[i];
+      padded_[static_cast<std::size_t>(size_ + i)] = padding != nullptr && padding[i];
+    }
+    size_ += n;
+  }
+
+  /// Forgets every token (keeps the storage).
+  void clear() { size_ = 0; }
+  /// Keeps the first n tokens (n <= size()), e.g. to drop rejected speculative tokens.
+  void rewind(Index n) {
+    if (n < 0 || n > size_) {
+      throw Error("KVCache::rewind: expected 0 <= n <= size " + std::to_string(size_) + ", got " +
+                  std::to_string(n));
+    }
+    size_ = n;
+  }
+
+ private:
+  Index d_model_, limit_;
+  Index size_ = 0;
+  Matrix<T> keys_, values_;  // (capacity, d_model)
+  std::vector<std::int64_t> positions_;
+  std::vector<unsigned char> padded_;
+};
+
+/// Re-rotates rotary keys by δ in place: a key rotated at position p becomes the key rotated
+/// at p + δ, since the rotation by (p + δ)·ω is the rotation by p·ω followed by δ·ω.
+/// keys: (n, n_heads·d_head), as stored in a KVCache; angles δ·ω_m in double, cast once.
+///
+/// Scalings: the plain table (and any scaling whose inv_freq depends only on the config:
+/// linear, ntk, yarn, llama3) allows it; yarn's attention factor scales cos and sin and
+/// must not be applied twice, which this rotation never does (it uses cos and sin alone). A
+/// table that changes with the call's length (`dynamic`, `longrope`) does not: keys rotated
+/// with one length's table cannot be moved into another's. Rotary has no scaling yet; when
+/// it gets one, the check goes here (throw Error naming the scaling type).
+template <Scalar T, class Keys>
+void shift_rotary_keys(const Rotary<T>& rotary, Keys&& keys, std::int64_t delta, Index n_heads) {
+  const Index dh = rotary.d_head(), r = rotary.rotary_dim(), half = r / 2;
+  if (keys.cols() != n_heads * dh) {
+    throw Error("shift_rotary_keys: keys: expected " + std::to_string(n_heads * dh) +
+                " columns (n_heads x d_head), got " + std::to_string(keys.cols()));
+  }
+  if (delta == 0 || half == 0) return;
+  const double base = rotary.config().base;
+  T cs[2 * 512];  // cos | sin of δ·ω_m; r/2 <= 512 covers any d_head up to 1024 on the stack
+  std::vector<T> heap;
+  T* cos = cs;
+  if (half > 512) {
+    heap.resize(static_cast<std::size_t>(2 * half));
+    cos = heap.data();
+  }
+  for (Index m = 0; m < half; ++m) {
+    const double omega = std::pow(base, -2.0 * static_cast<double>(m) / static_cast<double>(r));
+    const double theta = static_cast<double>(delta) * omega;
+    cos[m] = static_cast<T>(std::cos(theta));
+    cos[half + m] = static_cast<T>(std::sin(theta));
+  }
+  const T* sin = cos + half;
+  const Index stride = rotary.interleaved() ? 2 : 1;
+  const Index partner = rotary.interleaved() ? 1 : half;
+  for (Index i = 0; i < keys.rows(); ++i) {
+    for (Index h = 0; h < n_heads; ++h) {
+      T* head = &keys(i, h * dh);
+      for (Index m = 0; m < half; ++m) {
+        T& a = head[m * stride];
+        T& b = head[m * stride + partner];
+        const T a0 = a;
+        a = a0 * cos[m] - b * sin[m];
+        b = a0 * sin[m] + b * cos[m];
+      }
+    }
+  }
+}
+
+/// Scratch of cached attention (one sequence at a time); grows geometrically, so decoding
+/// token by token allocates O(log n) times in all.
+template <Scalar T>
+struct DecodeWorkspace {
+  detail::Buffer<T> qkv;               // (n, 3 d_model)
+  detail::Buffer<T> z;                 // (n, d_model)
+  detail::Buffer<T> scores;            // (n, L): scores, then weights
+  detail::Buffer<T> by_distance;       // (n, R)
+  detail::Buffer<T> bias;              // (R) score bias of a head, or (n, d_head) q + v_h
+  detail::Buffer<std::int32_t> index;  // (n, L): clamp(δ_ij) − lo
+  detail::Buffer<T> residual, normed;  // (n, d_model)
+  SequenceWorkspace<T> ffn;            // the feed-forward's hidden layer
+};
+
+/// Attention of n new tokens over a layer's cache plus themselves (spec §3 with query and key
+/// positions apart): x (n, d_model) → out (n, d_model). Appends the new keys (after rotary)
+/// and values to `cache` first. Token i of the chunk is at cache index L0 + i (L0 = the cache's
+/// size before) and sees key j when j <= L0 + i (causal by index, spec §2) and key j is not
+/// padded. positions: n ids; padding: n flags or null. Relative rows are fetched once per
+/// call for the clamped distances [lo, hi] the chunk needs (as attention.hpp's skewing).
+template <Scalar T, Encoding Enc>
+void attend_cached(const MultiHeadAttention<T, Enc>& attn, ConstMatrixRef<T> x,
+                   const std::int64_t* positions, const bool* padding, KVCache<T>& cache,
+                   MatrixRef<T> out, DecodeWorkspace<T>& ws) {
+  const Index n = x.rows(), d = attn.d_model(), dh = attn.d_head();
+  RELPOS_ASSERT(x.cols() == d && out.rows() == n && out.cols() == d,
+                "attend_cached: x and out must be (n, d_model)");
+  const Index first = cache.size();  // L0
+
+  // q | k | v of the new tokens: (n, 3 d_model); rotary rotates only these
+  detail::grow(ws.qkv, n * 3 * d);
+  auto qkv = ws.qkv.matrix(n, 3 * d);
+  detail::linear<T>(x, attn.in_proj_weight, attn.in_proj_bias, qkv);
+  if constexpr (TransformsQK<Enc>) {
+    MatrixRef<T> q(qkv.leftCols(d));
+    MatrixRef<T> k(qkv.middleCols(d, d));
+    attn.encoding.transform_qk(q, k, Positions{n, positions}, attn.n_heads());
+  }
+  cache.append(qkv.middleCols(d, d), qkv.rightCols(d), positions, padding);
+  const Index total = cache.size();  // L
+
+  // relative terms: the clamped distances c_ij = clamp(P_j − p_i) between the chunk's
+  // queries and every cached key, as an (n, L) index into the rows for [lo, hi]
+  [[maybe_unused]] bool keys = false, values = false;
+  std::int64_t lo = 0, hi = -1;
+  [[maybe_unused]] DistanceRows<T> key_rows, value_rows, head_rows;
+  constexpr bool uses_distances =
+      HasKeyTerm<Enc> || HasValueTerm<Enc> || HasScoreBias<Enc> || HasHeadKeyTerm<Enc>;
+  if constexpr (uses_distances) {
+    if constexpr (HasKeyTerm<Enc>) keys = detail::key_term_active(attn.encoding);
+    if constexpr (HasValueTerm<Enc>) values = detail::value_term_active(attn.encoding);
+    // clamp is monotonic: the extremes of δ give the extremes of c
+    std::int64_t pmin = cache.position(0), pmax = pmin, qmin = positions[0], qmax = qmin;
+    for (Index j = 0; j < total; ++j) {
+      pmin = std::min(pmin, cache.position(j));
+      pmax = std::max(pmax, cache.position(j));
+    }
+    for (Index i = 0; i < n; ++i) {
+      qmin = std::min(qmin, positions[i]);
+      qmax = std::max(qmax, positions[i]);
+    }
+    lo = attn.encoding.clamp_distance(pmin - qmax);
+    hi = attn.encoding.clamp_distance(pmax - qmin);
+    if (hi - lo + 1 > 4 * (total + n) + 64) {
+      throw Error(std::string(Enc::name) + ": cached decoding: position ids spread over " +
+                  std::to_string(hi - lo + 1) + " distances for " + std::to_string(total) +
+                  " cached tokens; run such ids through a full forward instead");
+    }
+    detail::grow(ws.index, n * total);
+    auto index = ws.index.matrix(n, total);
+    for (Index i = 0; i < n; ++i) {
+      for (Index j = 0; j < total; ++j) {
+        index(i, j) = static_cast<std::int32_t>(
+            attn.encoding.clamp_distance(cache.position(j) - positions[i]) - lo);
+      }
+    }
+    if constexpr (HasKeyTerm<Enc>) {
+      if (keys) key_rows = attn.encoding.key_rows(lo, hi);
+    }
+    if constexpr (HasValueTerm<Enc>) {
+      if (values) value_rows = attn.encoding.value_rows(lo, hi);
+    }
+    if constexpr (HasHeadKeyTerm<Enc>) head_rows = attn.encoding.head_key_rows(lo, hi);
+  }
+  const Index count = std::max<Index>(hi - lo + 1, 1);
+  // s(i, j) += table(i, c_ij − lo): the skew gather of attention.hpp over (n, L)
+  [[maybe_unused]] const auto gather = [&](auto& s, const auto& table) {
+    const auto index = ws.index.matrix(n, total);
+    for (Index i = 0; i < n; ++i) {
+      for (Index j = 0; j < total; ++j) s(i, j) += table(i, index(i, j));
+    }
+  };
+
+  detail::grow(ws.z, n * d);
+  auto z = ws.z.matrix(n, d);
+  detail::grow(ws.scores, n * total);
+  detail::grow(ws.by_distance, n * count);
+  detail::grow(ws.bias, count + n * dh);
+  const auto k_all = cache.keys();
+  const auto v_all = cache.values();
+  const T scale = T(1) / std::sqrt(static_cast<T>(dh));
+  for (Index h = 0; h < attn.n_heads(); ++h) {
+    const auto q = qkv.middleCols(h * dh, dh);     // (n, d_head)
+    const auto kh = k_all.middleCols(h * dh, dh);  // (L, d_head)
+    auto zh = z.middleCols(h * dh, dh);            // (n, d_head)
+    auto s = ws.scores.matrix(n, total);           // (n, L)
+    detail::matmul_nt<T>(q, kh, s);
+    if constexpr (HasKeyTerm<Enc>) {
+      if (keys) {
+        // QR(i, c − lo) = q_i · aK(c)
+        auto qr = ws.by_distance.matrix(n, count);
+        detail::matmul_nt<T>(q, key_rows.view(), qr);
+        gather(s, qr);
+      }
+    }
+    if constexpr (HasHeadKeyTerm<Enc>) {
+      // Transformer-XL: u_h · k_j + (q_i + v_h) · r_h(c_ij), before the scale
+      const Matrix<T>& u = attn.encoding.content_bias();    // (n_heads, d_head)
+      const Matrix<T>& vb = attn.encoding.position_bias();  // (n_heads, d_head)
+      for (Index j = 0; j < total; ++j) {
+        const T uk = kh.row(j).dot(u.row(h));
+        for (Index i = 0; i < n; ++i) s(i, j) += uk;
+      }
+      auto qv = ws.bias.matrix(n, dh);  // (n, d_head): q + v_h
+      qv = q.rowwise() + vb.row(h);
+      auto qr = ws.by_distance.matrix(n, count);
+      detail::matmul_nt<T>(qv, head_rows.view().middleCols(h * dh, dh), qr);
+      gather(s, qr);
+    }
+    s *= scale;
+    if constexpr (HasScoreBias<Enc>) {
+      // b_h(c), after the scale (t5, alibi)
+      auto b = ws.bias.matrix(1, count);
+      attn.encoding.score_bias(h, lo, hi, b.data());
+      const auto index = ws.index.matrix(n, total);
+      for (Index i = 0; i < n; ++i) {
+        for (Index j = 0; j < total; ++j) s(i, j) += b(0, index(i, j));
+      }
+    }
+    // masked softmax: causal by index and key padding; a row with no visible key is all 0
+    for (Index i = 0; i < n; ++i) {
+      const Index visible = first + i + 1;
+      T mx = -std::numeric_limits<T>::infinity();
+      for (Index j = 0; j < visible; ++j) {
+        if (!cache.padded(j)) mx = std::max(mx, s(i, j));
+      }
+      T sum = 0;
+      for (Index j = 0; j < total; ++j) {
+        const bool hidden = j >= visible || cache.padded(j);
+        const T e = hidden ? T(0) : std::exp(s(i, j) - mx);
+        s(i, j) = e;
+        sum += e;
+      }
+      if (sum > T(0)) s.row(i) /= sum;
+    }
+    detail::matmul_nn<T>(s, v_all.middleCols(h * dh, dh), zh);
+    if constexpr (HasValueTerm<Enc>) {
+      if (values) {
+        // W(i, c − lo) = Σ_{j: c_ij = c} α_ij, then z_h += W · aV[lo..hi]
+        auto w = ws.by_distance.matrix(n, count);
+        w.setZero();
+        const auto index = ws.index.matrix(n, total);
+        for (Index i = 0; i < n; ++i) {
+          for (Index j = 0; j < total; ++j) w(i, index(i, j)) += s(i, j);
+        }
+        detail::matmul_nn<T>(w, value_rows.view(), zh, /*accumulate=*/true);
+      }
+    }
+  }
+  detail::linear<T>(z, attn.out_proj_weight, attn.out_proj_bias, out);
+}
+
+/// Causal decoding of one sequence through an Encoder stack: one KVCache per layer. Each
+/// forward() takes the next chunk of tokens (one or more) and gives their outputs, equal to
+/// the rows of one causal forward over everything so far. Positions continue from the cache
+/// (next_position(), 0 at the start) unless explicit ids are given (left padding: give the
+/// padded tokens' flags and the real tokens positions 0, 1, ...).
+///
+/// Packed sequences: supported by explicit ids that restart (0, 1, 2, 0, 1, ...) for rotary
+/// and relative encodings, where only p_j − p_i matters; but causality is by index, so a
+/// later sequence still sees the earlier one's tokens (no block mask through the cache).
+/// `additive` is defined over indices with a window that looks ahead and cannot be decoded
+/// incrementally: the constructor refuses it.
+template <Scalar T, Encoding Enc>
+class Decoder {
+ public:
+  /// encoder: must outlive the decoder; max_tokens: each layer's cache limit.
+  Decoder(const Encoder<T, Enc>& encoder, Index max_tokens) : encoder_(&encoder) {
+    if constexpr (EncodesInput<Enc>) {
+      if (std::string(Enc::name) == "additive") {
+        throw Error(
+            "Decoder: position type additive is defined over a window of indices on "
+            "both sides and cannot be decoded with a cache");
+      }
+    }
+    for (std::size_t l = 0; l < encoder.layers.size(); ++l) {
+      caches_.emplace_back(encoder.d_model(), max_tokens);
+    }
+  }
+
+  Index size() const { return caches_.empty() ? 0 : caches_.front().size(); }
+  std::int64_t next_position() const { return next_; }
+  const KVCache<T>& cache(Index layer) const { return caches_[static_cast<std::size_t>(layer)]; }
+
+  /// Room for n tokens in every layer, so later forwards do not grow the caches.
+  void reserve(Index n) {
+    for (KVCache<T>& c : caches_) c.reserve(n);
+  }
+  /// Forgets everything (keeps the storage).
+  void clear() {
+    for (KVCache<T>& c : caches_) c.clear();
+    next_ = 0;
+  }
+
+  /// Keeps the first n tokens of every layer; next_position() becomes one past the largest
+  /// position kept (0 when none).
+  void rewind(Index n) {
+    for (KVCache<T>& c : caches_) c.rewind(n);
+    next_ = 0;
+    if (!caches_.empty()) {
+      for (Index j = 0; j < n; ++j) next_ = std::max(next_, caches_.front().position(j) + 1);
+    }
+  }
+
+  /// x, out: (n, d_model), not aliased. positions: n ids >= 0 or null (next_position()
+  /// onwards); padding: n flags (true = padded key) or null. Throws Error on a bad id or when
+  /// a cache would pass its limit.
+  void forward(ConstMatrixRef<T> x, MatrixRef<T> out, const std::int64_t* positions = nullptr,
+               const bool* padding = nullptr) {
+    const Index n = x.rows(), d = encoder_->d_model();
+    if (x.cols() != d || out.rows() != n || out.cols() != d) {
+      throw Error("Decoder::forward: x and out: expected (n, " + std::to_string(d) + "), got (" +
+                  std::to_string(x.rows()) + ", " + std::to_string(x.cols()) + ") and (" +
+                  std::to_string(out.rows()) + ", " + std::to_string(out.cols()) + ")");
+    }
+    if (n == 0) return;
+    if (size() + n > (caches_.empty() ? 0 : caches_.front().limit())) {
+      throw Error("Decoder: " + std::to_string(size()) + " cached + " + std::to_string(n) +
+                  " new tokens exceed the cache limit of " +
+                  std::to_string(caches_.front().limit()));
+    }
+    // the chunk's positions: given, or continuing from the cache
+    if (ids_.size() < static_cast<std::size_t>(n)) ids_.resize(static_cast<std::size_t>(n));
+    for (Index i = 0; i < n; ++i) {
+      const std::int64_t p = positions != nullptr ? positions[i] : next_ + i;
+      if (p < 0) {
+        throw Error("position_ids[" + std::to_string(i) + "]: expected >= 0, got " +
+                    std::to_string(p));
+      }
+      ids_[static_cast<std::size_t>(i)] = p;
+    }
+    for (Index i = 0; i < n; ++i) next_ = std::max(next_, ids_[static_cast<std::size_t>(i)] + 1);
+    const std::int64_t* ids = ids_.data();
+
+    out = x;
+    if constexpr (EncodesInput<Enc>) {
+      if (!encoder_->layers.empty()) {
+        encoder_->layers.front().self_attn.encoding.add_to_input(out, Positions{n, ids});
+      }
+    }
+    detail::grow(ws_.residual, n * d);
+    detail::grow(ws_.normed, n * d);
+    for (std::size_t l = 0; l < encoder_->layers.size(); ++l) {
+      const Block<T, Enc>& block = encoder_->layers[l];
+      auto branch = ws_.residual.matrix(n, d);  // (n, d_model)
+      if (block.norm_first) {
+        auto normed = ws_.normed.matrix(n, d);  // (n, d_model)
+        block.norm1.forward(out, normed);
+        attend_cached<T, Enc>(block.self_attn, normed, ids, padding, caches_[l], branch, ws_);
+        out += branch;
+        block.norm2.forward(out, normed);
+        block.ffn.forward(normed, branch, ws_.ffn);
+        out += branch;
+      } else {
+        attend_cached<T, Enc>(block.self_attn, out, ids, padding, caches_[l], branch, ws_);
+        out += branch;
+        block.norm1.forward(out, out);
+        block.ffn.forward(out, branch, ws_.ffn);
+        out += branch;
+        block.norm2.forward(out, out);
+      }
+    }
+    if (encoder_->norm) encoder_->norm->forward(out, out);
+  }
+
+  /// Rotary only: moves every cached token's position by δ (their keys re-rotated in place,
+  /// see shift_rotary_keys), and next_position() with them; a position that would become
+  /// negative throws Error. Typical use: drop the oldest tokens' effect by shifting by −k.
+  void shift_positions(std::int64_t delta) requires std::is_same_v<Enc, Rotary<T>> {
+    for (KVCache<T>& c : caches_) {
+      for (Index j = 0; j < c.size(); ++j) {
+        if (c.position(j) + delta < 0) {
+          throw Error("Decoder::shift_positions: cached position " + std::to_string(c.position(j)) +
+                      " + " + std::to_string(delta) + " would be negative");
+        }
+      }
+    }
+    for (std::size_t l = 0; l < caches_.size(); ++l) {
+      KVCache<T>& c = caches_[l];
+      const MultiHeadAttention<T, Enc>& attn = encoder_->layers[l].self_attn;
+      // keys: (size, d_model), heads side by side; only the q|k column block holds keys
+      auto k = c.keys();
+      shift_rotary_keys(attn.encoding, k, delta, attn.n_heads());
+      for (Index j = 0; j < c.size(); ++j) c.positions()[j] += delta;
+    }
+    next_ = std::max<std::int64_t>(0, next_ + delta);
+  }
+
+ private:
+  const Encoder<T, Enc>* encoder_;
+  std::vector<KVCache<T>> caches_;
+  std::vector<std::int64_t> ids_;
+  std::int64_t next_ = 0;
+  DecodeWorkspace<T> ws_;
+};
+
+}  // namespace relpos
