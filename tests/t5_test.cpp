@@ -20,13 +20,13 @@ namespace {
 
 using relpos::Index;
 using relpos::Matrix;
+using relpos::t5_bucket;
 using relpos::T5Bias;
 using relpos::T5Config;
-using relpos::t5_bucket;
 
 TEST(T5Bucket, SpecCheckValuesBidirectional) {
   const std::vector<std::pair<std::int64_t, std::int64_t>> expected = {
-      {-200, 15}, {-64, 14}, {-16, 10}, {-8, 8}, {-7, 7}, {-1, 1},
+      {-200, 15}, {-64, 14}, {-16, 10}, {-8, 8},  {-7, 7},  {-1, 1},
       {0, 0},     {1, 17},   {8, 24},   {16, 26}, {64, 30}, {128, 31}};
   for (const auto& [delta, bucket] : expected) {
     EXPECT_EQ(t5_bucket(delta, 32, 128, true), bucket) << "delta " << delta;
@@ -47,8 +47,8 @@ TEST(T5Bucket, EveryDistanceInPlusMinus1000MatchesTheReference) {
   ASSERT_EQ(delta.size(), 2001u);
   for (const auto& [nb, md] : std::vector<std::pair<int, int>>{{32, 128}, {64, 200}, {8, 12}}) {
     for (const bool bi : {true, false}) {
-      const std::string name = "bucket_" + std::to_string(nb) + "_" + std::to_string(md) + "_" +
-                               (bi ? "bi" : "causal");
+      const std::string name =
+          "bucket_" + std::to_string(nb) + "_" + std::to_string(md) + "_" + (bi ? "bi" : "causal");
       const std::vector<std::int64_t> want = f.values<std::int64_t>(name);
       ASSERT_EQ(want.size(), delta.size()) << name;
       int mismatches = 0;
@@ -87,8 +87,7 @@ TEST(T5Bias, ScoreBiasReadsTheTableAtTheBucketForEachHead) {
   for (Index b = 0; b < 8; ++b) {
     for (Index h = 0; h < 3; ++h) table(b, h) = 10.0 * double(b) + double(h);
   }
-  const T5Bias<double> enc(3, {.num_buckets = 8, .max_distance = 12, .bidirectional = true},
-                           table);
+  const T5Bias<double> enc(3, {.num_buckets = 8, .max_distance = 12, .bidirectional = true}, table);
   std::vector<double> out(25);
   for (Index h = 0; h < 3; ++h) {
     enc.score_bias(h, -12, 12, out.data());
@@ -169,8 +168,9 @@ TEST(T5Bias, BadValuesThrowNamingTheKeyOrTensor) {
             std::string::npos);
   EXPECT_NE(message([] {
               T5Bias<float>(2, {.num_buckets = 8, .max_distance = 12}, Matrix<float>::Zero(8, 3));
-            }).find("position.relative_attention_bias: expected [num_buckets=8, n_heads=2], got "
-                    "[8, 3]"),
+            })
+                .find("position.relative_attention_bias: expected [num_buckets=8, n_heads=2], got "
+                      "[8, 3]"),
             std::string::npos);
 }
 

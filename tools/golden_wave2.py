@@ -113,7 +113,7 @@ def golden_rotary_scaling(out_dir):
 
 
 def golden_attention(out_dir, name, position, causal=False, d=16, h=4, bsz=2, length=9,
-                     pads=(0, 3), position_ids=None, seed=0):
+                     pads=(0, 3), position_ids=None, seed=0, scale=0.4):
     torch.manual_seed(seed)
     torch.set_default_dtype(torch.float64)
     cfg = parse_config({"d_model": d, "n_heads": h, "n_layers": 1, "d_ff": 4, "causal": causal,
@@ -121,7 +121,7 @@ def golden_attention(out_dir, name, position, causal=False, d=16, h=4, bsz=2, le
     attn, shared = RefAttention(cfg).double(), PositionParams(cfg).double()
     with torch.no_grad():
         for p in list(attn.parameters()) + list(shared.parameters()):
-            p.copy_(torch.randn_like(p) * 0.4)
+            p.copy_(torch.randn_like(p) * scale)
     x = torch.randn(bsz, length, d, dtype=torch.float64)
     pad = torch.zeros(bsz, length, dtype=torch.bool)
     for b, n in enumerate(pads):
@@ -179,9 +179,11 @@ def main(argv):
         if scaling["type"] in ("dynamic", "yarn", "llama3"):
             scaling = dict(scaling, original_max_position_embeddings=16)
         ids = [[3 * i for i in range(9)], [40 - 4 * i for i in range(9)]]
+        # weights at 0.3 as tools/golden_attention.py: at 0.4 the longrope case's softmax is
+        # so peaked that PyTorch's own float32 forward is 2.2e-5 off its float64 one
         golden_attention(out_dir, f"rotary_{name}",
                          {"type": "rotary", "base": base, "rotary_dim": r, "scaling": scaling},
-                         d=24, h=2, position_ids=ids, seed=20)
+                         d=24, h=2, position_ids=ids, seed=20, scale=0.3)
 
 
 if __name__ == "__main__":

@@ -79,7 +79,11 @@ struct BatchInputs {
   SequenceInputs item(Index b, Index len) const {
     SequenceInputs s;
     s.positions.len = len;
-    if (positions != nullptr) s.positions.ids = positions->data() + b * len;
+    s.positions.call_length = len;
+    if (positions != nullptr) {
+      s.positions.ids = positions->data() + b * len;
+      s.positions.call_length = positions->size() > 0 ? positions->maxCoeff() + 1 : 0;
+    }
     if (padding != nullptr) s.key_padding = padding->data() + b * len;
     return s;
   }

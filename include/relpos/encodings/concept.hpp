@@ -20,6 +20,9 @@ namespace relpos {
 struct Positions {
   Index len = 0;
   const std::int64_t* ids = nullptr;  // len entries, or null for the plain 0..len-1
+  // ℓ of spec §4 rotary scaling: the largest position of the whole batch + 1, set by
+  // BatchInputs::item; 0 = derive it from these positions alone
+  std::int64_t call_length = 0;
 
   std::int64_t operator[](Index i) const { return ids != nullptr ? ids[i] : i; }
   bool plain() const { return ids == nullptr; }

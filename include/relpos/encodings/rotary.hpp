@@ -7,14 +7,20 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <relpos/core.hpp>
 #include <relpos/detail/encoding_checks.hpp>
 #include <relpos/detail/growing_table.hpp>
 #include <relpos/encodings/concept.hpp>
+#include <relpos/encodings/rotary_scaling.hpp>
+#include <relpos/io/rotary_scaling_config.hpp>
 
 namespace relpos {
 
@@ -23,6 +29,7 @@ struct RotaryConfig {
   double base = 10000;       // inv_freq_m = base^(−2m/r); > 0
   Index rotary_dim = 0;      // r: rotated components per head, even, <= d_head; 0 = d_head
   bool interleaved = false;  // pairing, see Rotary
+  std::optional<io::RotaryScaling> scaling = std::nullopt;  // spec §4 second wave; absent: unscaled
 };
 
 /// RoPE. Each pair (a, b) of a head becomes (a·cosθ − b·sinθ, a·sinθ + b·cosθ) with
@@ -40,6 +47,18 @@ struct RotaryConfig {
 /// max_position_embeddings), at most detail::kMaxCachedScalars: positions past that are
 /// computed per token, in double as well, and not kept.
 ///
+/// Scaling (spec §4 second wave, encodings/rotary_scaling.hpp) changes inv_freq and
+/// multiplies cos and sin by the attention factor. linear, ntk, yarn and llama3 give one
+/// table, as above. dynamic and longrope depend on the call length ℓ (the largest position
+/// of the batch plus 1, Positions::call_length, or this sequence's when that is 0): they
+/// keep one table per distinct key of scaling_table_key(ℓ) (longrope: two, short and long;
+/// dynamic: one per ℓ' = max(ℓ, L0)), each grown like the unscaled one, so tokens and calls
+/// of the same key never recompute it. At most kMaxLengthTables keys are kept; a new key
+/// beyond that drops the least recently used table (a reader still holding it keeps it
+/// alive), so lengths that vary call by call cost at most that many tables of memory and
+/// one table build per new key. Nothing else carries over between calls: the result of a
+/// call depends only on that call (unlike Hugging Face's stateful dynamic scaling).
+///
 /// Hook: transform_qk.
 template <Scalar T>
 class Rotary {
@@ -48,21 +67,17 @@ class Rotary {
   static constexpr const char* name = "rotary";
 
   /// d_head: the width of one head. Throws relpos::Error naming the key on a bad value.
+  /// At most this many length-dependent tables (dynamic, longrope) are kept.
+  static constexpr std::size_t kMaxLengthTables = 8;
+
   Rotary(Index d_head, const RotaryConfig& config = {})
       : config_(validated(d_head, config)), d_head_(d_head) {
-    const Index half = config_.rotary_dim / 2;
-    for (Index m = 0; m < half; ++m) {
-      inv_freq_.push_back(std::pow(
-          config_.base, -2.0 * static_cast<double>(m) / static_cast<double>(config_.rotary_dim)));
-    }
     position_limit_ = std::max<Index>(1, detail::kMaxCachedScalars / config_.rotary_dim);
-    cache_ = std::make_shared<detail::GrowingTable<T>>(
-        [inv_freq = inv_freq_](Index positions) {
-          Matrix<T> table(positions, 2 * static_cast<Index>(inv_freq.size()));  // (P, r)
-          for (Index p = 0; p < positions; ++p) cos_sin(inv_freq, p, table.row(p).data());
-          return table;
-        },
-        position_limit_);
+    if (config_.scaling && scaling_depends_on_length(*config_.scaling)) {
+      by_length_ = std::make_shared<LengthTables>();
+    } else {
+      fixed_ = make_table(0);
+    }
   }
 
   const RotaryConfig& config() const { return config_; }
@@ -70,7 +85,18 @@ class Rotary {
   Index rotary_dim() const { return config_.rotary_dim; }
   bool interleaved() const { return config_.interleaved; }
   /// P: the positions 0..P−1 the cos/sin cache covers now.
-  Index cached_positions() const { return cache_->current().capacity; }
+  /// (0 for a length-dependent scaling: see cached_tables()).
+  Index cached_positions() const { return fixed_ ? fixed_->cache->current().capacity : 0; }
+  /// The number of length-dependent tables kept now (dynamic, longrope), 0 otherwise.
+  std::size_t cached_tables() const {
+    if (!by_length_) return 0;
+    const std::lock_guard<std::mutex> lock(by_length_->mutex);
+    return by_length_->tables.size();
+  }
+  /// inv_freq and the attention factor of a call of length ℓ (largest position + 1).
+  RotaryFrequencies frequencies(std::int64_t call_length) const {
+    return table_for(call_length)->freq;
+  }
 
   /// Rotates every head of q and k in place. q, k: (len, n_heads·d_head), head h in
   /// columns [h·d_head, (h+1)·d_head). Token i is at position positions[i] + offset.
@@ -95,11 +121,19 @@ class Rotary {
     // the cache grows to the largest position it may hold; positions past the limit
     // (hostile or sparse ids) are computed per token instead of growing it
     Index cached = 0;
+    std::int64_t largest = 0;
     for (Index i = 0; i < x.rows(); ++i) {
       const std::int64_t position = positions[i] + offset;
+      largest = std::max(largest, position);
       if (position < position_limit_) cached = std::max(cached, static_cast<Index>(position) + 1);
     }
-    const auto snap = cached > 0 ? cache_->at_least(cached) : cache_->current();
+    // ℓ of spec §4: the batch's largest position + 1 when attention gives it
+    const std::int64_t call_length =
+        positions.call_length > 0 ? positions.call_length + offset : largest + 1;
+    const std::shared_ptr<const Table> table = table_for(call_length);
+    const std::vector<double>& inv_freq = table->freq.inv_freq;
+    const double factor = table->freq.attention_factor;
+    const auto snap = cached > 0 ? table->cache->at_least(cached) : table->cache->current();
     const Index half = config_.rotary_dim / 2;
     std::vector<T> beyond;  // cos | sin of one position past the cache: r values, not kept
     for (Index i = 0; i < x.rows(); ++i) {
@@ -109,7 +143,7 @@ class Rotary {
         cos = snap.rows->data() + position * snap.rows->cols();
       } else {
         beyond.resize(static_cast<std::size_t>(2 * half));
-        cos_sin(inv_freq_, position, beyond.data());
+        cos_sin(inv_freq, factor, position, beyond.data());
         cos = beyond.data();
       }
       const T* sin = cos + half;
@@ -136,6 +170,7 @@ class Rotary {
       throw Error(std::string(name) + ".d_head: expected >= 1, got " + std::to_string(d_head));
     }
     detail::check_base(name, config.base);
+    const Index r = config.rotary_dim == 0 ? d_head : config.rotary_dim;
     if (config.rotary_dim < 0 || config.rotary_dim > d_head) {
       throw Error(std::string(name) +
                   ".rotary_dim: expected in [0, d_head = " + std::to_string(d_head) +
@@ -147,24 +182,75 @@ class Rotary {
       throw Error(std::string(name) + ".rotary_dim: expected even (pairs are rotated), got " +
                   std::to_string(config.rotary_dim) + (defaulted ? " (the default, d_head)" : ""));
     }
+    // user errors name the key: "rotary: position.scaling.factor: must be > 0, got 0"
+    if (config.scaling) io::detail::check_scaling(*config.scaling, config.base, r, name);
     return config;
   }
 
-  // cos(p·inv_freq_m) then sin(p·inv_freq_m), m < r/2: angles in double, cast once.
-  static void cos_sin(const std::vector<double>& inv_freq, std::int64_t p, T* out) {
+  // factor·cos(p·inv_freq_m) then factor·sin(p·inv_freq_m), m < r/2: in double, cast once.
+  static void cos_sin(const std::vector<double>& inv_freq, double factor, std::int64_t p, T* out) {
     const std::size_t half = inv_freq.size();
     for (std::size_t m = 0; m < half; ++m) {
       const double theta = static_cast<double>(p) * inv_freq[m];
-      out[m] = static_cast<T>(std::cos(theta));
-      out[half + m] = static_cast<T>(std::sin(theta));
+      out[m] = static_cast<T>(factor * std::cos(theta));
+      out[half + m] = static_cast<T>(factor * std::sin(theta));
     }
+  }
+
+  // One set of frequencies and its growing cos | sin cache, (P, r).
+  struct Table {
+    RotaryFrequencies freq;
+    std::shared_ptr<detail::GrowingTable<T>> cache;
+  };
+  // The length-dependent tables by scaling_table_key, with their last use for eviction.
+  struct LengthTables {
+    std::mutex mutex;
+    std::map<std::int64_t, std::pair<std::shared_ptr<const Table>, std::uint64_t>> tables;
+    std::uint64_t clock = 0;
+  };
+
+  std::shared_ptr<const Table> make_table(std::int64_t call_length) const {
+    auto t = std::make_shared<Table>();
+    t->freq = rotary_frequencies(config_.base, config_.rotary_dim, config_.scaling, call_length);
+    t->cache = std::make_shared<detail::GrowingTable<T>>(
+        [freq = t->freq](Index positions) {
+          Matrix<T> rows(positions, 2 * static_cast<Index>(freq.inv_freq.size()));  // (P, r)
+          for (Index p = 0; p < positions; ++p) {
+            cos_sin(freq.inv_freq, freq.attention_factor, p, rows.row(p).data());
+          }
+          return rows;
+        },
+        position_limit_);
+    return t;
+  }
+
+  std::shared_ptr<const Table> table_for(std::int64_t call_length) const {
+    if (fixed_) return fixed_;
+    const std::int64_t key = scaling_table_key(*config_.scaling, call_length);
+    const std::lock_guard<std::mutex> lock(by_length_->mutex);
+    auto& tables = by_length_->tables;
+    const std::uint64_t now = ++by_length_->clock;
+    if (auto it = tables.find(key); it != tables.end()) {
+      it->second.second = now;
+      return it->second.first;
+    }
+    if (tables.size() >= kMaxLengthTables) {
+      auto oldest = tables.begin();
+      for (auto it = tables.begin(); it != tables.end(); ++it) {
+        if (it->second.second < oldest->second.second) oldest = it;
+      }
+      tables.erase(oldest);
+    }
+    auto table = make_table(call_length);
+    tables.emplace(key, std::make_pair(table, now));
+    return table;
   }
 
   RotaryConfig config_;  // rotary_dim resolved (never 0)
   Index d_head_;
-  std::vector<double> inv_freq_;  // base^(−2m/r), m < r/2
-  Index position_limit_ = 1;      // the cache covers at most positions 0..limit−1
-  std::shared_ptr<detail::GrowingTable<T>> cache_;  // (P, r): cos | sin by position
+  Index position_limit_ = 1;                 // a cache covers at most positions 0..limit−1
+  std::shared_ptr<const Table> fixed_;       // the one table, unless it depends on ℓ
+  std::shared_ptr<LengthTables> by_length_;  // dynamic, longrope: shared by copies
 };
 
 static_assert(Encoding<Rotary<float>> && TransformsQK<Rotary<float>>,
