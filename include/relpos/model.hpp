@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -19,10 +20,13 @@
 #include <relpos/encoder.hpp>
 #include <relpos/encodings/absolute.hpp>
 #include <relpos/encodings/additive.hpp>
+#include <relpos/encodings/alibi.hpp>
 #include <relpos/encodings/learned.hpp>
 #include <relpos/encodings/none.hpp>
 #include <relpos/encodings/rotary.hpp>
 #include <relpos/encodings/sinusoidal.hpp>
+#include <relpos/encodings/t5.hpp>
+#include <relpos/encodings/xl.hpp>
 #include <relpos/io/config.hpp>
 #include <relpos/io/dtype.hpp>
 #include <relpos/io/safetensors.hpp>
@@ -76,9 +80,11 @@ inline void check_model_tensors(const io::ModelConfig& config, const io::Safeten
 template <Scalar T>
 class Model {
  public:
-  using Encoders = std::variant<Encoder<T, NoPosition<T>>, Encoder<T, AbsoluteSinusoidal<T>>,
-                                Encoder<T, SinusoidalRelative<T>>, Encoder<T, LearnedRelative<T>>,
-                                Encoder<T, Rotary<T>>, Encoder<T, Additive<T>>>;
+  using Encoders =
+      std::variant<Encoder<T, NoPosition<T>>, Encoder<T, AbsoluteSinusoidal<T>>,
+                   Encoder<T, SinusoidalRelative<T>>, Encoder<T, LearnedRelative<T>>,
+                   Encoder<T, Rotary<T>>, Encoder<T, Additive<T>>, Encoder<T, T5Bias<T>>,
+                   Encoder<T, AlibiBias<T>>, Encoder<T, XlRelative<T>>>;
 
   /// A model folder: `dir/config.json` and `dir/model.safetensors`.
   static Model load(const std::filesystem::path& dir) {
@@ -194,12 +200,12 @@ class Model {
                   p.values ? file.matrix<T>(prefix + "relative_value", rows, d_head) : Matrix<T>());
             });
           } else if constexpr (std::is_same_v<P, io::RotaryPosition>) {
-            if (p.scaling) {
-              throw Error(std::string(file.path()) +
-                          ": position.scaling: rotary scaling is not supported yet");
-            }
-            return with_shared(
-                file, e, Rotary<T>(d_head, {p.base, p.rotary_dim.value_or(0), p.interleaved}));
+            RotaryConfig rc;
+            rc.base = p.base;
+            rc.rotary_dim = p.rotary_dim.value_or(0);
+            rc.interleaved = p.interleaved;
+            rc.scaling = p.scaling;
+            return with_shared(file, e, Rotary<T>(d_head, rc));
           } else if constexpr (std::is_same_v<P, io::AdditivePosition>) {
             AdditiveConfig ac;
             ac.window = p.window;
@@ -214,9 +220,33 @@ class Model {
             }
             ac.source = AdditiveSource::sinusoidal;
             return with_shared(file, e, Additive<T>(c.d_model, ac));
+          } else if constexpr (std::is_same_v<P, io::T5Position>) {
+            // one table for all layers (spec §1): the layers share the copies' table
+            T5Config tc;
+            tc.num_buckets = p.num_buckets;
+            tc.max_distance = p.max_distance;
+            tc.bidirectional = p.is_bidirectional(c.causal);
+            return with_shared(
+                file, e,
+                T5Bias<T>(c.n_heads, tc, file.matrix<T>(tc.tensor_name, p.num_buckets, c.n_heads)));
+          } else if constexpr (std::is_same_v<P, io::AlibiPosition>) {
+            return with_shared(file, e, AlibiBias<T>(c.n_heads, AlibiConfig{p.max_bias}));
           } else {
-            throw Error(std::string(file.path()) + ": position type " + std::string(P::type) +
-                        " is not supported yet");
+            static_assert(std::is_same_v<P, io::XlPosition>);
+            // u and v shared by all layers, r_net per layer
+            const auto u = std::make_shared<const Matrix<T>>(
+                file.matrix<T>("position.r_w_bias", c.n_heads, d_head));
+            const auto v = std::make_shared<const Matrix<T>>(
+                file.matrix<T>("position.r_r_bias", c.n_heads, d_head));
+            return Encoder<T, XlRelative<T>>::load(file, e, [&](Index n) {
+              XlConfig xc;
+              xc.base = p.base;
+              xc.max_distance = p.max_distance;
+              xc.tensor_prefix = "layers." + std::to_string(n) + ".self_attn.";
+              return XlRelative<T>(
+                  c.d_model, c.n_heads, xc,
+                  file.matrix<T>(xc.tensor_prefix + "r_net.weight", c.d_model, c.d_model), u, v);
+            });
           }
         },
         c.position);
