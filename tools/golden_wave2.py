@@ -9,7 +9,9 @@ in float64 with fixed seeds:
   (max_bias 4).
 * rotary_scaling.safetensors: (inv_freq, attention factor) of every scaling type at the
   parameters of real models (Llama-3.1, a YaRN model, Phi-3-style LongRoPE); each case's
-  scaling object, base, rotary_dim and call length are in the metadata.
+  scaling object, base, rotary_dim and call length are in the metadata. Each case is
+  also computed by hf_style_inv_freq, a second formulation in Hugging Face's shape, and
+  the two must agree to rounding before anything is written.
 * attention_<case>.safetensors: one RefAttention layer (the naive einsum reference of spec
   section 3) for t5, alibi, xl and scaled rotary, with padding, causal masks and explicit
   position ids (some spread wide enough to take relpos' sparse path).
@@ -101,10 +103,82 @@ def scaled_position(base, r, scaling):
     return cfg["position"]
 
 
+def hf_style_inv_freq(base, r, sc, length):
+    """A second, independent formulation of the scalings in the shape Hugging Face
+    transformers' modeling_rope_utils.py computes them (inverse of base^(arange(0, r, 2)/r),
+    YaRN as interpolation/extrapolation blended by 1 - ramp, Llama 3 by wavelength masks,
+    LongRoPE's factor from max_position_embeddings / L0), used to cross-check
+    reference.rotary_inv_freq: the two must agree to rounding."""
+    exponent = torch.arange(0, r, 2, dtype=torch.float64) / r
+    t = sc["type"]
+    if t == "ntk":
+        base = base * sc["factor"] ** (r / (r - 2))
+    if t == "dynamic":
+        l0 = sc["original_max_position_embeddings"]
+        seq = max(length, l0)
+        base = base * (sc["factor"] * seq / l0 - (sc["factor"] - 1)) ** (r / (r - 2))
+    pos_freqs = base ** exponent
+    inv = 1.0 / pos_freqs
+    if t == "linear":
+        return inv / sc["factor"], 1.0
+    if t in ("ntk", "dynamic"):
+        return inv, 1.0
+    if t == "yarn":
+        s, l0 = sc.get("factor"), sc["original_max_position_embeddings"]
+
+        def mscale(scale, m=1.0):
+            return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+        if sc.get("attention_factor") is not None:
+            att = sc["attention_factor"]
+        elif sc.get("mscale") and sc.get("mscale_all_dim"):
+            att = mscale(s, sc["mscale"]) / mscale(s, sc["mscale_all_dim"])
+        else:
+            att = mscale(s)
+
+        def correction_dim(rotations):
+            return (r * math.log(l0 / (rotations * 2 * math.pi))) / (2 * math.log(base))
+        low = correction_dim(sc.get("beta_fast", 32.0))
+        high = correction_dim(sc.get("beta_slow", 1.0))
+        if sc.get("truncate", True):
+            low, high = math.floor(low), math.ceil(high)
+        low, high = max(low, 0), min(high, r - 1)
+        if low == high:
+            high += 0.001
+        ramp = torch.clamp((torch.arange(r // 2, dtype=torch.float64) - low) / (high - low), 0, 1)
+        extrapolation_factor = 1 - ramp
+        interpolation, extrapolation = 1.0 / (s * pos_freqs), 1.0 / pos_freqs
+        return (interpolation * (1 - extrapolation_factor)
+                + extrapolation * extrapolation_factor), att
+    if t == "llama3":
+        s, l0 = sc["factor"], sc["original_max_position_embeddings"]
+        low_wavelen = l0 / sc.get("low_freq_factor", 1.0)
+        high_wavelen = l0 / sc.get("high_freq_factor", 4.0)
+        wavelen = 2 * math.pi / inv
+        out = torch.where(wavelen > low_wavelen, inv / s, inv)
+        smooth = (l0 / wavelen - sc.get("low_freq_factor", 1.0)) / (
+            sc.get("high_freq_factor", 4.0) - sc.get("low_freq_factor", 1.0))
+        smoothed = (1 - smooth) * out / s + smooth * out
+        medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+        return torch.where(medium, smoothed, out), 1.0
+    assert t == "longrope"
+    l0 = sc["original_max_position_embeddings"]
+    ext = torch.tensor(sc["long_factor"] if length > l0 else sc["short_factor"],
+                       dtype=torch.float64)
+    inv = 1.0 / (ext * pos_freqs)
+    factor = sc["max_position_embeddings"] / l0
+    att = sc.get("attention_factor")
+    if att is None:
+        att = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(l0))
+    return inv, att
+
+
 def golden_rotary_scaling(out_dir):
     tensors, meta = {}, {}
     for name, (base, r, scaling, length) in SCALING_CASES.items():
         inv, att = rotary_inv_freq(scaled_position(base, r, scaling), length)
+        inv2, att2 = hf_style_inv_freq(base, r, scaling, length)
+        assert torch.allclose(inv, inv2, rtol=1e-14, atol=0), name
+        assert abs(att - att2) <= 1e-15 * att, name
         tensors[f"{name}.inv_freq"] = inv.to(torch.float64)
         tensors[f"{name}.attention_factor"] = torch.tensor([att], dtype=torch.float64)
         meta[name] = json.dumps({"base": base, "rotary_dim": r, "scaling": scaling,

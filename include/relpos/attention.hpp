@@ -103,11 +103,14 @@ void resize_like(Tensor3<T>& out, Index b, Index l, Index d) {
 }  // namespace detail
 
 /// Self-attention of spec §3, per head h:
-///   e_ij = (q_i·k_j + [q_i·aK(c_ij)]) / sqrt(d_head) + mask,  α_i = softmax_j(e_ij),
-///   z_i = Σ_j α_ij (v_j + [aV(c_ij)]),  out = concat_h(z) · out_projᵀ + bias,
+///   e_ij = (q_i·k_j + [q_i·aK(c_ij)] + [xl]) / sqrt(d_head) + [b_h(c_ij)] + mask,
+///   α_i = softmax_j(e_ij),  z_i = Σ_j α_ij (v_j + [aV(c_ij)]),  out = concat_h(z) · out_projᵀ +
+///   bias,
 /// with δ = p_j − p_i (key minus query) and c = the encoding's clamp of δ. The encoding's
 /// hooks (encodings/concept.hpp) are asked at compile time: rotary rotates q and k in place;
-/// relative tables give aK / aV rows, shared by all heads.
+/// relative tables give aK / aV rows, shared by all heads; score-bias encodings (t5, alibi)
+/// give b_h for the R distances, gathered like the key term; xl gives per-head rows r_h(c)
+/// and u, v for [xl] = u_h·k_j + (q_i + v_h)·r_h(c_ij), r_h gathered like the key term.
 ///
 /// Relative terms by skewing: with the R distinct clamped distances [lo, hi] of the sequence,
 /// QR = q_h · aK[lo..hi]ᵀ (len × R) is gathered into the scores, and the weights are summed
