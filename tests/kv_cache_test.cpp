@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -17,10 +18,13 @@
 
 #include <relpos/encodings/absolute.hpp>
 #include <relpos/encodings/additive.hpp>
+#include <relpos/encodings/alibi.hpp>
 #include <relpos/encodings/learned.hpp>
 #include <relpos/encodings/none.hpp>
 #include <relpos/encodings/rotary.hpp>
 #include <relpos/encodings/sinusoidal.hpp>
+#include <relpos/encodings/t5.hpp>
+#include <relpos/encodings/xl.hpp>
 #include <relpos/io/config.hpp>
 #include <relpos/io/safetensors.hpp>
 
@@ -163,6 +167,29 @@ TYPED_TEST(KVCacheTyped, DecodingEqualsOneCausalForwardForEveryEncoding) {
   check_matches_full_forward<T, relpos::Rotary<T>>("rotary half", [](Index) {
     return relpos::Rotary<T>(kDHead, {100.0, 0, false});
   });
+  check_matches_full_forward<T, relpos::Rotary<T>>("rotary linear scaling", [](Index) {
+    return relpos::Rotary<T>(
+        kDHead, {100.0, 0, false, relpos::io::RotaryScaling{relpos::io::LinearScaling{2.0}}});
+  });
+  check_matches_full_forward<T, relpos::T5Bias<T>>("t5 causal", [](Index) {
+    std::mt19937_64 gen(4);
+    Matrix<T> table(8, kHeads);
+    fill_normal(table, gen, 1.0);
+    return relpos::T5Bias<T>(kHeads, {8, 6, false}, table);
+  });
+  check_matches_full_forward<T, relpos::AlibiBias<T>>(
+      "alibi", [](Index) { return relpos::AlibiBias<T>(kHeads, {4.0}); });
+  std::mt19937_64 gen(6);
+  auto u = std::make_shared<Matrix<T>>(kHeads, kDHead);
+  auto v = std::make_shared<Matrix<T>>(kHeads, kDHead);
+  fill_normal(*u, gen, 0.5);
+  fill_normal(*v, gen, 0.5);
+  check_matches_full_forward<T, relpos::XlRelative<T>>("xl clamped", [&](Index) {
+    std::mt19937_64 g(9);
+    Matrix<T> r_net(kDModel, kDModel);
+    fill_normal(r_net, g, 1.0 / std::sqrt(double(kDModel)));
+    return relpos::XlRelative<T>(kDModel, kHeads, {100.0, Index(5), ""}, r_net, u, v);
+  });
   check_matches_full_forward<T, relpos::Rotary<T>>("rotary partial interleaved", [](Index) {
     return relpos::Rotary<T>(kDHead, {100.0, 4, true});
   });
@@ -277,6 +304,37 @@ TYPED_TEST(KVCacheTyped, ShiftingRotaryKeysComposesAndEqualsKeysAtTheNewPosition
     // components past rotary_dim are untouched
     EXPECT_EQ(keys.col(7), raw.col(7));
   }
+}
+
+// Scaled tables: linear keeps one table, so shifting with its scaled ω equals rotating from
+// scratch; dynamic changes with the call length and is refused, by the shift and the decoder.
+TYPED_TEST(KVCacheTyped, ShiftUsesTheScaledTableAndRefusesLengthDependentOnes) {
+  using T = TypeParam;
+  namespace io = relpos::io;
+  const relpos::Rotary<T> rot(kDHead,
+                              {10000.0, 0, false, io::RotaryScaling{io::LinearScaling{4.0}}});
+  Matrix<T> raw(5, kDModel);
+  std::mt19937_64 gen(2);
+  fill_normal(raw, gen, 1.0);
+  std::vector<std::int64_t> pos = {3, 9, 10, 40, 41}, moved(pos);
+  for (auto& p : moved) p += 123;
+  Matrix<T> keys = raw, fresh = raw;
+  rot.rotate(keys, relpos::Positions{5, pos.data()}, kHeads);
+  relpos::shift_rotary_keys(rot, keys, 123, kHeads);
+  rot.rotate(fresh, relpos::Positions{5, moved.data()}, kHeads);
+  EXPECT_LE(max_abs_diff(keys, fresh), Tol<T>::same);
+
+  const relpos::Rotary<T> dynamic(
+      kDHead, {10000.0, 0, false, io::RotaryScaling{io::DynamicScaling{2.0, 16}}});
+  try {
+    relpos::shift_rotary_keys(dynamic, keys, 1, kHeads);
+    FAIL() << "dynamic scaling shifted";
+  } catch (const relpos::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("dynamic"), std::string::npos) << e.what();
+  }
+  const auto enc = random_encoder<T, relpos::Rotary<T>>(
+      false, [&](Index) { return dynamic; }, 1);
+  EXPECT_THROW((Decoder<T, relpos::Rotary<T>>(enc, 8)), relpos::Error);
 }
 
 // A decoder whose cache was shifted by δ continues exactly as one whose tokens were at the

@@ -12,6 +12,7 @@
 #include <limits>
 #include <string>
 #include <type_traits>
+#include <variant>
 #include <vector>
 
 #include <Eigen/Core>
@@ -23,6 +24,7 @@
 #include <relpos/encoder.hpp>
 #include <relpos/encodings/concept.hpp>
 #include <relpos/encodings/rotary.hpp>
+#include <relpos/io/rotary_scaling_config.hpp>
 #include <relpos/workspace.hpp>
 
 namespace relpos {
@@ -115,38 +117,54 @@ class KVCache {
   std::vector<unsigned char> padded_;
 };
 
+namespace detail {
+// A rotary table that changes with the call's length (dynamic, longrope) cannot serve a
+// cache: keys rotated with one length's table are not those of another's.
+template <Scalar T>
+void require_length_independent(const Rotary<T>& rotary, const char* what) {
+  const auto& scaling = rotary.config().scaling;
+  if (!scaling) return;
+  const bool varies = std::holds_alternative<io::DynamicScaling>(*scaling) ||
+                      std::holds_alternative<io::LongropeScaling>(*scaling);
+  if (varies) {
+    const std::string type = std::holds_alternative<io::DynamicScaling>(*scaling)
+                                 ? std::string(io::DynamicScaling::type)
+                                 : std::string(io::LongropeScaling::type);
+    throw Error(std::string(what) + ": rotary scaling '" + type +
+                "' changes its table with the call length, so cached keys cannot be reused "
+                "or re-rotated (linear, ntk, yarn and llama3 can)");
+  }
+}
+}  // namespace detail
+
 /// Re-rotates rotary keys by δ in place: a key rotated at position p becomes the key rotated
 /// at p + δ, since the rotation by (p + δ)·ω is the rotation by p·ω followed by δ·ω.
 /// keys: (n, n_heads·d_head), as stored in a KVCache; angles δ·ω_m in double, cast once.
 ///
-/// Scalings: the plain table (and any scaling whose inv_freq depends only on the config:
-/// linear, ntk, yarn, llama3) allows it; yarn's attention factor scales cos and sin and
-/// must not be applied twice, which this rotation never does (it uses cos and sin alone). A
-/// table that changes with the call's length (`dynamic`, `longrope`) does not: keys rotated
-/// with one length's table cannot be moved into another's. Rotary has no scaling yet; when
-/// it gets one, the check goes here (throw Error naming the scaling type).
+/// Scalings: the unscaled table and those whose inv_freq depends only on the config (linear,
+/// ntk, yarn, llama3) allow it, with the encoding's own scaled ω. An attention factor (yarn)
+/// multiplies cos and sin once, at the first rotation; this rotation uses cos and sin alone,
+/// so it is never applied twice. A table that changes with the call's length (`dynamic`,
+/// `longrope`) does not allow it: Error.
 template <Scalar T, class Keys>
 void shift_rotary_keys(const Rotary<T>& rotary, Keys&& keys, std::int64_t delta, Index n_heads) {
+  detail::require_length_independent(rotary, "shift_rotary_keys");
   const Index dh = rotary.d_head(), r = rotary.rotary_dim(), half = r / 2;
   if (keys.cols() != n_heads * dh) {
     throw Error("shift_rotary_keys: keys: expected " + std::to_string(n_heads * dh) +
                 " columns (n_heads x d_head), got " + std::to_string(keys.cols()));
   }
-  if (delta == 0 || half == 0) return;
-  const double base = rotary.config().base;
-  T cs[2 * 512];  // cos | sin of δ·ω_m; r/2 <= 512 covers any d_head up to 1024 on the stack
-  std::vector<T> heap;
-  T* cos = cs;
-  if (half > 512) {
-    heap.resize(static_cast<std::size_t>(2 * half));
-    cos = heap.data();
-  }
+  if (delta == 0 || half == 0 || keys.rows() == 0) return;
+  // ω_m as the encoding rotates with them (scaled where a scaling applies); the call length
+  // does not matter for the length-independent tables allowed here
+  const std::vector<double> omega = rotary.frequencies(1).inv_freq;
+  std::vector<T> cs(static_cast<std::size_t>(2 * half));  // cos | sin of δ·ω_m
   for (Index m = 0; m < half; ++m) {
-    const double omega = std::pow(base, -2.0 * static_cast<double>(m) / static_cast<double>(r));
-    const double theta = static_cast<double>(delta) * omega;
-    cos[m] = static_cast<T>(std::cos(theta));
-    cos[half + m] = static_cast<T>(std::sin(theta));
+    const double theta = static_cast<double>(delta) * omega[static_cast<std::size_t>(m)];
+    cs[static_cast<std::size_t>(m)] = static_cast<T>(std::cos(theta));
+    cs[static_cast<std::size_t>(half + m)] = static_cast<T>(std::sin(theta));
   }
+  const T* cos = cs.data();
   const T* sin = cos + half;
   const Index stride = rotary.interleaved() ? 2 : 1;
   const Index partner = rotary.interleaved() ? 1 : half;
@@ -357,6 +375,11 @@ class Decoder {
         throw Error(
             "Decoder: position type additive is defined over a window of indices on "
             "both sides and cannot be decoded with a cache");
+      }
+    }
+    if constexpr (std::is_same_v<Enc, Rotary<T>>) {
+      for (const Block<T, Enc>& b : encoder.layers) {
+        detail::require_length_independent(b.self_attn.encoding, "Decoder");
       }
     }
     for (std::size_t l = 0; l < encoder.layers.size(); ++l) {
