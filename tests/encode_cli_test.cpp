@@ -102,7 +102,7 @@ TEST(EncodeCli, ExportedModelsMatchPyTorch) {
   const Scratch s;
   const fs::path output = s.dir() / "out.safetensors";
   const nlohmann::json index = nlohmann::json::parse(read_text(kModels / "index.json"));
-  int matched = 0, pending = 0;
+  int matched = 0;
   double worst_all = 0;
   for (const auto& [name, info] : index.items()) {
     SCOPED_TRACE(name);
@@ -110,14 +110,8 @@ TEST(EncodeCli, ExportedModelsMatchPyTorch) {
     const Result r = run({"--model", dir.string(), "--input", (dir / "io.safetensors").string(),
                           "--output", output.string()},
                          s.dir());
-    if (r.status != 0) {
-      // the second wave (t5, alibi, xl, rotary scaling) is not wired in yet: it must say so
-      EXPECT_EQ(info["wave"].get<int>(), 2) << r.err;
-      EXPECT_NE(r.err.find("is not supported yet"), std::string::npos) << r.err;
-      EXPECT_FALSE(fs::exists(output));
-      ++pending;
-      continue;
-    }
+    // both waves (the second: t5, alibi, xl, rotary scaling) run
+    ASSERT_EQ(r.status, 0) << r.err;
     const auto got = relpos::io::SafetensorsFile::open(output.string());
     const auto want = relpos::io::SafetensorsFile::open((dir / "io.safetensors").string());
     EXPECT_EQ(got.info("output").dtype, relpos::io::DType::F32);
@@ -135,9 +129,8 @@ TEST(EncodeCli, ExportedModelsMatchPyTorch) {
     fs::remove(output);
     ++matched;
   }
-  std::cout << matched << " models matched PyTorch (worst |difference| " << worst_all << "), "
-            << pending << " second-wave models not supported yet\n";
-  EXPECT_GE(matched, 25);
+  std::cout << matched << " models matched PyTorch (worst |difference| " << worst_all << ")\n";
+  EXPECT_EQ(matched, int(index.size()));
 }
 
 struct BadCase {
