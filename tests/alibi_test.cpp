@@ -4,8 +4,11 @@
 // (tools/golden_wave2.py), shift invariance, errors.
 #include <relpos/encodings/alibi.hpp>
 
+#include <atomic>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -15,6 +18,25 @@
 
 #include "support/golden.hpp"
 #include "support/wave2_golden.hpp"
+
+namespace {
+std::atomic<long> g_allocations{0};
+}  // namespace
+
+// glibc's own entry points, so GCC does not pair operator new with free() at inlined sites
+extern "C" void* __libc_malloc(std::size_t);
+extern "C" void __libc_free(void*);
+void* operator new(std::size_t n) {
+  g_allocations.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = __libc_malloc(n == 0 ? 1 : n)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept {
+  __libc_free(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+  __libc_free(p);
+}
 
 namespace {
 
@@ -100,6 +122,20 @@ TEST(AlibiBias, BadValuesThrowNamingTheKey) {
       EXPECT_NE(std::string(e.what()).find("alibi.max_bias"), std::string::npos) << e.what();
     }
   }
+}
+
+// A warm forward allocates nothing: no (len × len) bias, per call or per head.
+TEST(AlibiBias, WarmForwardDoesNotAllocate) {
+  const auto c = relpos::test::wave2_case("alibi_h6");
+  const auto attn = relpos::MultiHeadAttention<float, AlibiBias<float>>::load(
+      c.file, "self_attn.", relpos::test::wave2_attention_config(c.config), from_case<float>(c));
+  const relpos::Tensor3<float> x = c.file.tensor3<float>("input");
+  relpos::Workspace<float> ws;
+  relpos::Tensor3<float> out;
+  attn.forward(x, out, {}, ws);  // warm-up: the workspace grows to this shape
+  const long before = g_allocations.load();
+  attn.forward(x, out, {}, ws);
+  EXPECT_EQ(g_allocations.load() - before, 0);
 }
 
 }  // namespace

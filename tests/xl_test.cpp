@@ -4,9 +4,12 @@
 // causal, sparse explicit ids), shift invariance, errors.
 #include <relpos/encodings/xl.hpp>
 
+#include <atomic>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <optional>
 #include <string>
 #include <utility>
@@ -18,6 +21,25 @@
 
 #include "support/golden.hpp"
 #include "support/wave2_golden.hpp"
+
+namespace {
+std::atomic<long> g_allocations{0};
+}  // namespace
+
+// glibc's own entry points, so GCC does not pair operator new with free() at inlined sites
+extern "C" void* __libc_malloc(std::size_t);
+extern "C" void __libc_free(void*);
+void* operator new(std::size_t n) {
+  g_allocations.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = __libc_malloc(n == 0 ? 1 : n)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept {
+  __libc_free(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+  __libc_free(p);
+}
 
 namespace {
 
@@ -141,6 +163,20 @@ TEST(XlRelative, BadShapesAndValuesThrowNamingThem) {
               XlRelative<float>(3, 3, {}, Matrix<float>::Zero(3, 3), u3, u3);
             }).find("xl.d_model: expected even"),
             std::string::npos);
+}
+
+// A warm forward allocates nothing: the r rows come from the cached table, no len × len × d.
+TEST(XlRelative, WarmForwardDoesNotAllocate) {
+  const auto c = relpos::test::wave2_case("xl_clamped_causal");
+  const auto attn = relpos::MultiHeadAttention<float, XlRelative<float>>::load(
+      c.file, "self_attn.", relpos::test::wave2_attention_config(c.config), from_case<float>(c));
+  const relpos::Tensor3<float> x = c.file.tensor3<float>("input");
+  relpos::Workspace<float> ws;
+  relpos::Tensor3<float> out;
+  attn.forward(x, out, {}, ws);  // warm-up: the workspace and the table grow to this shape
+  const long before = g_allocations.load();
+  attn.forward(x, out, {}, ws);
+  EXPECT_EQ(g_allocations.load() - before, 0);
 }
 
 }  // namespace
