@@ -15,6 +15,8 @@
 #include <variant>
 #include <vector>
 
+#include <unistd.h>
+
 #include <relpos/core.hpp>
 #include <relpos/detail/safetensors_header.hpp>
 #include <relpos/encoder.hpp>
@@ -30,8 +32,28 @@
 #include <relpos/io/config.hpp>
 #include <relpos/io/dtype.hpp>
 #include <relpos/io/safetensors.hpp>
+#include <relpos/threads.hpp>
 
 namespace relpos {
+
+/// The longest sequence a model accepts: attention keeps a (len, len) score matrix per head
+/// and thread, so a hostile len of 10^6 would ask for terabytes before failing.
+inline constexpr Index kMaxInputLength = Index(1) << 15;
+
+namespace detail {
+/// Bytes of the (len, len) scratch one forward keeps per worker thread: scores (T) and the
+/// distance index (int32). An estimate for refusing hostile lengths, not an exact account.
+template <class T>
+double attention_scratch_bytes(Index len, int threads) {
+  return static_cast<double>(threads) * static_cast<double>(len) * static_cast<double>(len) *
+         static_cast<double>(sizeof(T) + sizeof(std::int32_t));
+}
+/// Physical memory of this machine in bytes, or 0 when the system does not say.
+inline double physical_memory_bytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0.0;
+}
+}  // namespace detail
 
 /// What a forward pass gives: the encoder output and, with an output head, the logits.
 template <Scalar T>
@@ -135,6 +157,20 @@ class Model {
     if (batch < 1 || len < 1) {
       throw Error(std::string(what) + ": expected batch >= 1 and len >= 1, got batch " +
                   std::to_string(batch) + ", len " + std::to_string(len));
+    }
+    if (len > kMaxInputLength) {
+      throw Error(std::string(what) + ": len " + std::to_string(len) + " exceeds the limit " +
+                  std::to_string(kMaxInputLength) + " (relpos::kMaxInputLength)");
+    }
+    // refuse before allocating what the machine does not have (hostile or mistaken lengths)
+    const double need = detail::attention_scratch_bytes<T>(len, num_threads());
+    const double have = detail::physical_memory_bytes();
+    if (have > 0 && need > have) {
+      throw Error(std::string(what) + ": len " + std::to_string(len) + " needs about " +
+                  std::to_string(static_cast<long long>(need / (1 << 20))) +
+                  " MiB of attention scratch with " + std::to_string(num_threads()) +
+                  " threads, more than this machine's " +
+                  std::to_string(static_cast<long long>(have / (1 << 20))) + " MiB");
     }
     // additive is defined over indices (spec §4); refused here, before any work
     if (ids != nullptr && std::holds_alternative<io::AdditivePosition>(config_.position))

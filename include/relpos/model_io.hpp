@@ -22,10 +22,6 @@
 
 namespace relpos {
 
-/// The longest sequence a run accepts: attention keeps a (len, len) score matrix per head,
-/// so a hostile len of 10^6 would ask for terabytes before failing.
-inline constexpr Index kMaxInputLength = Index(1) << 15;
-
 /// One run's inputs: exactly one of `input` and `input_ids`, the others optional.
 template <Scalar T>
 struct ModelInputs {
