@@ -34,7 +34,10 @@ def run_benchmark(binary, bench_filter, repetitions, env_extra=None, min_time=No
     if min_time is not None:
         cmd.append(f"--benchmark_min_time={min_time}")
     if repetitions > 1:
-        cmd += [f"--benchmark_repetitions={repetitions}", "--benchmark_report_aggregates_only=true"]
+        # repetitions of all series in random order, so a change of machine load during the
+        # run spreads over every series instead of biasing the ratios between them
+        cmd += [f"--benchmark_repetitions={repetitions}", "--benchmark_report_aggregates_only=true",
+                "--benchmark_enable_random_interleaving=true"]
     out = subprocess.run(cmd, env=env, check=True, stdout=subprocess.PIPE).stdout
     with open(binary + ".json", "wb") as f:
         f.write(out)
