@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -197,6 +198,58 @@ TEST(Model, MissingFolderIsNamed) {
         std::string(e.what()),
         "/nonexistent/model: not a model folder (expected config.json and model.safetensors)");
   }
+}
+
+}  // namespace
+
+namespace {
+
+// Issue 7: one loaded model shared by many threads. Each thread runs forwards of mixed
+// lengths, longer ones forcing the shared caches (the unclamped sinusoidal distance table,
+// rotary's cos/sin) to grow while other threads read them; every result must equal the one a
+// single thread computed on its own copy of the model. Named "Thread" so ./dev tsan runs it.
+void concurrent_forwards_match_single_thread(const std::string& name) {
+  SCOPED_TRACE(name);
+  const relpos::Model<float> reference_model = relpos::Model<float>::load(kModels / name);
+  const relpos::Index d = reference_model.config().d_model;
+  const std::vector<relpos::Index> lengths = {3, 40, 7, 130, 17, 260, 64, 1, 90};
+  std::vector<relpos::Tensor3<float>> inputs, expected;
+  for (std::size_t k = 0; k < lengths.size(); ++k) {
+    relpos::Tensor3<float> x(2, lengths[k], d);
+    for (relpos::Index i = 0; i < x.size(); ++i)
+      x.data()[i] = std::sin(0.37f * static_cast<float>(i) + static_cast<float>(k));
+    expected.push_back(reference_model.forward(x).output);
+    inputs.push_back(std::move(x));
+  }
+
+  const relpos::Model<float> shared = relpos::Model<float>::load(kModels / name);  // cold caches
+  constexpr int kThreads = 6, kRounds = 3;
+  std::vector<double> worst_error(kThreads, 0.0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int r = 0; r < kRounds; ++r) {
+        for (std::size_t j = 0; j < inputs.size(); ++j) {
+          const std::size_t k = (j + static_cast<std::size_t>(t) * 2) % inputs.size();
+          const relpos::Tensor3<float> out = shared.forward(inputs[k]).output;
+          for (relpos::Index i = 0; i < out.size(); ++i) {
+            const double e = std::abs(double(out.data()[i]) - double(expected[k].data()[i]));
+            worst_error[std::size_t(t)] = std::max(worst_error[std::size_t(t)], e);
+          }
+        }
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  for (int t = 0; t < kThreads; ++t) EXPECT_EQ(worst_error[std::size_t(t)], 0.0) << "thread " << t;
+}
+
+TEST(ModelThread, SharedSinusoidalModelGivesSingleThreadResultsWhileItsCacheGrows) {
+  concurrent_forwards_match_single_thread("sinusoidal_keys_values");
+}
+
+TEST(ModelThread, SharedRotaryModelGivesSingleThreadResultsWhileItsCacheGrows) {
+  concurrent_forwards_match_single_thread("rotary_half");
 }
 
 }  // namespace
