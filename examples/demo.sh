@@ -14,4 +14,4 @@ echo "== relpos-encode on the embedded default model (rotary, trained to echo th
 "$bin/relpos-encode" --text "$text"
 echo
 echo "== every example model at lengths beyond its training (<= 32) =="
-"$bin/relpos-demo" --out "$out"
+"$bin/relpos-demo" --out "$out" --text "$text"

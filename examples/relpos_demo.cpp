@@ -3,9 +3,10 @@
 // tools/train_default_models.py on lengths up to 32 to emit the byte 3 positions to the
 // left) is run at lengths 16 … 512 on the training script's fixed evaluation strings, and the
 // accuracy table shows which positional encodings carry to longer inputs. It also draws the
-// pictures: accuracy against length, and the sinusoidal relative table (distance × dimension).
+// pictures: accuracy against length, the sinusoidal relative table (distance × dimension), and
+// the rotary model's attention weights on a sample text, one heatmap per head.
 //
-//   relpos-demo [--models DIR] [--out DIR] [--check]
+//   relpos-demo [--models DIR] [--out DIR] [--text TEXT] [--check]
 // --check: exit non-zero unless, at the training lengths (<= 32), the accuracy measured here
 // equals the one the training script measured in PyTorch (accuracy.json) to one position.
 #include <relpos/relpos.hpp>
@@ -83,14 +84,17 @@ double accuracy(const relpos::Model<float>& model, const Task& task,
 int main(int argc, char** argv) try {
   fs::path models = RELPOS_EXAMPLE_MODELS_DIR, out = "relpos-demo";
   bool check = false;
+  std::string text = "relative positions carry to longer inputs";
   for (int a = 1; a < argc; ++a) {
     const std::string arg = argv[a];
     if ((arg == "--models" || arg == "--out") && a + 1 < argc) {
       (arg == "--models" ? models : out) = argv[++a];
+    } else if (arg == "--text" && a + 1 < argc) {
+      text = argv[++a];
     } else if (arg == "--check") {
       check = true;
     } else {
-      std::cerr << "usage: relpos-demo [--models DIR] [--out DIR] [--check]\n";
+      std::cerr << "usage: relpos-demo [--models DIR] [--out DIR] [--text TEXT] [--check]\n";
       return 2;
     }
   }
@@ -155,8 +159,28 @@ int main(int argc, char** argv) try {
                                   "dimension (down), d_head 32",
                                   by_dimension, dims, distances, 6));
 
-  std::printf("\nPictures:\n  %s\n  %s\n", fs::absolute(chart).c_str(),
-              fs::absolute(table).c_str());
+  // The rotary model's attention on the sample text, last layer, one heatmap per head:
+  // row = query, column = key; the task wants each query to look 3 keys back.
+  const auto rotary = relpos::Model<float>::load(models / "rotary");
+  relpos::TokenIds ids(1, static_cast<relpos::Index>(text.size()));
+  std::vector<std::string> chars;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    ids(0, static_cast<relpos::Index>(i)) = static_cast<unsigned char>(text[i]);
+    chars.emplace_back(1, text[i]);
+  }
+  const auto weights = rotary.attention_weights(ids);
+  std::vector<fs::path> pictures = {chart, table};
+  for (std::size_t h = 0; h < weights.back().size(); ++h) {
+    const fs::path path = out / ("rotary_attention_head" + std::to_string(h) + ".svg");
+    relpos::svg::write_file(
+        path, relpos::svg::heatmap("Rotary model, last layer, head " + std::to_string(h) +
+                                       ": weights of query (row) on key (column)",
+                                   weights.back()[h], chars, chars, 14));
+    pictures.push_back(path);
+  }
+
+  std::printf("\nPictures:\n");
+  for (const fs::path& p : pictures) std::printf("  %s\n", fs::absolute(p).c_str());
   if (check && mismatches > 0) {
     std::fprintf(stderr, "relpos-demo --check: %d accuracies differ from accuracy.json\n",
                  mismatches);

@@ -253,3 +253,41 @@ TEST(ModelThread, SharedRotaryModelGivesSingleThreadResultsWhileItsCacheGrows) {
 }
 
 }  // namespace
+
+namespace {
+
+// Model::attention_weights (the demo's heatmaps) against tools/reference.py's weights for
+// the default rotary model, every layer and head (tools/golden_attention_weights.py).
+TEST(Model, AttentionWeightsMatchPyTorch) {
+  const relpos::Model<float> model =
+      relpos::Model<float>::load(fs::path(RELPOS_SOURCE_DIR) / "examples/models/rotary");
+  const relpos::io::SafetensorsFile golden = relpos::io::SafetensorsFile::open(
+      (fs::path(RELPOS_TEST_DATA_DIR) / "demo/rotary_attention.safetensors").string());
+  const std::vector<std::int64_t> id_values = golden.values<std::int64_t>("input_ids");
+  const auto len = static_cast<relpos::Index>(id_values.size());
+  relpos::TokenIds ids(1, len);
+  for (relpos::Index i = 0; i < len; ++i) ids(0, i) = id_values[std::size_t(i)];
+  const std::vector<double> expected = golden.values<double>("weights");  // [layer, head, L, L]
+
+  const auto weights = model.attention_weights(ids);
+  ASSERT_EQ(weights.size(), std::size_t(model.config().n_layers));
+  double worst_error = 0;
+  std::size_t k = 0;
+  for (const auto& layer : weights) {
+    ASSERT_EQ(layer.size(), std::size_t(model.config().n_heads));
+    for (const relpos::Matrix<float>& alpha : layer) {
+      ASSERT_EQ(alpha.rows(), len);
+      ASSERT_EQ(alpha.cols(), len);
+      for (relpos::Index i = 0; i < len; ++i) {
+        EXPECT_NEAR(alpha.row(i).sum(), 1.0f, 1e-5f);
+        for (relpos::Index j = 0; j < len; ++j, ++k)
+          worst_error = std::max(worst_error, std::abs(double(alpha(i, j)) - expected[k]));
+      }
+    }
+  }
+  EXPECT_EQ(k, expected.size());
+  EXPECT_LE(worst_error, 1e-5);
+  EXPECT_THROW(model.attention_weights(relpos::TokenIds::Zero(2, 3)), relpos::Error);
+}
+
+}  // namespace

@@ -193,6 +193,9 @@ class MultiHeadAttention {
 
     // heads in parallel, each writing its columns of z: (len, d_model)
     auto z = ws.z.matrix(len, d);
+    if (ws.attention_record != nullptr) {
+      ws.attention_record->emplace_back(static_cast<std::size_t>(n_heads()));
+    }
     ws.ensure_slots(detail::slots_needed());
     detail::parallel_for(
         n_heads(), [&](Index h, int slot) { head_forward(h, qkv, z, in, rel, ws, ws.head(slot)); });
@@ -311,6 +314,7 @@ class MultiHeadAttention {
     // b_h comes after the scale (spec §3, T5 / ALiBi convention)
     if (rel.bias) add_score_bias(h, scores, rel, ws.sparse_pairs, scratch);
     detail::masked_softmax_rows(scores, config.causal, in.key_padding);
+    if (ws.attention_record != nullptr) ws.attention_record->back()[std::size_t(h)] = scores;
 
     // z_h = α · v, then the value term Σ_j α_ij aV(c_ij)
     detail::matmul_nn<T>(scores, v, zh);

@@ -143,6 +143,25 @@ class Model {
     return std::visit([&](const auto& e) { return finish(e, e.forward(input, in)); }, encoder_);
   }
 
+  /// The attention weights of every layer and head for one sequence of token ids
+  /// [1, len]: [layer][head] → (len, len), row i = query i (rows sum to 1, or are 0 where a
+  /// query sees no key). For pictures and inspection; it allocates.
+  std::vector<std::vector<Matrix<T>>> attention_weights(const TokenIds& ids) const {
+    if (ids.rows() != 1) {
+      throw Error("attention_weights: expected input_ids [1, len], got [" +
+                  std::to_string(ids.rows()) + ", " + std::to_string(ids.cols()) + "]");
+    }
+    if (!config_.vocab_size) throw Error("input_ids: this model has no vocab_size, give `input`");
+    check_sizes("input_ids", ids.rows(), ids.cols(), nullptr);
+    std::vector<std::vector<Matrix<T>>> record;
+    Workspace<T> ws;
+    ws.ensure_slots(1);
+    ws.item(0).attention_record = &record;  // batch 1 runs in slot 0
+    Tensor3<T> hidden;
+    std::visit([&](const auto& e) { e.forward_ids(ids, hidden, BatchInputs{}, ws); }, encoder_);
+    return record;
+  }
+
   /// Token ids [batch, len], each in [0, vocab_size) (needs vocab_size).
   ModelOutput<T> forward(const TokenIds& ids, const PaddingMask* padding_mask = nullptr,
                          const PositionIds* position_ids = nullptr) const {

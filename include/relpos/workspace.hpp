@@ -41,6 +41,9 @@ struct SequenceWorkspace {
   // (clamped δ, i·len + j) pairs sorted by δ, for sparse explicit positions (attention.hpp)
   std::vector<std::pair<std::int64_t, std::int64_t>> sparse_pairs;
   std::vector<HeadScratch<T>> heads;  // one per slot of the heads' parallel loop
+  // For inspection (pictures, debugging), off by default: when set, every attention forward
+  // run with this workspace appends its weights α, [layer][head] → (len, len). It allocates.
+  std::vector<std::vector<Matrix<T>>>* attention_record = nullptr;
 
   /// The head scratch of a parallel loop's `slot`; ensure_slots() must have made room.
   HeadScratch<T>& head(int slot) {
