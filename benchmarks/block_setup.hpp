@@ -8,12 +8,16 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <memory>
 
 #include <relpos/block.hpp>
+#include <relpos/encodings/alibi.hpp>
 #include <relpos/encodings/learned.hpp>
 #include <relpos/encodings/none.hpp>
 #include <relpos/encodings/rotary.hpp>
 #include <relpos/encodings/sinusoidal.hpp>
+#include <relpos/encodings/t5.hpp>
+#include <relpos/encodings/xl.hpp>
 
 namespace relpos_bench {
 
@@ -60,6 +64,35 @@ struct Rotary {  // full rotary_dim, half pairing
   static Enc make() { return Enc(kDHead); }
   // 6 FLOPs per rotated pair, q and k
   static double extra_flops(Index len) { return 2.0 * 6.0 * len * (kDModel / 2); }
+};
+
+struct T5 {  // bucketed bias, (32, 128), bidirectional: one value per distance and head
+  using Enc = relpos::T5Bias<float>;
+  static constexpr const char* name = "t5";
+  static Enc make() {
+    return Enc(kHeads, relpos::T5Config{}, relpos::Matrix<float>::Constant(32, kHeads, 0.01f));
+  }
+  static double extra_flops(Index len) { return static_cast<double>(len) * len * kHeads; }
+};
+
+struct Alibi {  // linear bias −m_h·|δ|, no tensors
+  using Enc = relpos::AlibiBias<float>;
+  static constexpr const char* name = "alibi";
+  static Enc make() { return Enc(kHeads); }
+  static double extra_flops(Index len) { return static_cast<double>(len) * len * kHeads; }
+};
+
+struct Xl {  // Transformer-XL, unclamped: per-head rows r_h(Δ) for 2·len − 1 distances
+  using Enc = relpos::XlRelative<float>;
+  static constexpr const char* name = "xl";
+  static Enc make() {
+    auto bias = std::make_shared<const relpos::Matrix<float>>(
+        relpos::Matrix<float>::Constant(kHeads, kDHead, 0.01f));
+    return Enc(kDModel, kHeads, relpos::XlConfig{},
+               relpos::Matrix<float>::Identity(kDModel, kDModel), bias, bias);
+  }
+  // (q + v) · r_hᵀ per head over 2·len − 1 distances, and u · kᵀ
+  static double extra_flops(Index len) { return 2.0 * len * (2.0 * len - 1) * kDModel; }
 };
 
 /// Attention: q, k, v and out projections, q·kᵀ and α·v, plus the encoding's terms.
