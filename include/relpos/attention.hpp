@@ -357,19 +357,20 @@ class MultiHeadAttention {
       const Index len = q.rows(), dh = d_head();
       const auto u = encoding.content_bias().row(h);   // (1, d_head)
       const auto v = encoding.position_bias().row(h);  // (1, d_head)
-      for (Index j = 0; j < len; ++j) {
-        const T uk = u.dot(k.row(j));
-        for (Index i = 0; i < len; ++i) scores(i, j) += uk;
-      }
+      // u_h · k_j is the same for every query: one row, added along the scores' rows (their
+      // contiguous direction; a column-wise loop here cost more than the whole xl term)
+      auto uk = scratch.by_distance.matrix(1, len);  // (1, len)
+      detail::matmul_nt<T>(u, k, uk);
+      scores.rowwise() += uk.row(0);
       if (rel.dense) {
         const ConstMatrixMap<T> all = rel.head_key_rows.view();
         const auto r = all.middleCols(h * dh, dh);  // r_h(c): (R, d_head)
-        auto qr = scratch.by_distance.matrix(len, rel.range.count());
+        // rows 0..len−1: q · r_hᵀ; row len: v_h · r_hᵀ, the same for every query, then added
+        auto buffer = scratch.by_distance.matrix(len + 1, rel.range.count());
+        auto qr = buffer.topRows(len);  // (len, R)
         detail::matmul_nt<T>(q, r, qr);
-        for (Index c = 0; c < qr.cols(); ++c) {
-          const T vr = v.dot(r.row(c));
-          for (Index i = 0; i < len; ++i) qr(i, c) += vr;
-        }
+        detail::matmul_nt<T>(v, r, buffer.bottomRows(1));
+        qr.rowwise() += buffer.row(len);
         detail::gather_add(scores, qr, IndexMap(rel.index, len, len));
       } else {
         for_each_distance(pairs, [&](std::int64_t c, auto first, auto last) {
