@@ -280,6 +280,47 @@ TYPED_TEST(AttentionTyped, WidelySpreadPositionIdsTakeTheSparsePathAndMatchNaive
                                       relpos::detail::naive_attention(attn, x, in), Tol<T>::naive));
 }
 
+// Contiguous positions skip the (len × len) index: the banded gather and scatter must give
+// exactly what the index gives, for K below, at and above len, K = 0 and no clamping.
+TEST(Skew, BandsGiveWhatTheDistanceIndexGives) {
+  using IndexMatrix = Eigen::Matrix<std::int32_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  std::mt19937_64 gen(11);
+  std::uniform_real_distribution<double> u(-1, 1);
+  for (std::int64_t k : {-1, 0, 1, 3, 8, 40}) {
+    for (Index len : {1, 2, 7, 16}) {
+      SCOPED_TRACE("K " + std::to_string(k) + ", len " + std::to_string(len));
+      const ToyRelative<double> enc{8, k, true, true};
+      std::vector<std::int64_t> ids(static_cast<std::size_t>(len));
+      for (Index i = 0; i < len; ++i) ids[std::size_t(i)] = 1000 + i;  // an offset: still bands
+      const relpos::Positions p{len, ids.data()};
+      const auto range = relpos::detail::distance_range(enc, p);
+      ASSERT_TRUE(relpos::detail::has_distance_bands(enc, p, range));
+      const relpos::detail::DistanceBands bands{range.lo, range.hi};
+      IndexMatrix index(len, len);
+      relpos::detail::build_distance_index(enc, p, range.lo, index);
+
+      const relpos::Matrix<double> by_distance =
+          relpos::Matrix<double>::NullaryExpr(len, range.count(), [&] { return u(gen); });
+      const relpos::Matrix<double> scores =
+          relpos::Matrix<double>::NullaryExpr(len, len, [&] { return u(gen); });
+      relpos::Matrix<double> by_index = scores, by_bands = scores;
+      relpos::detail::gather_add(by_index, by_distance, index);
+      relpos::detail::gather_add(by_bands, by_distance, bands);
+      EXPECT_LT((by_index - by_bands).cwiseAbs().maxCoeff(), 1e-15);
+
+      relpos::Matrix<double> w_index(len, range.count()), w_bands(len, range.count());
+      relpos::detail::scatter_by_distance(w_index, scores, index);
+      relpos::detail::scatter_by_distance(w_bands, scores, bands);
+      EXPECT_LT((w_index - w_bands).cwiseAbs().maxCoeff(), 1e-13);
+    }
+  }
+  // a gap in the ids keeps the index
+  const ToyRelative<double> enc{8, 2, true, true};
+  const std::int64_t gap[] = {0, 1, 3};
+  const relpos::Positions p{3, gap};
+  EXPECT_FALSE(relpos::detail::has_distance_bands(enc, p, relpos::detail::distance_range(enc, p)));
+}
+
 // ---- properties ----
 
 TYPED_TEST(AttentionTyped, SoftmaxRowsSumToOneAndHideMaskedKeys) {

@@ -115,7 +115,9 @@ void resize_like(Tensor3<T>& out, Index b, Index l, Index d) {
 /// Relative terms by skewing: with the R distinct clamped distances [lo, hi] of the sequence,
 /// QR = q_h · aK[lo..hi]ᵀ (len × R) is gathered into the scores, and the weights are summed
 /// per distance into W (len × R) for z_h += W · aV[lo..hi]. Working memory per head is
-/// O(len² + len·R), R <= 2·len − 1 for contiguous positions. Explicit position ids spread so
+/// O(len² + len·R), R <= 2·len − 1 for contiguous positions. Those (plain, or ids with an
+/// offset) gather and scatter by three segments per row (detail::DistanceBands); other ids go
+/// through a (len, len) index of c_ij − lo. Explicit position ids spread so
 /// wide that R > 4·len take a sparse path instead: every pair sorted by distance, each
 /// distance's row fetched once (O(len²) memory, O(len²·d_head) time), so R never sizes memory.
 ///
@@ -234,10 +236,22 @@ class MultiHeadAttention {
     bool bias = false;       // score bias b_h(c) (t5, alibi)
     bool head_keys = false;  // Transformer-XL terms (xl)
     bool dense = true;       // skewing tables (else the sparse pair list in the workspace)
+    bool banded = false;     // dense, and contiguous positions: segments, no index
     detail::DistanceRange range;
+    detail::DistanceBands bands;
     DistanceRows<T> key_rows, value_rows;  // (R, d_head) each, when dense
     DistanceRows<T> head_key_rows;         // (R, n_heads·d_head) r(c), xl, when dense
-    const std::int32_t* index = nullptr;   // (len, len) row-major: c_ij − lo, when dense
+    const std::int32_t* index = nullptr;   // (len, len) row-major: c_ij − lo, dense, not banded
+
+    // scores(i, j) += by_distance(i, c_ij − lo), by bands or by the index
+    template <class S, class B>
+    void gather_add(S& scores, const B& by_distance) const {
+      if (banded) {
+        detail::gather_add(scores, by_distance, bands);
+      } else {
+        detail::gather_add(scores, by_distance, IndexMap(index, scores.rows(), scores.cols()));
+      }
+    }
   };
 
   void prepare_relative(const Positions& p, SequenceWorkspace<T>& ws, Relative& rel) const {
@@ -254,9 +268,14 @@ class MultiHeadAttention {
         detail::build_sparse_pairs(encoding, p, ws.sparse_pairs);
         return;
       }
-      auto index = ws.distance_index.matrix(p.len, p.len);
-      detail::build_distance_index(encoding, p, rel.range.lo, index);
-      rel.index = index.data();
+      rel.banded = detail::has_distance_bands(encoding, p, rel.range);
+      if (rel.banded) {
+        rel.bands = {rel.range.lo, rel.range.hi};
+      } else {
+        auto index = ws.distance_index.matrix(p.len, p.len);
+        detail::build_distance_index(encoding, p, rel.range.lo, index);
+        rel.index = index.data();
+      }
       if constexpr (HasKeyTerm<Enc>) {
         if (rel.keys) {
           rel.key_rows = encoding.key_rows(rel.range.lo, rel.range.hi);
@@ -330,7 +349,7 @@ class MultiHeadAttention {
         // QR(i, c − lo) = q_i · aK(c): one product with the R distinct rows, then the skew gather
         auto qr = scratch.by_distance.matrix(len, rel.range.count());
         detail::matmul_nt<T>(q, rel.key_rows.view(), qr);
-        detail::gather_add(scores, qr, IndexMap(rel.index, len, len));
+        rel.gather_add(scores, qr);
       } else {
         for_each_distance(pairs, [&](std::int64_t c, auto first, auto last) {
           const DistanceRows<T> rows = encoding.key_rows(c, c);
@@ -371,7 +390,7 @@ class MultiHeadAttention {
         detail::matmul_nt<T>(q, r, qr);
         detail::matmul_nt<T>(v, r, buffer.bottomRows(1));
         qr.rowwise() += buffer.row(len);
-        detail::gather_add(scores, qr, IndexMap(rel.index, len, len));
+        rel.gather_add(scores, qr);
       } else {
         for_each_distance(pairs, [&](std::int64_t c, auto first, auto last) {
           const DistanceRows<T> rows = encoding.head_key_rows(c, c);
@@ -398,9 +417,14 @@ class MultiHeadAttention {
       if (rel.dense) {
         auto b = scratch.by_distance.matrix(1, rel.range.count());  // b_h(lo..hi)
         encoding.score_bias(h, rel.range.lo, rel.range.hi, b.data());
-        const IndexMap index(rel.index, len, len);
-        for (Index i = 0; i < len; ++i) {
-          for (Index j = 0; j < len; ++j) scores(i, j) += b(0, index(i, j));
+        if (rel.banded) {
+          for (Index i = 0; i < len; ++i)
+            detail::gather_add_row(scores.row(i), b.row(0), i, rel.bands);
+        } else {
+          const IndexMap index(rel.index, len, len);
+          for (Index i = 0; i < len; ++i) {
+            for (Index j = 0; j < len; ++j) scores(i, j) += b(0, index(i, j));
+          }
         }
       } else {
         for_each_distance(pairs, [&](std::int64_t c, auto first, auto last) {
@@ -422,7 +446,11 @@ class MultiHeadAttention {
       if (rel.dense) {
         // W(i, c − lo) = Σ_{j: c_ij = c} α_ij, then z_h += W · aV[lo..hi]
         auto w = scratch.by_distance.matrix(len, rel.range.count());
-        detail::scatter_by_distance(w, alpha, IndexMap(rel.index, len, len));
+        if (rel.banded) {
+          detail::scatter_by_distance(w, alpha, rel.bands);
+        } else {
+          detail::scatter_by_distance(w, alpha, IndexMap(rel.index, len, len));
+        }
         detail::matmul_nn<T>(w, rel.value_rows.view(), zh, /*accumulate=*/true);
       } else {
         for_each_distance(pairs, [&](std::int64_t c, auto first, auto last) {
