@@ -450,6 +450,32 @@ TYPED_TEST(AttentionTyped, ThreadsGiveBitIdenticalResults) {
   }
 }
 
+// Products whose packing buffers pass Eigen's 128 KiB stack limit would take them from the
+// heap on every call; detail/gemm.hpp keeps them per thread, so only the first call of a
+// thread allocates. The results must still be Eigen's own product.
+TEST(Gemm, LargeProductsAllocateOnlyOnTheFirstCallOfAThread) {
+  std::mt19937_64 gen(5);
+  std::normal_distribution<float> normal;
+  auto random = [&](Index r, Index c) {
+    return relpos::Matrix<float>(
+        relpos::Matrix<float>::NullaryExpr(r, c, [&] { return normal(gen); }));
+  };
+  const relpos::Matrix<float> a = random(300, 256), b = random(384, 256), bt = b.transpose();
+  relpos::Matrix<float> nt(300, 384), nn(300, 384);
+  relpos::detail::matmul_nt<float>(a, b, nt);  // warm-up: the thread's buffers grow
+  relpos::detail::matmul_nn<float>(a, bt, nn);
+  const long eigen_before = g_eigen_assert_failures.load();
+  Eigen::internal::set_is_malloc_allowed(false);
+  relpos::detail::matmul_nt<float>(a, b, nt);
+  relpos::detail::matmul_nn<float>(a, bt, nn, /*accumulate=*/true);
+  Eigen::internal::set_is_malloc_allowed(true);
+  EXPECT_EQ(g_eigen_assert_failures.load() - eigen_before, 0);
+  const relpos::Matrix<float> expected =
+      (a.cast<double>() * b.cast<double>().transpose()).cast<float>();
+  EXPECT_LT((nt - expected).cwiseAbs().maxCoeff(), 1e-4f);
+  EXPECT_LT((nn - 2 * expected).cwiseAbs().maxCoeff(), 2e-4f);
+}
+
 TEST(Attention, WarmForwardDoesNotAllocate) {
   {
     // the check itself: a forbidden Eigen allocation is seen

@@ -4,15 +4,104 @@
 // scalar rather than once per expression type (blocks, maps, buffers): faster builds.
 #pragma once
 
+#include <cstddef>
+#include <vector>
+
 #include <Eigen/Core>
 
 #include <relpos/core.hpp>
 
+// Eigen's blocked GEMM packs panels of both operands into buffers sized by its cache blocking
+// (Goto & van de Geijn 2008). Above EIGEN_STACK_ALLOCATION_LIMIT (128 KiB) it takes them from
+// the heap on every product: 48 allocations per block forward at d_model 512, each paying
+// fresh page faults. Eigen 3.4 lets a caller hand the kernel its own buffers through
+// internal::level3_blocking, so large products here reuse buffers kept per thread. These are
+// Eigen 3.4 internals; any other version, and EIGEN_USE_BLAS (whose sgemm / dgemm pack on
+// their own), take the plain expression path.
+#if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90) && !defined(EIGEN_USE_BLAS)
+#define RELPOS_DETAIL_GEMM_REUSES_PACKING 1
+#else
+#define RELPOS_DETAIL_GEMM_REUSES_PACKING 0
+#endif
+
 namespace relpos::detail {
+
+#if RELPOS_DETAIL_GEMM_REUSES_PACKING
+
+/// Eigen's blocking sizes with caller-owned packing buffers (a null buffer: Eigen's own,
+/// on the stack while it fits there).
+template <class T>
+class PackingBlocking : public Eigen::internal::level3_blocking<T, T> {
+ public:
+  PackingBlocking(Index mc, Index nc, Index kc, T* block_a, T* block_b) {
+    this->m_mc = mc;
+    this->m_nc = nc;
+    this->m_kc = kc;
+    this->m_blockA = block_a;
+    this->m_blockB = block_b;
+  }
+};
+
+/// The packing buffers of the calling thread; they only grow, so once a thread has run the
+/// largest product of a forward it never allocates for one again.
+template <class T>
+struct PackingBuffers {
+  std::vector<T, Eigen::aligned_allocator<T>> a, b;
+
+  // A buffer of `size` scalars, or null when Eigen's stack buffer will do.
+  static T* reserve(std::vector<T, Eigen::aligned_allocator<T>>& v, std::size_t size) {
+    if (size * sizeof(T) <= EIGEN_STACK_ALLOCATION_LIMIT) return nullptr;
+    if (v.size() < size) v.resize(size);
+    return v.data();
+  }
+};
+
+template <class T>
+PackingBuffers<T>& packing_buffers() {
+  thread_local PackingBuffers<T> buffers;
+  return buffers;
+}
+
+/// c += a · op(b) with c row-major (m, n), a row-major (m, k); op(b) is b (k, n) row-major when
+/// BOrder is RowMajor, and bᵀ of a row-major (n, k) b when ColMajor (bᵀ read in place).
+template <class T, int BOrder>
+void gemm_accumulate(ConstMatrixRef<T> a, const T* b, Index ldb, MatrixRef<T> c, Index k) {
+  const Index m = c.rows(), n = c.cols();
+  // Eigen runs a row-major product as the column-major cᵀ = op(b)ᵀ · aᵀ: its rows are our
+  // n, its columns our m (gemm_blocking_space does the same swap).
+  Index kc = k, mc = n, nc = m;
+  Eigen::internal::computeProductBlockingSizes<T, T, 1, Index>(kc, mc, nc, Index{1});
+  const std::size_t size_a = static_cast<std::size_t>(kc * std::min(mc, n));
+  const std::size_t size_b = static_cast<std::size_t>(kc * std::min(nc, m));
+  PackingBuffers<T>& buffers = packing_buffers<T>();
+  PackingBlocking<T> blocking(mc, nc, kc, PackingBuffers<T>::reserve(buffers.a, size_a),
+                              PackingBuffers<T>::reserve(buffers.b, size_b));
+  Eigen::internal::general_matrix_matrix_product<Index, T, Eigen::RowMajor, false, T, BOrder, false,
+                                                 Eigen::RowMajor, 1>::run(m, n, k, a.data(),
+                                                                          a.outerStride(), b, ldb,
+                                                                          c.data(), 1,
+                                                                          c.outerStride(), T(1),
+                                                                          blocking);
+}
+
+// Products Eigen would not run through its blocked GEMM (vectors, tiny or empty shapes) keep
+// the expression path, as Eigen's own product dispatch does.
+inline bool blocked_gemm_shape(Index m, Index n, Index k) {
+  return m > 1 && n > 1 && k > 0 && m + n + k >= EIGEN_GEMM_TO_COEFFBASED_THRESHOLD;
+}
+
+#endif  // RELPOS_DETAIL_GEMM_REUSES_PACKING
 
 /// c = a · bᵀ, or c += a · bᵀ when accumulate. a: (m, k), b: (n, k), c: (m, n); no aliasing.
 template <Scalar T>
 void matmul_nt(ConstMatrixRef<T> a, ConstMatrixRef<T> b, MatrixRef<T> c, bool accumulate = false) {
+#if RELPOS_DETAIL_GEMM_REUSES_PACKING
+  if (blocked_gemm_shape(c.rows(), c.cols(), a.cols())) {
+    if (!accumulate) c.setZero();
+    gemm_accumulate<T, Eigen::ColMajor>(a, b.data(), b.outerStride(), c, a.cols());
+    return;
+  }
+#endif
   if (accumulate) {
     c.noalias() += a * b.transpose();
   } else {
@@ -23,6 +112,13 @@ void matmul_nt(ConstMatrixRef<T> a, ConstMatrixRef<T> b, MatrixRef<T> c, bool ac
 /// c = a · b, or c += a · b when accumulate. a: (m, k), b: (k, n), c: (m, n); no aliasing.
 template <Scalar T>
 void matmul_nn(ConstMatrixRef<T> a, ConstMatrixRef<T> b, MatrixRef<T> c, bool accumulate = false) {
+#if RELPOS_DETAIL_GEMM_REUSES_PACKING
+  if (blocked_gemm_shape(c.rows(), c.cols(), a.cols())) {
+    if (!accumulate) c.setZero();
+    gemm_accumulate<T, Eigen::RowMajor>(a, b.data(), b.outerStride(), c, a.cols());
+    return;
+  }
+#endif
   if (accumulate) {
     c.noalias() += a * b;
   } else {
