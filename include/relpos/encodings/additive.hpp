@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <random>
@@ -32,10 +33,10 @@ struct AdditiveConfig {
   double base = 10000;                // sinusoidal source: ω_m = base^(−2m/d_model); > 0
 };
 
-/// The additive formula, computed with prefix sums over the distance table: for token i
-/// the window covers distances δ in [max(−i, −w), min(len−1−i, w)], a contiguous range of
-/// rows, so its sum is a difference of two prefix sums (accumulated in double). Cost
-/// O(len·d + min(w, len)·d) whatever the window; memory O(len·d).
+/// The additive formula, computed as a running sum over the distance table: for token i the
+/// window covers distances δ in [max(−i, −w), min(len−1−i, w)], a contiguous range of rows
+/// that moves by at most one row at each end from one token to the next (accumulated in
+/// double). Cost O(len·d) whatever the window; scratch one row of d doubles.
 ///
 /// What the formula can and cannot encode:
 /// - The sum depends on i only through the clipping of the window at the sequence edges.
@@ -98,7 +99,10 @@ class Additive {
       throw Error(std::string(name) + ": positions: expected len " + std::to_string(x.rows()) +
                   " (the input's rows), got " + std::to_string(positions.len));
     }
-    accumulate(x.rows(), [&](Index i, const auto& sum) { x.row(i) += sum.template cast<T>(); });
+    accumulate(x.rows(), [&](Index i, Index c0, Index n, const double* sum) {
+      T* row = &x(i, c0);  // contiguous: MatrixRef rows have inner stride 1
+      for (Index c = 0; c < n; ++c) row[c] += static_cast<T>(sum[c]);
+    });
   }
 
   /// The (len, d_model) term the formula adds, Σ_{j∈N(i)} r_ij for each i.
@@ -106,29 +110,52 @@ class Additive {
     if (len < 0)
       throw Error(std::string(name) + ": len: expected >= 0, got " + std::to_string(len));
     Matrix<T> out(len, d_model());
-    accumulate(len, [&](Index i, const auto& sum) { out.row(i) = sum.template cast<T>(); });
+    accumulate(len, [&](Index i, Index c0, Index n, const double* sum) {
+      T* row = &out(i, c0);
+      for (Index c = 0; c < n; ++c) row[c] = static_cast<T>(sum[c]);
+    });
     return out;
   }
 
  private:
-  // Calls emit(i, Σ_{δ=lo_i}^{hi_i} r(clamp(δ))) for i = 0..len−1, with the sum as a
-  // double row expression: prefix(t) = Σ_{δ=−D}^{t−D−1} r(clamp(δ)), D = min(w, len − 1).
+  // Calls emit(i, c0, n, S_i + c0) for i = 0..len−1 and each chunk [c0, c0 + n) of at most 512
+  // columns, S_i = Σ_{δ=lo_i}^{hi_i} r(clamp(δ)), lo_i = max(−i, −w), hi_i = min(len−1−i, w), as
+  // a running sum in double: going from i to i+1 the window gains δ = −(i+1) while i+1 <= w
+  // and loses δ = len−1−i while len−1−i <= w. Each row enters and leaves at most once, so the
+  // cost is O(len·d) for any window, and the accumulator is a 4 KiB stack array (no heap).
+  // Plain loops over raw rows: the compiler vectorizes the float → double widening, which
+  // Eigen 3.4's cast() does one scalar at a time (3× slower here).
   template <class Emit>
   void accumulate(Index len, Emit&& emit) const {
     if (len == 0) return;
-    const Index span = std::min(config_.window, len - 1);  // D
+    const Index span = std::min(config_.window, len - 1);  // D: the sum runs over δ in [−D, D]
     const DistanceRows<T> rows = table_.rows(table_.clamp(-span), table_.clamp(span));
-    const auto block = rows.view();                  // (clamped distances of [−D, D], d)
-    Matrix<double> prefix(2 * span + 2, d_model());  // (2D + 2, d)
-    prefix.row(0).setZero();
-    for (Index t = 0; t <= 2 * span; ++t) {
-      const Index c = table_.clamp(t - span);
-      prefix.row(t + 1) = prefix.row(t) + block.row(c - rows.first).template cast<double>();
-    }
-    for (Index i = 0; i < len; ++i) {
-      const Index lo = std::max(-i, -span);
-      const Index hi = std::min(len - 1 - i, span);
-      emit(i, prefix.row(hi + span + 1) - prefix.row(lo + span));
+    const ConstMatrixMap<T> block = rows.view();
+    constexpr Index kChunk = 512;  // one pass over the table rows for d_model <= 512
+    std::array<double, kChunk> sum;
+    for (Index c0 = 0; c0 < d_model(); c0 += kChunk) {
+      const Index n = std::min(kChunk, d_model() - c0);
+      auto r = [&](Index delta) {
+        return block.data() + (table_.clamp(delta) - rows.first) * block.cols() + c0;
+      };
+      double* acc = sum.data();
+      std::fill_n(acc, n, 0.0);
+      for (Index delta = 0; delta <= span; ++delta) {  // S_0
+        const T* in = r(delta);
+        for (Index c = 0; c < n; ++c) acc[c] += static_cast<double>(in[c]);
+      }
+      for (Index i = 0;; ++i) {
+        emit(i, c0, n, static_cast<const double*>(acc));
+        if (i + 1 == len) break;
+        if (i + 1 <= span) {
+          const T* in = r(-(i + 1));
+          for (Index c = 0; c < n; ++c) acc[c] += static_cast<double>(in[c]);
+        }
+        if (len - 1 - i <= span) {
+          const T* out = r(len - 1 - i);
+          for (Index c = 0; c < n; ++c) acc[c] -= static_cast<double>(out[c]);
+        }
+      }
     }
   }
 
