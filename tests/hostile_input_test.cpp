@@ -245,9 +245,8 @@ TEST(HostileModel, SequenceTooLongForMemoryIsRefusedFromTheFile) {
                {"in.safetensors", "len " + std::to_string(len), "exceeds the limit of 32768"});
 }
 
-// Model::forward itself has no length limit yet: a len of 2^22 asks Eigen for a 2^44-element
-// score matrix and fails with std::bad_alloc (under ASan: an abort), not relpos::Error.
-// Enable when Model::forward checks the length (reported in issue 7's note).
+// Model::forward checks the length itself: a len of 2^22 would ask for a 2^44-element score
+// matrix (std::bad_alloc, or an abort under ASan) if it reached the attention.
 TEST(HostileModel, SequenceTooLongForMemoryIsRefusedByForward) {
   const relpos::Model<float> model = tiny_model();
   const relpos::Tensor3<float> x = relpos::Tensor3<float>(1, Index(1) << 22, 4).setZero();
