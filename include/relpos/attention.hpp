@@ -326,10 +326,13 @@ class MultiHeadAttention {
     // scores: (len, len) = q · kᵀ
     auto scores = scratch.scores.matrix(len, len);
     detail::matmul_nt<T>(q, k, scores);
-    if (rel.keys) add_key_term(q, scores, rel, ws.sparse_pairs, scratch);
+    // the 1/sqrt(d_head) scale covers q·k, q·aK and the xl terms alike (spec §3); a banded
+    // key-term gather applies it in its own pass over the scores, saving one
+    const T scale = T(1) / std::sqrt(static_cast<T>(dh));
+    const bool fold_scale = rel.keys && rel.banded && !rel.head_keys;
+    if (rel.keys) add_key_term(q, scores, rel, ws.sparse_pairs, scratch, fold_scale ? scale : T(1));
     if (rel.head_keys) add_head_key_term(h, q, k, scores, rel, ws.sparse_pairs, scratch);
-    // the 1/sqrt(d_head) scale covers q·k, q·aK and the xl terms alike (spec §3)
-    scores *= T(1) / std::sqrt(static_cast<T>(dh));
+    if (!fold_scale) scores *= scale;
     // b_h comes after the scale (spec §3, T5 / ALiBi convention)
     if (rel.bias) add_score_bias(h, scores, rel, ws.sparse_pairs, scratch);
     detail::masked_softmax_rows(scores, config.causal, in.key_padding);
@@ -342,14 +345,18 @@ class MultiHeadAttention {
 
   template <class Q, class S>
   void add_key_term(const Q& q, S& scores, const Relative& rel, const SparsePairs& pairs,
-                    HeadScratch<T>& scratch) const {
+                    HeadScratch<T>& scratch, T banded_scale) const {
     if constexpr (HasKeyTerm<Enc>) {
       const Index len = q.rows();
       if (rel.dense) {
         // QR(i, c − lo) = q_i · aK(c): one product with the R distinct rows, then the skew gather
         auto qr = scratch.by_distance.matrix(len, rel.range.count());
         detail::matmul_nt<T>(q, rel.key_rows.view(), qr);
-        rel.gather_add(scores, qr);
+        if (rel.banded) {
+          detail::gather_add(scores, qr, rel.bands, banded_scale);
+        } else {
+          rel.gather_add(scores, qr);
+        }
       } else {
         for_each_distance(pairs, [&](std::int64_t c, auto first, auto last) {
           const DistanceRows<T> rows = encoding.key_rows(c, c);
@@ -363,7 +370,7 @@ class MultiHeadAttention {
         });
       }
     } else {
-      (void)q, (void)scores, (void)rel, (void)pairs, (void)scratch;
+      (void)q, (void)scores, (void)rel, (void)pairs, (void)scratch, (void)banded_scale;
     }
   }
 

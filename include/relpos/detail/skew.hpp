@@ -129,21 +129,28 @@ bool has_distance_bands(const E& e, const Positions& p, const DistanceRange& ran
   return true;
 }
 
-/// scores_row(j) += dist_row(column of (i, j)) for one query i (banded gather).
-template <class S, class D>
-void gather_add_row(S&& scores_row, const D& dist_row, Index i, const DistanceBands& bands) {
+/// scores_row(j) = (scores_row(j) + dist_row(column of (i, j))) · scale for one query i (banded
+/// gather; the scale lets attention fold its 1/sqrt(d_head) into the same pass over the row).
+template <class S, class D, class T = typename D::Scalar>
+void gather_add_row(S&& scores_row, const D& dist_row, Index i, const DistanceBands& bands,
+                    T scale = T(1)) {
   const Index len = scores_row.size(), a = bands.begin(i, len), b = bands.end(i, len);
-  scores_row.head(a).array() += dist_row(0);
-  if (b > a) scores_row.segment(a, b - a) += dist_row.segment(bands.band_column(i, len), b - a);
-  scores_row.tail(len - b).array() += dist_row(dist_row.size() - 1);
+  scores_row.head(a) = (scores_row.head(a).array() + dist_row(0)) * scale;
+  if (b > a) {
+    scores_row.segment(a, b - a) =
+        (scores_row.segment(a, b - a) + dist_row.segment(bands.band_column(i, len), b - a)) * scale;
+  }
+  scores_row.tail(len - b) =
+      (scores_row.tail(len - b).array() + dist_row(dist_row.size() - 1)) * scale;
 }
 
-/// scores(i, j) += by_distance(i, c_ij − lo): the banded skew gather of the key term.
-template <class S, class B>
+/// scores(i, j) = (scores(i, j) + by_distance(i, c_ij − lo)) · scale: the banded skew gather of
+/// the key term.
+template <class S, class B, class T = typename B::Scalar>
 void gather_add(Eigen::MatrixBase<S>& scores, const Eigen::MatrixBase<B>& by_distance,
-                const DistanceBands& bands) {
+                const DistanceBands& bands, T scale = T(1)) {
   for (Index i = 0; i < scores.rows(); ++i) {
-    gather_add_row(scores.row(i), by_distance.row(i), i, bands);
+    gather_add_row(scores.row(i), by_distance.row(i), i, bands, scale);
   }
 }
 
