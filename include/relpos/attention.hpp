@@ -121,10 +121,10 @@ void resize_like(Tensor3<T>& out, Index b, Index l, Index d) {
 /// wide that R > 4·len take a sparse path instead: every pair sorted by distance, each
 /// distance's row fetched once (O(len²) memory, O(len²·d_head) time), so R never sizes memory.
 ///
-/// Memory, measured (/usr/bin/time -v, float, one thread, batch 1): one layer at len 2048,
-/// d_model 512, 8 heads peaks at 50 MB with `none` and 67 MB with learned keys and values,
-/// K = 64 (1.35×: the (len, len) distance index and (len, R) scratch); the naive materialised
-/// path (detail/naive_attention.hpp) peaks at 2.1 GB.
+/// Memory, measured (benchmarks/bench_memory, float, one thread, batch 1): one block forward at
+/// len 2048, d_model 512, 8 heads adds 56.5 MiB with `none` and 57.4 MiB with learned keys and
+/// values, K = 64 (1.02×: contiguous positions build no index, and the (len, R) scratch is
+/// small); the naive materialised path (detail/naive_attention.hpp) needs 529 MiB at len 1024.
 ///
 /// Threads: batch items run in parallel, or, for a single sequence, its heads do
 /// (detail/thread_pool.hpp); each head writes its own columns of z and each task always gets

@@ -5,10 +5,10 @@
 //
 // What "does not allocate" covers (tests/attention_test.cpp counts operator new and every
 // Eigen heap allocation): relpos' own buffers, the thread pool and the relative tables of
-// a cached encoding. Not covered: an encoding whose cache must grow for a larger length,
-// and Eigen's GEMM packing blocks, which Eigen puts on the stack up to
-// EIGEN_STACK_ALLOCATION_LIMIT (128 KB) and on the heap beyond (a few per matrix product
-// for large shapes, never per token).
+// a cached encoding, and Eigen's GEMM packing blocks (on the stack up to Eigen's 128 KiB limit,
+// beyond it in buffers kept per thread by detail/gemm.hpp: a thread allocates them once, at
+// its first product of the largest shape). Not covered: an encoding whose cache must grow
+// for a larger length.
 #pragma once
 
 #include <cstdint>
