@@ -19,27 +19,11 @@
 
 #include <relpos/attention.hpp>
 
+#include "support/counting_new.hpp"
 #include "support/golden.hpp"
 #include "support/wave2_golden.hpp"
 
-namespace {
-std::atomic<long> g_allocations{0};
-}  // namespace
-
-// glibc's own entry points, so GCC does not pair operator new with free() at inlined sites
-extern "C" void* __libc_malloc(std::size_t);
-extern "C" void __libc_free(void*);
-void* operator new(std::size_t n) {
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = __libc_malloc(n == 0 ? 1 : n)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept {
-  __libc_free(p);
-}
-void operator delete(void* p, std::size_t) noexcept {
-  __libc_free(p);
-}
+using relpos::test::g_allocations;
 
 namespace {
 
