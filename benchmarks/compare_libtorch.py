@@ -4,7 +4,7 @@
 relpos / libtorch time ratio per sequence length and encoding, from the medians of
 --repetitions runs (CPU time per forward; below 1.0 relpos is faster).
 
-  benchmarks/compare_libtorch.py [--build build/release] [--repetitions 5] [--torch-blas openblas]
+  benchmarks/compare_libtorch.py [--build build/bench] [--repetitions 5] [--torch-blas openblas]
 
 libtorch's BLAS: Debian's libtorch links libblas.so.3, which is the reference BLAS unless
 the system's alternative says otherwise. --torch-blas openblas (the default, when
@@ -94,7 +94,7 @@ def run_block(binary, repetitions, torch_blas, bench_filter="(BM_Block|BM_Attent
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--build", default="build/release", help="the CMake build directory")
+    p.add_argument("--build", default="build/bench", help="the CMake build directory")
     p.add_argument("--repetitions", type=int, default=5)
     p.add_argument("--torch-blas", choices=["openblas", "system"], default=default_torch_blas())
     a = p.parse_args()

@@ -4,7 +4,7 @@
 markdown, the machine, each performance target of the project as a ratio of two figures
 measured in the same run, the per-length block table, and the relpos / libtorch table.
 
-  benchmarks/report.py [--build build/release] [--repetitions 5] [--torch-blas openblas]
+  benchmarks/report.py [--build build/bench] [--repetitions 5] [--torch-blas openblas]
 
 Nothing here asserts: a ratio past its target is printed with "missed". Standard library only.
 """
@@ -38,7 +38,7 @@ def verdict(ratio, limit, at_most=True):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--build", default="build/release")
+    p.add_argument("--build", default="build/bench")
     p.add_argument("--repetitions", type=int, default=5)
     p.add_argument("--min-time", type=float, default=0.2, help="seconds per repetition")
     p.add_argument("--torch-blas", choices=["openblas", "system"], default=default_torch_blas())

@@ -13,7 +13,7 @@
 #include <utility>
 #include <vector>
 
-#include <Eigen/Core>
+#include <relpos/core.hpp>
 
 namespace relpos::svg {
 

@@ -11,8 +11,6 @@
 #include <utility>
 #include <vector>
 
-#include <Eigen/Core>
-
 #include <relpos/core.hpp>
 #include <relpos/detail/gemm.hpp>
 #include <relpos/detail/skew.hpp>

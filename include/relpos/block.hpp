@@ -7,8 +7,6 @@
 #include <string>
 #include <utility>
 
-#include <Eigen/Core>
-
 #include <relpos/attention.hpp>
 #include <relpos/core.hpp>
 #include <relpos/encodings/concept.hpp>

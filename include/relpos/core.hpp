@@ -10,8 +10,7 @@
 #include <string>
 #include <type_traits>
 
-#include <Eigen/Core>
-#include <unsupported/Eigen/CXX11/Tensor>
+#include <relpos/detail/eigen.hpp>
 
 namespace relpos {
 

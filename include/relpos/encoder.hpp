@@ -11,8 +11,6 @@
 #include <utility>
 #include <vector>
 
-#include <Eigen/Core>
-
 #include <relpos/attention.hpp>
 #include <relpos/block.hpp>
 #include <relpos/core.hpp>

@@ -15,8 +15,6 @@
 #include <variant>
 #include <vector>
 
-#include <Eigen/Core>
-
 #include <relpos/attention.hpp>
 #include <relpos/core.hpp>
 #include <relpos/detail/buffer.hpp>

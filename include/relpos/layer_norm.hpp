@@ -6,8 +6,6 @@
 #include <cmath>
 #include <string>
 
-#include <Eigen/Core>
-
 #include <relpos/core.hpp>
 #include <relpos/io/safetensors.hpp>
 

@@ -11,6 +11,9 @@ if(MODE STREQUAL "find_package")
 else()
   list(APPEND args -DRELPOS_SOURCE_DIR=${RELPOS_SOURCE_DIR})
 endif()
+if(CXX_COMPILER)  # the compiler of the build that runs the test (g++ or clang++)
+  list(APPEND args -DCMAKE_CXX_COMPILER=${CXX_COMPILER})
+endif()
 execute_process(COMMAND ${CMAKE_COMMAND} -S ${RELPOS_SOURCE_DIR}/tests/consumer -B ${WORK_DIR}/build
                         -G ${GENERATOR} -DCMAKE_BUILD_TYPE=Release -DRELPOS_CONSUMER_MODE=${MODE} ${args}
                 RESULT_VARIABLE rc)

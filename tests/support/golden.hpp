@@ -13,7 +13,6 @@
 #include <string_view>
 
 #include <gtest/gtest.h>
-#include <Eigen/Core>
 
 #include <relpos/core.hpp>
 #include <relpos/io/safetensors.hpp>

@@ -3,8 +3,6 @@
 // storage reallocates only when a larger shape than ever before comes (no per-call malloc).
 #pragma once
 
-#include <Eigen/Core>
-
 #include <relpos/core.hpp>
 
 namespace relpos::detail {

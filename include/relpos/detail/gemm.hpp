@@ -7,8 +7,6 @@
 #include <cstddef>
 #include <vector>
 
-#include <Eigen/Core>
-
 #include <relpos/core.hpp>
 
 // Eigen's blocked GEMM packs panels of both operands into buffers sized by its cache blocking

@@ -10,9 +10,6 @@
 #include <limits>
 #include <vector>
 
-#include <Eigen/Core>
-#include <unsupported/Eigen/CXX11/Tensor>
-
 #include <relpos/attention.hpp>
 #include <relpos/core.hpp>
 #include <relpos/encodings/concept.hpp>

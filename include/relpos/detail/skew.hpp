@@ -9,8 +9,6 @@
 #include <utility>
 #include <vector>
 
-#include <Eigen/Core>
-
 #include <relpos/core.hpp>
 #include <relpos/detail/buffer.hpp>
 #include <relpos/encodings/concept.hpp>

@@ -6,8 +6,6 @@
 #include <cmath>
 #include <limits>
 
-#include <Eigen/Core>
-
 #include <relpos/core.hpp>
 
 namespace relpos::detail {

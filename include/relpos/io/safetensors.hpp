@@ -25,8 +25,6 @@
 #include <utility>
 #include <vector>
 
-#include <Eigen/Core>
-
 #include <relpos/core.hpp>
 #include <relpos/detail/half.hpp>
 #include <relpos/detail/mapped_file.hpp>

@@ -20,9 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <Eigen/Core>
 #include <nlohmann/json.hpp>
-
 #include <relpos/core.hpp>
 #include <relpos/detail/safetensors_header.hpp>
 #include <relpos/io/dtype.hpp>
