@@ -177,7 +177,7 @@ BENCHMARK_TEMPLATE(BM_Torch, relpos_bench::TorchOp::block)->Apply(lengths);
 BENCHMARK_TEMPLATE(BM_Torch, relpos_bench::TorchOp::attention)->Apply(lengths);
 #endif
 
-// The BLAS library this process mapped (libtorch's, or Eigen's with RELPOS_USE_BLAS).
+// The BLAS library this process mapped (libtorch's, or relpos's with RELPOS_BLAS).
 std::string mapped_blas() {
   std::ifstream maps("/proc/self/maps");
   std::string line;
@@ -203,6 +203,11 @@ int main(int argc, char** argv) {
 #endif
   benchmark::AddCustomContext("relpos_threads", std::to_string(relpos::num_threads()));
   benchmark::AddCustomContext("blas_library", mapped_blas());
+#if defined(RELPOS_USE_CBLAS)
+  benchmark::AddCustomContext("relpos_gemm", "cblas");  // built with RELPOS_BLAS
+#else
+  benchmark::AddCustomContext("relpos_gemm", "eigen");
+#endif
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

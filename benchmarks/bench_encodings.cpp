@@ -117,6 +117,23 @@ void BM_RotaryApply(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * x.size() * static_cast<Index>(sizeof(float)));
 }
 
+// The other pairing and partial rotary (r = 32 of d_head 64, the rest passed through), each
+// with its own loop in rotary.hpp; same bytes as BM_RotaryApply.
+void BM_RotaryApplyConfig(benchmark::State& state, relpos::RotaryConfig config) {
+  const Index len = state.range(0);
+  const relpos::Rotary<float> enc(kDHead, config);
+  Mat x = Mat::Random(len, kDModel);  // (len, n_heads · d_head)
+  const relpos::Positions positions{len, nullptr};
+  enc.rotate(x, positions, kHeads);
+  for (auto _ : state) {
+    enc.rotate(x, positions, kHeads);
+    benchmark::DoNotOptimize(x.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(state.iterations() * len);
+  state.SetBytesProcessed(state.iterations() * x.size() * static_cast<Index>(sizeof(float)));
+}
+
 // Its baseline: a memcpy of the same (len, 512) float bytes.
 void BM_RotaryMemcpy(benchmark::State& state) {
   copy_bytes(state, static_cast<std::size_t>(state.range(0) * kDModel) * sizeof(float));
@@ -129,6 +146,10 @@ void rotary_sizes(benchmark::internal::Benchmark* b) {
 
 BENCHMARK(BM_RotaryMemcpy)->Apply(rotary_sizes);
 BENCHMARK(BM_RotaryApply)->Apply(rotary_sizes);
+BENCHMARK_CAPTURE(BM_RotaryApplyConfig, interleaved, relpos::RotaryConfig{.interleaved = true})
+    ->Apply(rotary_sizes);
+BENCHMARK_CAPTURE(BM_RotaryApplyConfig, partial_r32, relpos::RotaryConfig{.rotary_dim = 32})
+    ->Apply(rotary_sizes);
 
 // ---- the additive formula on (len, d_model), several windows ----
 // A running sum makes the cost O(len·d) whatever the window, with no scratch beyond one row;

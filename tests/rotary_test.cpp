@@ -4,12 +4,14 @@
 #include <relpos/encodings/rotary.hpp>
 
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <limits>
 #include <random>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -73,6 +75,36 @@ TYPED_TEST(RotaryTest, BothLayoutsFullPartialAndBaseMatchTheReference) {
       Rotary<T>(8, cfg(c.r, inter, c.base)).rotate(x, plain, 2);
       EXPECT_TRUE(relpos::test::all_close(x, this->expected(layout + c.suffix), kTol<T>))
           << layout << c.suffix;
+    }
+  }
+}
+
+// Wide heads: the interleaved loop spreads the table in blocks of 64 pairs, so r/2 = 128 and
+// 85 (64 + 21) cross a block boundary; the half loop runs the same shapes. Reference: the
+// formula in float64, straight from the definition (θ = p · base^(−2m/r)).
+TYPED_TEST(RotaryTest, WideHeadsMatchTheFormulaInBothLayouts) {
+  using T = TypeParam;
+  const Index len = 9, n_heads = 3;
+  for (const bool inter : {false, true}) {
+    for (const auto& [d_head, r] : {std::pair<Index, Index>{256, 256}, {200, 170}}) {
+      const Matrix<T> x0 = random_matrix<T>(len, n_heads * d_head, 18);  // (len, heads · d_head)
+      Matrix<T> x = x0;
+      Rotary<T>(d_head, cfg(r, inter, 500)).rotate(x, Positions{len}, n_heads);
+      Matrix<double> want = x0.template cast<double>();
+      for (Index i = 0; i < len; ++i) {
+        for (Index h = 0; h < n_heads; ++h) {
+          for (Index m = 0; m < r / 2; ++m) {
+            const Index ia = h * d_head + (inter ? 2 * m : m);
+            const Index ib = h * d_head + (inter ? 2 * m + 1 : m + r / 2);
+            const double theta = static_cast<double>(i) * std::pow(500.0, -2.0 * m / r);
+            const double a = x0(i, ia), b = x0(i, ib);
+            want(i, ia) = a * std::cos(theta) - b * std::sin(theta);
+            want(i, ib) = a * std::sin(theta) + b * std::cos(theta);
+          }
+        }
+      }
+      EXPECT_TRUE(relpos::test::all_close(x, want, kTol<T>))
+          << (inter ? "interleaved" : "half") << " d_head " << d_head << " r " << r;
     }
   }
 }

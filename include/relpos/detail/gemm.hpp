@@ -2,12 +2,27 @@
 // The two matrix products of a forward pass, c = a·bᵀ (+ c) and c = a·b (+ c), behind one
 // signature over strided row-major references, so Eigen's GEMM is instantiated once per
 // scalar rather than once per expression type (blocks, maps, buffers): faster builds.
+//
+// Two back ends. By default Eigen's own GEMM. With RELPOS_USE_CBLAS defined (the CMake option
+// RELPOS_BLAS=OpenBLAS, BLIS, ... sets it on relpos::relpos and links the library), these
+// functions call cblas_sgemm / cblas_dgemm instead. That routes relpos's products only: a
+// global EIGEN_USE_BLAS would also change every other Eigen product of the user's translation
+// unit (and its link), and it routes through Eigen's Fortran-BLAS wrappers, which relpos's
+// strided row-major references reach with no gain. A CBLAS takes row-major operands with a
+// leading dimension, which is what these references are, so no operand is copied.
 #pragma once
 
+#include <algorithm>
+#include <climits>
 #include <cstddef>
+#include <type_traits>
 #include <vector>
 
 #include <relpos/core.hpp>
+
+#if defined(RELPOS_USE_CBLAS)
+#include <cblas.h>
+#endif
 
 // Eigen's blocked GEMM packs panels of both operands into buffers sized by its cache blocking
 // (Goto & van de Geijn 2008). Above EIGEN_STACK_ALLOCATION_LIMIT (128 KiB) it takes them from
@@ -90,9 +105,41 @@ inline bool blocked_gemm_shape(Index m, Index n, Index k) {
 
 #endif  // RELPOS_DETAIL_GEMM_REUSES_PACKING
 
+#if defined(RELPOS_USE_CBLAS)
+
+/// c = a · op(b) + beta · c through the CBLAS, all row-major with unit inner stride (what
+/// MatrixRef guarantees); op(b) = bᵀ of a row-major (n, k) b when trans_b, else b (k, n).
+/// False, doing nothing, when the shape is empty or a dimension does not fit the CBLAS's int:
+/// the caller then takes Eigen's path.
+template <Scalar T>
+bool cblas_gemm(ConstMatrixRef<T> a, ConstMatrixRef<T> b, bool trans_b, MatrixRef<T> c, T beta) {
+  const Index m = c.rows(), n = c.cols(), k = a.cols();
+  const auto fits = [](Index v) { return v > 0 && v <= INT_MAX; };
+  // a leading dimension must be >= the row's width even when Eigen stores a one-row block
+  // with another stride
+  const Index lda = std::max(a.outerStride(), k), ldb = std::max(b.outerStride(), b.cols()),
+              ldc = std::max(c.outerStride(), n);
+  if (!fits(m) || !fits(n) || !fits(k) || !fits(lda) || !fits(ldb) || !fits(ldc)) return false;
+  const CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
+  const auto i = [](Index v) { return static_cast<int>(v); };
+  if constexpr (std::is_same_v<T, float>) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, i(m), i(n), i(k), 1.0f, a.data(), i(lda), b.data(),
+                i(ldb), beta, c.data(), i(ldc));
+  } else {
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, tb, i(m), i(n), i(k), 1.0, a.data(), i(lda), b.data(),
+                i(ldb), beta, c.data(), i(ldc));
+  }
+  return true;
+}
+
+#endif  // RELPOS_USE_CBLAS
+
 /// c = a · bᵀ, or c += a · bᵀ when accumulate. a: (m, k), b: (n, k), c: (m, n); no aliasing.
 template <Scalar T>
 void matmul_nt(ConstMatrixRef<T> a, ConstMatrixRef<T> b, MatrixRef<T> c, bool accumulate = false) {
+#if defined(RELPOS_USE_CBLAS)
+  if (cblas_gemm<T>(a, b, /*trans_b=*/true, c, accumulate ? T(1) : T(0))) return;
+#endif
 #if RELPOS_DETAIL_GEMM_REUSES_PACKING
   if (blocked_gemm_shape(c.rows(), c.cols(), a.cols())) {
     if (!accumulate) c.setZero();
@@ -110,6 +157,9 @@ void matmul_nt(ConstMatrixRef<T> a, ConstMatrixRef<T> b, MatrixRef<T> c, bool ac
 /// c = a · b, or c += a · b when accumulate. a: (m, k), b: (k, n), c: (m, n); no aliasing.
 template <Scalar T>
 void matmul_nn(ConstMatrixRef<T> a, ConstMatrixRef<T> b, MatrixRef<T> c, bool accumulate = false) {
+#if defined(RELPOS_USE_CBLAS)
+  if (cblas_gemm<T>(a, b, /*trans_b=*/false, c, accumulate ? T(1) : T(0))) return;
+#endif
 #if RELPOS_DETAIL_GEMM_REUSES_PACKING
   if (blocked_gemm_shape(c.rows(), c.cols(), a.cols())) {
     if (!accumulate) c.setZero();

@@ -148,17 +148,26 @@ class Rotary {
       }
       const T* sin = cos + half;
       T* row = x.data() + i * x.outerStride();
-      for (Index h = 0; h < n_heads; ++h) {
-        T* head = row + h * d_head_;
-        // the pair of m: (head[m], head[m + r/2]) or (head[2m], head[2m + 1])
-        const Index stride = config_.interleaved ? 2 : 1;
-        const Index partner = config_.interleaved ? 1 : half;
-        for (Index m = 0; m < half; ++m) {
-          T& a = head[m * stride];
-          T& b = head[m * stride + partner];
-          const T a0 = a;
-          a = a0 * cos[m] - b * sin[m];
-          b = a0 * sin[m] + b * cos[m];
+      // one loop per pairing, so each has unit strides the compiler can vectorize
+      if (config_.interleaved) {
+        // cos and ±sin spread to both lanes of each pair once per token, for every head: then
+        // a head is one multiply-add over contiguous values, with no lane shuffles of the table
+        for (Index m0 = 0; m0 < half; m0 += kPairBlock) {
+          const Index pairs = std::min(kPairBlock, half - m0);
+          T cos2[2 * kPairBlock];  // (cos_m, cos_m) per pair m
+          T sin2[2 * kPairBlock];  // (−sin_m, +sin_m) per pair m
+          for (Index m = 0; m < pairs; ++m) {
+            cos2[2 * m] = cos2[2 * m + 1] = cos[m0 + m];
+            sin2[2 * m] = -sin[m0 + m];
+            sin2[2 * m + 1] = sin[m0 + m];
+          }
+          for (Index h = 0; h < n_heads; ++h) {
+            rotate_interleaved(row + h * d_head_ + 2 * m0, cos2, sin2, pairs);
+          }
+        }
+      } else {
+        for (Index h = 0; h < n_heads; ++h) {
+          rotate_half(row + h * d_head_, row + h * d_head_ + half, cos, sin, half);
         }
       }
     }
@@ -185,6 +194,30 @@ class Rotary {
     // user errors name the key: "rotary: position.scaling.factor: must be > 0, got 0"
     if (config.scaling) io::detail::check_scaling(*config.scaling, config.base, r, name);
     return config;
+  }
+
+  // The half pairing: (a[m], b[m]) with a = head[0, r/2) and b = head[r/2, r), two contiguous
+  // spans. cos, sin: r/2 values each, already times the attention factor. The spans never
+  // overlap each other nor the table (__restrict), so the loop vectorizes with no alias check.
+  static void rotate_half(T* __restrict a, T* __restrict b, const T* __restrict cos,
+                          const T* __restrict sin, Index half) {
+    for (Index m = 0; m < half; ++m) {
+      const T x = a[m], y = b[m];
+      a[m] = x * cos[m] - y * sin[m];
+      b[m] = x * sin[m] + y * cos[m];
+    }
+  }
+
+  // The interleaved pairing: (x[2m], x[2m + 1]), m < pairs, one contiguous span of 2·pairs.
+  // cos2, sin2: the table spread per lane, (cos_m, cos_m) and (−sin_m, +sin_m).
+  static constexpr Index kPairBlock = 64;  // pairs spread per block: 2·64 scalars of stack each
+  static void rotate_interleaved(T* __restrict x, const T* __restrict cos2,
+                                 const T* __restrict sin2, Index pairs) {
+    for (Index m = 0; m < pairs; ++m) {
+      const T a = x[2 * m], b = x[2 * m + 1];
+      x[2 * m] = a * cos2[2 * m] + b * sin2[2 * m];
+      x[2 * m + 1] = b * cos2[2 * m + 1] + a * sin2[2 * m + 1];
+    }
   }
 
   // factor·cos(p·inv_freq_m) then factor·sin(p·inv_freq_m), m < r/2: in double, cast once.
