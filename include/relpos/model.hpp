@@ -139,7 +139,7 @@ class Model {
                   std::to_string(input.dimension(0)) + ", " + std::to_string(input.dimension(1)) +
                   ", " + std::to_string(input.dimension(2)) + "]");
     }
-    const BatchInputs in{padding_mask, position_ids};
+    const BatchInputs in = inputs(padding_mask, position_ids);
     return std::visit([&](const auto& e) { return finish(e, e.forward(input, in)); }, encoder_);
   }
 
@@ -167,7 +167,7 @@ class Model {
                          const PositionIds* position_ids = nullptr) const {
     if (!config_.vocab_size) throw Error("input_ids: this model has no vocab_size, give `input`");
     check_sizes("input_ids", ids.rows(), ids.cols(), position_ids);
-    const BatchInputs in{padding_mask, position_ids};
+    const BatchInputs in = inputs(padding_mask, position_ids);
     return std::visit([&](const auto& e) { return finish(e, e.forward_ids(ids, in)); }, encoder_);
   }
 
@@ -194,6 +194,13 @@ class Model {
     // additive is defined over indices (spec §4); refused here, before any work
     if (ids != nullptr && std::holds_alternative<io::AdditivePosition>(config_.position))
       throw Error("position_ids: not supported with position type additive");
+  }
+
+  static BatchInputs inputs(const PaddingMask* padding_mask, const PositionIds* position_ids) {
+    BatchInputs in;
+    if (padding_mask != nullptr) in.padding = *padding_mask;
+    if (position_ids != nullptr) in.positions = *position_ids;
+    return in;
   }
 
   template <class E>
@@ -257,7 +264,7 @@ class Model {
           } else if constexpr (std::is_same_v<P, io::RotaryPosition>) {
             RotaryConfig rc;
             rc.base = p.base;
-            rc.rotary_dim = p.rotary_dim.value_or(0);
+            rc.rotary_dim = p.rotary_dim;  // absent: d_head (spec §4)
             rc.interleaved = p.interleaved;
             rc.scaling = p.scaling;
             return with_shared(file, e, Rotary<T>(d_head, rc));
@@ -280,19 +287,19 @@ class Model {
             T5Config tc;
             tc.num_buckets = p.num_buckets;
             tc.max_distance = p.max_distance;
-            tc.bidirectional = p.is_bidirectional(c.causal);
+            tc.bidirectional = p.bidirectional;  // absent: !causal, as the spec says
+            tc.causal = c.causal;
             return with_shared(
                 file, e,
-                T5Bias<T>(c.n_heads, tc, file.matrix<T>(tc.tensor_name, p.num_buckets, c.n_heads)));
+                T5Bias<T>(c.n_heads, tc,
+                          share(file.matrix<T>(tc.tensor_name, p.num_buckets, c.n_heads))));
           } else if constexpr (std::is_same_v<P, io::AlibiPosition>) {
             return with_shared(file, e, AlibiBias<T>(c.n_heads, AlibiConfig{p.max_bias}));
           } else {
             static_assert(std::is_same_v<P, io::XlPosition>);
             // u and v shared by all layers, r_net per layer
-            const auto u = std::make_shared<const Matrix<T>>(
-                file.matrix<T>("position.r_w_bias", c.n_heads, d_head));
-            const auto v = std::make_shared<const Matrix<T>>(
-                file.matrix<T>("position.r_r_bias", c.n_heads, d_head));
+            const SharedMatrix<T> u = share(file.matrix<T>("position.r_w_bias", c.n_heads, d_head));
+            const SharedMatrix<T> v = share(file.matrix<T>("position.r_r_bias", c.n_heads, d_head));
             return Encoder<T, XlRelative<T>>::load(file, e, [&](Index n) {
               XlConfig xc;
               xc.base = p.base;
