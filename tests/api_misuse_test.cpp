@@ -397,6 +397,39 @@ TEST(ApiMisuse, EncoderBuiltInCodeSavesAndLoadsBackBitForBit) {
   for (Index i = 0; i < a.size(); ++i) ASSERT_EQ(a.data()[i], b.data()[i]) << "element " << i;
 }
 
+// A Model built in code from its config and an encoder runs as that encoder does; a config
+// that does not describe the encoder is refused, naming the key.
+TEST(ApiMisuse, ModelBuiltInCodeIsCheckedAgainstItsConfig) {
+  relpos::io::ModelConfig mc;
+  mc.d_model = kD;
+  mc.n_heads = kHeads;
+  mc.n_layers = 2;
+  mc.d_ff = kFf;
+  mc.position = relpos::io::RotaryPosition{};
+  const relpos::EncoderConfig ec{.d_model = kD, .n_heads = kHeads, .n_layers = 2, .d_ff = kFf};
+  relpos::Encoder<float, relpos::Rotary<float>> enc(
+      ec, [](Index) { return relpos::Rotary<float>(kDHead); });
+  std::srand(5);
+  for (auto& layer : enc.layers) randomize(layer);
+  const relpos::Model<float> model(mc, enc);
+  const Tensor3<float> x = random_input(2, 5, kD);
+  const Tensor3<float> a = model.forward(x).output, b = enc.forward(x);
+  for (Index i = 0; i < a.size(); ++i) ASSERT_EQ(a.data()[i], b.data()[i]);
+
+  relpos::io::ModelConfig other = mc;
+  other.position = relpos::io::AlibiPosition{};
+  expect_error([&] { relpos::Model<float> m(other, enc); },
+               "position.type: the config says \"alibi\", the encoder's encoding is \"rotary\"");
+  other = mc;
+  other.d_ff = 2 * kFf;
+  expect_error([&] { relpos::Model<float> m(other, enc); },
+               "d_ff: the config says 128, the encoder has 64");
+  auto spoiled = enc;
+  spoiled.layers[0].ffn.linear2_bias = Vector<float>::Zero(3);
+  expect_error([&] { relpos::Model<float> m(mc, spoiled); },
+               "layers.0.ffn.linear2_bias: expected [32] (d_model), got [3]");
+}
+
 TEST(ApiMisuse, T5BidirectionalFollowsCausalAsTheSpecSays) {
   const relpos::SharedMatrix<float> table = relpos::share(Matrix<float>::Zero(32, kHeads));
   EXPECT_TRUE(relpos::T5Bias<float>(kHeads, {}, table).bidirectional());
