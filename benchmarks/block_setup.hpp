@@ -70,7 +70,8 @@ struct T5 {  // bucketed bias, (32, 128), bidirectional: one value per distance 
   using Enc = relpos::T5Bias<float>;
   static constexpr const char* name = "t5";
   static Enc make() {
-    return Enc(kHeads, relpos::T5Config{}, relpos::Matrix<float>::Constant(32, kHeads, 0.01f));
+    return Enc(kHeads, relpos::T5Config{},
+               relpos::share(relpos::Matrix<float>::Constant(32, kHeads, 0.01f)));
   }
   static double extra_flops(Index len) { return static_cast<double>(len) * len * kHeads; }
 };

@@ -20,7 +20,7 @@ int main() {
   relpos::PaddingMask padding = relpos::PaddingMask::Zero(2, 10);  // true = padded key
   padding.row(1).tail(3) = true;                                   // item 1 has 7 real tokens
 
-  const relpos::Tensor3<float> y = block.forward(x, {.padding = &padding});
+  const relpos::Tensor3<float> y = block.forward(x, {.padding = padding});
   std::printf("output [%ld, %ld, %ld], y[1, 0, :4] = %.4f %.4f %.4f %.4f\n", y.dimension(0),
               y.dimension(1), y.dimension(2), y(1, 0, 0), y(1, 0, 1), y(1, 0, 2), y(1, 0, 3));
   return 0;

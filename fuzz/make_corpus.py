@@ -218,6 +218,15 @@ def model_regressions():
     return seeds
 
 
+def api_seeds():
+    """fuzz_api reads its choices with FuzzedDataProvider (integers from the end of the input,
+    booleans and bytes from the front), so no layout is worth spelling out: seeds are fixed
+    pseudo-random inputs of a few lengths, enough to reach every encoding and shape branch."""
+    rng = np.random.default_rng(17)
+    return {f"random_{n}_{i}": rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+            for n in (16, 64, 256, 1024) for i in range(4)}
+
+
 def write(target, seeds, root=CORPUS):
     out = os.path.join(root, target)
     shutil.rmtree(out, ignore_errors=True)
@@ -231,6 +240,7 @@ if __name__ == "__main__":
     write("fuzz_safetensors", safetensors_seeds())
     write("fuzz_config", config_seeds())
     write("fuzz_model", model_seeds())
+    write("fuzz_api", api_seeds())
     for name, data in model_regressions().items():
         os.makedirs(os.path.join(HERE, "regressions", "fuzz_model"), exist_ok=True)
         with open(os.path.join(HERE, "regressions", "fuzz_model", name), "wb") as f:

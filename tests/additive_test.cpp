@@ -166,7 +166,7 @@ void expect_error(const std::function<void()>& f, const std::string& needle) {
 
 TEST(AdditiveErrors, BadConfigurationsAndInputsAreNamed) {
   expect_error([] { Additive<float>(6, AdditiveConfig{}); },
-               "additive.window: required, expected >= 0, got -1");
+               "additive.window: required (w >= 0), not given");
   expect_error([] { Additive<float>(7, sinusoidal(2)); },
                "additive.d_model: expected an even size");
   expect_error([] { Additive<float>(6, sinusoidal(2, -1)); },

@@ -93,7 +93,7 @@ TYPED_TEST(AlibiTyped, ScoresDependOnlyOnTheDistance) {
   for (Index b = 0; b < batch; ++b) {
     for (Index i = 0; i < len; ++i) shifted(b, i) = 5000 + i;
   }
-  EXPECT_TRUE(relpos::test::all_close(attn.forward(x, {nullptr, &shifted}), attn.forward(x),
+  EXPECT_TRUE(relpos::test::all_close(attn.forward(x, {nullptr, shifted}), attn.forward(x),
                                       std::is_same_v<T, float> ? 1e-6 : 1e-13));
 }
 

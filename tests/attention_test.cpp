@@ -150,12 +150,12 @@ TYPED_TEST(AttentionTyped, MatchesTorchMultiheadAttention) {
   const auto attn = MultiHeadAttention<T>::load(f, "self_attn.", plain);
   EXPECT_TRUE(
       relpos::test::all_close(attn.forward(x), f.tensor3<double>("output"), Tol<T>::golden));
-  EXPECT_TRUE(relpos::test::all_close(attn.forward(x, BatchInputs{&mask, nullptr}),
+  EXPECT_TRUE(relpos::test::all_close(attn.forward(x, BatchInputs{mask, nullptr}),
                                       f.tensor3<double>("output_padded"), Tol<T>::golden));
   relpos::AttentionConfig causal = plain;
   causal.causal = true;
   const auto causal_attn = MultiHeadAttention<T>::load(f, "self_attn.", causal);
-  EXPECT_TRUE(relpos::test::all_close(causal_attn.forward(x, BatchInputs{&mask, nullptr}),
+  EXPECT_TRUE(relpos::test::all_close(causal_attn.forward(x, BatchInputs{mask, nullptr}),
                                       f.tensor3<double>("output_padded_causal"), Tol<T>::golden));
 }
 
@@ -184,7 +184,7 @@ TEST(Attention, BadInputsThrowNamingWhatIsWrong) {
   const Tensor3<float> x = random_batch<float>(2, 5, 8, 2);
   const PaddingMask bad_mask = PaddingMask::Zero(2, 4);
   try {
-    (void)attn.forward(x, BatchInputs{&bad_mask, nullptr});
+    (void)attn.forward(x, BatchInputs{bad_mask, nullptr});
     FAIL();
   } catch (const relpos::Error& e) {
     EXPECT_STREQ(e.what(), "padding_mask: expected [2, 5], got [2, 4]");
@@ -192,7 +192,7 @@ TEST(Attention, BadInputsThrowNamingWhatIsWrong) {
   PositionIds ids = PositionIds::Zero(2, 5);
   ids(1, 3) = -2;
   try {
-    (void)attn.forward(x, BatchInputs{nullptr, &ids});
+    (void)attn.forward(x, BatchInputs{nullptr, ids});
     FAIL();
   } catch (const relpos::Error& e) {
     EXPECT_STREQ(e.what(), "position_ids[1, 3]: expected >= 0, got -2");
@@ -226,7 +226,9 @@ void expect_matches_naive(const NaiveCase& c, Index len, std::uint64_t seed) {
   for (Index b = 0; b < batch; ++b) {
     for (Index i = 0; i < len; ++i) ids(b, i) = b == 0 ? 5 + i : (b == 1 ? i / 2 : (i * 7) % 11);
   }
-  const BatchInputs in{c.padded ? &mask : nullptr, c.explicit_ids ? &ids : nullptr};
+  BatchInputs in;
+  if (c.padded) in.padding = mask;
+  if (c.explicit_ids) in.positions = ids;
   EXPECT_TRUE(relpos::test::all_close(attn.forward(x, in),
                                       relpos::detail::naive_attention(attn, x, in), Tol<T>::naive));
 }
@@ -258,7 +260,7 @@ TYPED_TEST(AttentionTyped, WidelySpreadPositionIdsTakeTheSparsePathAndMatchNaive
       10, 11, 5000, 12, 5001, 70000;
   PaddingMask mask = PaddingMask::Zero(2, 6);
   mask(1, 2) = true;
-  const BatchInputs in{&mask, &ids};
+  const BatchInputs in{mask, ids};
   EXPECT_TRUE(relpos::test::all_close(attn.forward(x, in),
                                       relpos::detail::naive_attention(attn, x, in), Tol<T>::naive));
 }
@@ -345,7 +347,7 @@ TYPED_TEST(AttentionTyped, WeightsSumToOneThroughTheModule) {
   const Tensor3<T> x = random_batch<T>(2, 9, 16, 12);
   PaddingMask mask = PaddingMask::Zero(2, 9);
   mask(1, 3) = mask(1, 4) = mask(1, 8) = true;
-  const Tensor3<T> out = attn.forward(x, BatchInputs{&mask, nullptr});
+  const Tensor3<T> out = attn.forward(x, BatchInputs{mask, nullptr});
   for (Index b = 0; b < 2; ++b) {
     for (Index i = 0; i < 9; ++i) {
       EXPECT_TRUE(
@@ -362,7 +364,7 @@ TYPED_TEST(AttentionTyped, FullyMaskedQueryGivesOutProjBiasNotNaN) {
   PaddingMask mask = PaddingMask::Zero(2, 5);
   mask.row(0).setConstant(true);  // item 0: every key padded
   mask(1, 0) = true;              // item 1, causal: query 0 sees only key 0, padded
-  const Tensor3<T> out = attn.forward(x, BatchInputs{&mask, nullptr});
+  const Tensor3<T> out = attn.forward(x, BatchInputs{mask, nullptr});
   const relpos::Vector<T> bias = attn.out_proj_bias;
   for (Index i = 0; i < 5; ++i) {
     EXPECT_TRUE(relpos::test::all_close(relpos::item(out, 0).row(i).transpose(), bias, 0))
@@ -384,7 +386,7 @@ TYPED_TEST(AttentionTyped, RelativeAttentionIgnoresAPositionShift) {
     }
     // distances p_j − p_i are unchanged, so the result is the same to the last bit
     const Tensor3<T> plain = attn.forward(x);
-    const Tensor3<T> moved = attn.forward(x, BatchInputs{nullptr, &shifted});
+    const Tensor3<T> moved = attn.forward(x, BatchInputs{nullptr, shifted});
     EXPECT_TRUE(relpos::test::all_close(plain, moved, 0)) << "K " << k;
   }
 }
@@ -421,7 +423,7 @@ TYPED_TEST(AttentionTyped, ThreadsGiveBitIdenticalResults) {
     const Tensor3<T> x = random_batch<T>(batch, 40, 32, 52);
     PaddingMask mask = PaddingMask::Zero(batch, 40);
     mask(batch - 1, 39) = true;
-    const BatchInputs in{&mask, nullptr};
+    const BatchInputs in{mask, nullptr};
     relpos::set_num_threads(1);
     const Tensor3<T> one = attn.forward(x, in);
     for (int n : {2, 3, 5}) {
@@ -481,7 +483,7 @@ TEST(Attention, WarmForwardDoesNotAllocate) {
       mask(batch - 1, 20) = true;
       PositionIds ids(batch, 24);
       for (Index i = 0; i < ids.size(); ++i) ids.data()[i] = i % 24 + 3;
-      const BatchInputs in{&mask, &ids};
+      const BatchInputs in{mask, ids};
       relpos::Workspace<float> ws;
       Tensor3<float> out;
       plain.forward(x, out, in, ws);  // warm-up: the workspace grows to this shape

@@ -45,7 +45,7 @@ TYPED_TEST(BlockTyped, MatchesTorchTransformerEncoderLayer) {
     const std::vector<std::uint8_t> raw = f.values<std::uint8_t>("padding_mask");
     relpos::PaddingMask mask(x.dimension(0), x.dimension(1));
     for (relpos::Index i = 0; i < mask.size(); ++i) mask.data()[i] = raw[std::size_t(i)] != 0;
-    const relpos::BatchInputs in{&mask, nullptr};
+    const relpos::BatchInputs in{mask, nullptr};
     for (bool causal : {false, true}) {
       const auto block = relpos::Block<T>::load(f, "", block_config(config, causal));
       EXPECT_TRUE(relpos::test::all_close(

@@ -53,7 +53,12 @@ relpos::EncoderConfig encoder_config(const json& c) {
 struct Inputs {
   std::optional<relpos::PaddingMask> mask;
   std::optional<relpos::PositionIds> ids;
-  relpos::BatchInputs view() const { return {mask ? &*mask : nullptr, ids ? &*ids : nullptr}; }
+  relpos::BatchInputs view() const {
+    relpos::BatchInputs in;
+    if (mask) in.padding = *mask;
+    if (ids) in.positions = *ids;
+    return in;
+  }
 };
 
 Inputs inputs_of(const relpos::io::SafetensorsFile& f, Index batch, Index len) {
@@ -161,11 +166,11 @@ struct Makers {
     const json& p = c.at("position");
     const Index dh = Index(c.at("d_model")) / Index(c.at("n_heads"));
     relpos::LearnedConfig l;
-    l.max_distance = p.at("max_distance");
+    l.max_distance = p.at("max_distance").get<Index>();
     l.keys = p.value("keys", true);
     l.values = p.value("values", true);
     l.tensor_prefix = "layers." + std::to_string(n) + ".self_attn.";
-    const Index rows = 2 * l.max_distance + 1;
+    const Index rows = 2 * *l.max_distance + 1;
     relpos::Matrix<T> key, value;
     if (l.keys) key = f.matrix<T>(l.tensor_prefix + "relative_key", rows, dh);
     if (l.values) value = f.matrix<T>(l.tensor_prefix + "relative_value", rows, dh);
@@ -175,7 +180,7 @@ struct Makers {
     const json& p = c.at("position");
     relpos::RotaryConfig r;
     r.base = p.value("base", 10000.0);
-    r.rotary_dim = p.value("rotary_dim", Index(0));
+    if (p.contains("rotary_dim")) r.rotary_dim = p.at("rotary_dim").get<Index>();
     r.interleaved = p.value("interleaved", false);
     return relpos::Rotary<T>(Index(c.at("d_model")) / Index(c.at("n_heads")), r);
   }
@@ -189,7 +194,7 @@ struct Makers {
     const json& p = c.at("position");
     const Index d = c.at("d_model");
     relpos::AdditiveConfig a;
-    a.window = p.at("window");
+    a.window = p.at("window").get<Index>();
     a.base = p.value("base", 10000.0);
     if (p.contains("max_distance")) a.max_distance = p.at("max_distance").get<Index>();
     if (p.at("source") == "sinusoidal") return relpos::Additive<T>(d, a);
@@ -254,7 +259,7 @@ TEST(Encoder, RelativeEncodingsIgnoreAPositionShift) {
   for (Index b = 0; b < 2; ++b) {
     for (Index i = 0; i < 7; ++i) shifted(b, i) = i + 40 + 3 * b;
   }
-  const relpos::BatchInputs moved{nullptr, &shifted};
+  const relpos::BatchInputs moved{nullptr, shifted};
   const auto check = [&](const auto& model, const char* what) {
     EXPECT_TRUE(relpos::test::all_close(model.forward(x), model.forward(x, moved), 1e-12)) << what;
   };

@@ -10,7 +10,9 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -104,8 +106,14 @@ Matrix<T> decode(Decoder<T, Enc>& dec, const X& x, Index len, Index chunk,
   Matrix<T> out(len, kDModel);
   for (Index i = 0; i < len; i += chunk) {
     const Index n = std::min(chunk, len - i);
-    dec.forward(x.middleRows(i, n), out.middleRows(i, n), ids ? ids + i : nullptr,
-                padding ? padding + i : nullptr);
+    // the chunk's ids and flags as spans of its n tokens (empty: none)
+    const std::span<const std::int64_t> chunk_ids =
+        ids ? std::span<const std::int64_t>(ids + i, static_cast<std::size_t>(n))
+            : std::span<const std::int64_t>();
+    const std::span<const bool> chunk_padding =
+        padding ? std::span<const bool>(padding + i, static_cast<std::size_t>(n))
+                : std::span<const bool>();
+    dec.forward(x.middleRows(i, n), out.middleRows(i, n), chunk_ids, chunk_padding);
   }
   return out;
 }
@@ -129,7 +137,7 @@ void check_matches_full_forward(const std::string& what, Make make) {
     for (Index b = 0; b < 3; ++b) {
       for (Index i = 0; i < len; ++i) pad(b, i) = i >= lens[static_cast<std::size_t>(b)];
     }
-    const Tensor3<T> full = enc.forward(x, relpos::BatchInputs{&pad, nullptr});
+    const Tensor3<T> full = enc.forward(x, relpos::BatchInputs{pad, nullptr});
     for (Index b = 0; b < 3; ++b) {
       const Index n = lens[static_cast<std::size_t>(b)];
       const auto want = relpos::item(full, b).topRows(n);
@@ -165,17 +173,17 @@ TYPED_TEST(KVCacheTyped, DecodingEqualsOneCausalForwardForEveryEncoding) {
     return relpos::LearnedRelative<T>::random(kDHead, {2, true, true, ""}, 7 + n, 0.5);
   });
   check_matches_full_forward<T, relpos::Rotary<T>>("rotary half", [](Index) {
-    return relpos::Rotary<T>(kDHead, {100.0, 0, false});
+    return relpos::Rotary<T>(kDHead, {100.0, std::nullopt, false});
   });
   check_matches_full_forward<T, relpos::Rotary<T>>("rotary linear scaling", [](Index) {
-    return relpos::Rotary<T>(
-        kDHead, {100.0, 0, false, relpos::io::RotaryScaling{relpos::io::LinearScaling{2.0}}});
+    return relpos::Rotary<T>(kDHead, {100.0, std::nullopt, false,
+                                      relpos::io::RotaryScaling{relpos::io::LinearScaling{2.0}}});
   });
   check_matches_full_forward<T, relpos::T5Bias<T>>("t5 causal", [](Index) {
     std::mt19937_64 gen(4);
     Matrix<T> table(8, kHeads);
     fill_normal(table, gen, 1.0);
-    return relpos::T5Bias<T>(kHeads, {8, 6, false}, table);
+    return relpos::T5Bias<T>(kHeads, {8, 6, false}, relpos::share(table));
   });
   check_matches_full_forward<T, relpos::AlibiBias<T>>(
       "alibi", [](Index) { return relpos::AlibiBias<T>(kHeads, {4.0}); });
@@ -199,7 +207,7 @@ TYPED_TEST(KVCacheTyped, DecodingEqualsOneCausalForwardForEveryEncoding) {
 // 0, 1, ..., gives (decoded or in one forward) what the unpadded row gives alone.
 TYPED_TEST(KVCacheTyped, LeftPaddingWithPositionIdsEqualsTheRowAlone) {
   using T = TypeParam;
-  const auto make = [](Index) { return relpos::Rotary<T>(kDHead, {100.0, 0, false}); };
+  const auto make = [](Index) { return relpos::Rotary<T>(kDHead, {100.0, std::nullopt, false}); };
   const auto enc = random_encoder<T, relpos::Rotary<T>>(true, make, 3);
   const Index n = 6, pad = 3;
   const Tensor3<T> alone_x = random_batch<T>(1, n, 9);
@@ -214,7 +222,7 @@ TYPED_TEST(KVCacheTyped, LeftPaddingWithPositionIdsEqualsTheRowAlone) {
     ids(0, i) = std::max<Index>(0, i - pad);
     mask(0, i) = i < pad;
   }
-  const Tensor3<T> full = enc.forward(x, relpos::BatchInputs{&mask, &ids});
+  const Tensor3<T> full = enc.forward(x, relpos::BatchInputs{mask, ids});
   EXPECT_LE(max_abs_diff(relpos::item(full, 0).bottomRows(n), relpos::item(alone, 0)),
             Tol<T>::same);
   for (const Index chunk : {Index(1), Index(3)}) {
@@ -311,8 +319,8 @@ TYPED_TEST(KVCacheTyped, ShiftingRotaryKeysComposesAndEqualsKeysAtTheNewPosition
 TYPED_TEST(KVCacheTyped, ShiftUsesTheScaledTableAndRefusesLengthDependentOnes) {
   using T = TypeParam;
   namespace io = relpos::io;
-  const relpos::Rotary<T> rot(kDHead,
-                              {10000.0, 0, false, io::RotaryScaling{io::LinearScaling{4.0}}});
+  const relpos::Rotary<T> rot(
+      kDHead, {10000.0, std::nullopt, false, io::RotaryScaling{io::LinearScaling{4.0}}});
   Matrix<T> raw(5, kDModel);
   std::mt19937_64 gen(2);
   fill_normal(raw, gen, 1.0);
@@ -325,7 +333,7 @@ TYPED_TEST(KVCacheTyped, ShiftUsesTheScaledTableAndRefusesLengthDependentOnes) {
   EXPECT_LE(max_abs_diff(keys, fresh), Tol<T>::same);
 
   const relpos::Rotary<T> dynamic(
-      kDHead, {10000.0, 0, false, io::RotaryScaling{io::DynamicScaling{2.0, 16}}});
+      kDHead, {10000.0, std::nullopt, false, io::RotaryScaling{io::DynamicScaling{2.0, 16}}});
   try {
     relpos::shift_rotary_keys(dynamic, keys, 1, kHeads);
     FAIL() << "dynamic scaling shifted";
@@ -341,7 +349,7 @@ TYPED_TEST(KVCacheTyped, ShiftUsesTheScaledTableAndRefusesLengthDependentOnes) {
 // shifted positions from the start.
 TYPED_TEST(KVCacheTyped, DecoderShiftPositionsContinuesAsIfShiftedFromTheStart) {
   using T = TypeParam;
-  const auto make = [](Index) { return relpos::Rotary<T>(kDHead, {100.0, 0, false}); };
+  const auto make = [](Index) { return relpos::Rotary<T>(kDHead, {100.0, std::nullopt, false}); };
   const auto enc = random_encoder<T, relpos::Rotary<T>>(false, make, 21);
   const Index len = 10, first = 6, delta = 40;
   const Tensor3<T> x = random_batch<T>(1, len, 2);
@@ -369,7 +377,7 @@ TYPED_TEST(KVCacheTyped, DecoderShiftPositionsContinuesAsIfShiftedFromTheStart) 
 // second packed sequence still sees the first (documented in kv_cache.hpp).
 TYPED_TEST(KVCacheTyped, PackedSequencesWithRestartedIds) {
   using T = TypeParam;
-  const auto make = [](Index) { return relpos::Rotary<T>(kDHead, {100.0, 0, false}); };
+  const auto make = [](Index) { return relpos::Rotary<T>(kDHead, {100.0, std::nullopt, false}); };
   const auto enc = random_encoder<T, relpos::Rotary<T>>(true, make, 8);
   const Index la = 4, lb = 5;
   const Tensor3<T> x = random_batch<T>(1, la + lb, 4);

@@ -140,7 +140,7 @@ TEST(LearnedErrors, WrongShapesAndKeysAreNamed) {
   expect_error([&] { LearnedRelative<float>(16, config(4), Matrix<float>(), ok); },
                "relative_key: expected [2K+1=9, 16], got [0, 0]");
   expect_error([] { LearnedRelative<float>::random(16, LearnedConfig{}, 1); },
-               "learned.max_distance: required, expected >= 0, got -1");
+               "learned.max_distance: required (K >= 0), not given");
   expect_error([] { LearnedRelative<double>::random(0, config(2), 1); },
                "learned.d_head: expected >= 1, got 0");
   expect_error([] { LearnedRelative<float>::random(4, config(2), 1).key_view(-2); },

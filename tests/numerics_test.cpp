@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -112,7 +113,7 @@ TEST(NumericsTables, SinusoidalRowsAtDistance1e6MatchLongDouble) {
 // (cos θ, sin θ), so the rotated values are the table's entries.
 TEST(NumericsTables, RotaryAtPosition1e6MatchesLongDouble) {
   const Index d_head = 8, half = d_head / 2;
-  const relpos::Rotary<float> rope(d_head, {10000.0, 0, false});
+  const relpos::Rotary<float> rope(d_head, {10000.0, std::nullopt, false});
   const std::vector<std::int64_t> ids = {0, 1, 999999, 1000000};
   const relpos::Positions positions{Index(ids.size()), ids.data()};
   double worst = 0;

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -78,14 +79,16 @@ TYPED_TEST_SUITE(RotaryLayoutTyped, Scalars);
 TYPED_TEST(RotaryLayoutTyped, ConvertedWeightsGiveTheSameOutputs) {
   using T = TypeParam;
   struct Case {
-    Index d_model, n_heads, rotary_dim;
+    Index d_model, n_heads;
+    std::optional<Index> rotary_dim;  // absent: d_head
     bool causal;
   };
-  for (const Case c : {Case{32, 4, 0, false}, Case{32, 2, 6, true}, Case{24, 3, 8, false}}) {
+  for (const Case c :
+       {Case{32, 4, std::nullopt, false}, Case{32, 2, 6, true}, Case{24, 3, 8, false}}) {
     for (const bool from_interleaved : {false, true}) {
       SCOPED_TRACE("d_model " + std::to_string(c.d_model) + " heads " + std::to_string(c.n_heads) +
-                   " rotary_dim " + std::to_string(c.rotary_dim) + " from_interleaved " +
-                   std::to_string(from_interleaved));
+                   " rotary_dim " + (c.rotary_dim ? std::to_string(*c.rotary_dim) : "d_head") +
+                   " from_interleaved " + std::to_string(from_interleaved));
       const Index dh = c.d_model / c.n_heads;
       MultiHeadAttention<T, Rotary<T>> a(
           {c.d_model, c.n_heads, c.causal},
@@ -133,7 +136,8 @@ TYPED_TEST(RotaryLayoutTyped, ThereAndBackIsTheIdentity) {
   EXPECT_EQ(
       relpos::rotary_layout_permutation(24, 3, 2, RotaryLayout::half, RotaryLayout::interleaved),
       relpos::rotary_layout_permutation(24, 3, 2, RotaryLayout::half, RotaryLayout::half));
-  for (const Index r : {0, 4, 6}) {
+  for (const std::optional<Index> r :
+       {std::optional<Index>(), std::optional<Index>(4), std::optional<Index>(6)}) {
     relpos::Matrix<T> w2 = w;
     relpos::Vector<T> b2 = b;
     relpos::convert_rotary_layout(w2, b2, 3, r, RotaryLayout::half, RotaryLayout::interleaved);
@@ -147,8 +151,8 @@ TYPED_TEST(RotaryLayoutTyped, ThereAndBackIsTheIdentity) {
 // The convention, by hand: d_head 4, r 4, half → interleaved puts row m at 2m and row
 // m + r/2 at 2m + 1 in every q and k head; v rows and rows >= r stay.
 TEST(RotaryLayout, PermutationByHand) {
-  const std::vector<Index> p =
-      relpos::rotary_layout_permutation(8, 2, 0, RotaryLayout::half, RotaryLayout::interleaved);
+  const std::vector<Index> p = relpos::rotary_layout_permutation(
+      8, 2, std::nullopt, RotaryLayout::half, RotaryLayout::interleaved);
   const std::vector<Index> expected = {0,  2,  1,  3,  4,  6,  5,  7,  8,  10, 9,  11,
                                        12, 14, 13, 15, 16, 17, 18, 19, 20, 21, 22, 23};
   EXPECT_EQ(p, expected);
@@ -168,14 +172,14 @@ TEST(RotaryLayout, BadSizesNameTheKey) {
   } catch (const relpos::Error& e) {
     EXPECT_NE(std::string(e.what()).find("rotary_dim"), std::string::npos) << e.what();
   }
-  EXPECT_THROW(
-      relpos::rotary_layout_permutation(9, 2, 0, RotaryLayout::half, RotaryLayout::interleaved),
-      relpos::Error);
+  EXPECT_THROW(relpos::rotary_layout_permutation(9, 2, std::nullopt, RotaryLayout::half,
+                                                 RotaryLayout::interleaved),
+               relpos::Error);
   relpos::Matrix<float> w(6, 3);
   relpos::Vector<float> b(9);
-  EXPECT_THROW(
-      relpos::convert_rotary_layout(w, b, 1, 0, RotaryLayout::half, RotaryLayout::interleaved),
-      relpos::Error);
+  EXPECT_THROW(relpos::convert_rotary_layout(w, b, 1, std::nullopt, RotaryLayout::half,
+                                             RotaryLayout::interleaved),
+               relpos::Error);
 }
 
 // ---- relpos-convert: a model folder in, a converted folder out ----

@@ -270,7 +270,7 @@ void expect_error(const std::function<void()>& f, const std::string& needle) {
 
 TEST(RotaryErrors, BadConfigurationsAndInputsAreNamed) {
   expect_error([] { Rotary<float>(8, cfg(10, false)); },
-               "rotary.rotary_dim: expected in [0, d_head = 8] (0 = d_head), got 10");
+               "rotary.rotary_dim: expected in [2, d_head = 8], got 10");
   expect_error([] { Rotary<float>(8, cfg(3, false)); },
                "rotary.rotary_dim: expected even (pairs are rotated), got 3");
   expect_error([] { Rotary<float>(8, cfg(-2, false)); }, "rotary.rotary_dim");

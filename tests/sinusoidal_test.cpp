@@ -53,22 +53,26 @@ TYPED_TEST(SinusoidalTest, KeyRowsAreTheInterleavedSinusoid) {
 TYPED_TEST(SinusoidalTest, ViewsMatchTheReferenceWithAndWithoutClamping) {
   using T = TypeParam;
   const SinusoidalRelative<T> plain(4);
-  EXPECT_TRUE(relpos::test::all_close(
-      plain.materialize(5), this->golden.template tensor3<double>("view_len5_d4"), kTableTol<T>));
-  EXPECT_TRUE(relpos::test::all_close(
-      plain.materialize(1), this->golden.template tensor3<double>("view_len1_d4"), kTableTol<T>));
+  EXPECT_TRUE(relpos::test::all_close(plain.key_view(5).materialize(),
+                                      this->golden.template tensor3<double>("view_len5_d4"),
+                                      kTableTol<T>));
+  EXPECT_TRUE(relpos::test::all_close(plain.key_view(1).materialize(),
+                                      this->golden.template tensor3<double>("view_len1_d4"),
+                                      kTableTol<T>));
   SinusoidalConfig c;
   c.max_distance = 3;
   const SinusoidalRelative<T> k3(4, c);
-  EXPECT_TRUE(relpos::test::all_close(
-      k3.materialize(7), this->golden.template tensor3<double>("view_len7_d4_K3"), kTableTol<T>));
+  EXPECT_TRUE(relpos::test::all_close(k3.key_view(7).materialize(),
+                                      this->golden.template tensor3<double>("view_len7_d4_K3"),
+                                      kTableTol<T>));
   c.max_distance = 0;
   const SinusoidalRelative<T> k0(4, c);
-  EXPECT_TRUE(relpos::test::all_close(
-      k0.materialize(6), this->golden.template tensor3<double>("view_len6_d4_K0"), kTableTol<T>));
+  EXPECT_TRUE(relpos::test::all_close(k0.key_view(6).materialize(),
+                                      this->golden.template tensor3<double>("view_len6_d4_K0"),
+                                      kTableTol<T>));
   // the view's per-query slices give the same numbers as the dense copy
   const auto golden = this->golden.template tensor3<double>("view_len7_d4_K3");
-  const auto view = k3.view(7);
+  const auto view = k3.key_view(7);
   for (Index i = 0; i < 7; ++i) {
     for (Index j = 0; j < 7; ++j) {
       for (Index k = 0; k < 4; ++k) {
@@ -107,7 +111,7 @@ TYPED_TEST(SinusoidalTest, FarDistancesBeyondTheCacheAreComputedNotCached) {
   }
   EXPECT_TRUE(
       relpos::test::all_close(got, this->golden.template matrix<double>("far_d64"), kTableTol<T>));
-  EXPECT_EQ(enc.table().cached_length(), 0);
+  EXPECT_EQ(enc.key_table().cached_length(), 0);
 }
 
 TYPED_TEST(SinusoidalTest, FlagsSelectTheHooksAndBothShareOneTable) {
@@ -135,7 +139,7 @@ TYPED_TEST(SinusoidalTest, ViewIsToeplitz) {
   using T = TypeParam;
   SinusoidalConfig c;
   c.max_distance = 2;
-  const auto view = SinusoidalRelative<T>(6, c).view(9);
+  const auto view = SinusoidalRelative<T>(6, c).key_view(9);
   for (Index s : {1, 3}) {
     for (Index i = 0; i + s < 9; ++i) {
       for (Index j = 0; j + s < 9; ++j) {
@@ -166,7 +170,7 @@ TEST(SinusoidalErrors, BadConfigurationsNameTheirKey) {
   c.max_distance = -1;
   expect_error([&] { SinusoidalRelative<float>(4, c); },
                "sinusoidal.max_distance: expected >= 0, got -1");
-  expect_error([] { SinusoidalRelative<float>(4).view(-3); }, "len: expected >= 0, got -3");
+  expect_error([] { SinusoidalRelative<float>(4).key_view(-3); }, "len: expected >= 0, got -3");
 }
 
 }  // namespace

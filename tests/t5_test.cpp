@@ -75,7 +75,7 @@ TEST(T5Bucket, FarDistancesStayInTheLastBucketWithoutOverflow) {
 TEST(T5Bias, ClampingToMaxDistanceNeverChangesTheBucket) {
   for (const bool bi : {true, false}) {
     const T5Config config{.num_buckets = 16, .max_distance = 40, .bidirectional = bi};
-    const T5Bias<double> enc(2, config, Matrix<double>::Zero(16, 2));
+    const T5Bias<double> enc(2, config, relpos::share(Matrix<double>::Zero(16, 2)));
     for (std::int64_t d = -5000; d <= 5000; ++d) {
       ASSERT_EQ(enc.bucket(enc.clamp_distance(d)), enc.bucket(d)) << "delta " << d;
     }
@@ -87,7 +87,8 @@ TEST(T5Bias, ScoreBiasReadsTheTableAtTheBucketForEachHead) {
   for (Index b = 0; b < 8; ++b) {
     for (Index h = 0; h < 3; ++h) table(b, h) = 10.0 * double(b) + double(h);
   }
-  const T5Bias<double> enc(3, {.num_buckets = 8, .max_distance = 12, .bidirectional = true}, table);
+  const T5Bias<double> enc(3, {.num_buckets = 8, .max_distance = 12, .bidirectional = true},
+                           relpos::share(table));
   std::vector<double> out(25);
   for (Index h = 0; h < 3; ++h) {
     enc.score_bias(h, -12, 12, out.data());
@@ -98,7 +99,8 @@ TEST(T5Bias, ScoreBiasReadsTheTableAtTheBucketForEachHead) {
 }
 
 TEST(T5Bias, CopiesShareOneTableAsAllLayersDo) {
-  const T5Bias<float> a(2, {.num_buckets = 8, .max_distance = 12}, Matrix<float>::Ones(8, 2));
+  const T5Bias<float> a(2, {.num_buckets = 8, .max_distance = 12},
+                        relpos::share(Matrix<float>::Ones(8, 2)));
   const T5Bias<float> b = a;
   EXPECT_EQ(&a.table(), &b.table());
 }
@@ -115,7 +117,7 @@ T5Bias<T> from_case(const relpos::test::Wave2Case& c) {
                         .max_distance = p.at("max_distance").get<Index>(),
                         .bidirectional = p.at("bidirectional").get<bool>()};
   return T5Bias<T>(c.config.at("n_heads").get<Index>(), config,
-                   c.file.matrix<T>("position.relative_attention_bias"));
+                   relpos::share(c.file.matrix<T>("position.relative_attention_bias")));
 }
 
 TYPED_TEST(T5Typed, AttentionMatchesTheReference) {
@@ -138,7 +140,7 @@ TYPED_TEST(T5Typed, ScoresDependOnlyOnTheDistance) {
   for (Index b = 0; b < batch; ++b) {
     for (Index i = 0; i < len; ++i) shifted(b, i) = 977 + i;
   }
-  EXPECT_TRUE(relpos::test::all_close(attn.forward(x, {nullptr, &shifted}), attn.forward(x),
+  EXPECT_TRUE(relpos::test::all_close(attn.forward(x, {nullptr, shifted}), attn.forward(x),
                                       std::is_same_v<T, float> ? 1e-6 : 1e-13));
 }
 
@@ -153,21 +155,22 @@ TEST(T5Bias, BadValuesThrowNamingTheKeyOrTensor) {
   };
   EXPECT_NE(message([] {
               T5Bias<float>(2, {.num_buckets = 3, .max_distance = 8, .bidirectional = true},
-                            Matrix<float>::Zero(3, 2));
+                            relpos::share(Matrix<float>::Zero(3, 2)));
             }).find("t5.num_buckets: expected >= 4 (bidirectional), got 3"),
             std::string::npos);
   EXPECT_NE(message([] {
               T5Bias<float>(2, {.num_buckets = 1, .max_distance = 8, .bidirectional = false},
-                            Matrix<float>::Zero(1, 2));
+                            relpos::share(Matrix<float>::Zero(1, 2)));
             }).find("t5.num_buckets: expected >= 2, got 1"),
             std::string::npos);
   EXPECT_NE(message([] {
               T5Bias<float>(2, {.num_buckets = 32, .max_distance = 8, .bidirectional = true},
-                            Matrix<float>::Zero(32, 2));
+                            relpos::share(Matrix<float>::Zero(32, 2)));
             }).find("t5.max_distance: must be > the exact-bucket range E = 8, got 8"),
             std::string::npos);
   EXPECT_NE(message([] {
-              T5Bias<float>(2, {.num_buckets = 8, .max_distance = 12}, Matrix<float>::Zero(8, 3));
+              T5Bias<float>(2, {.num_buckets = 8, .max_distance = 12},
+                            relpos::share(Matrix<float>::Zero(8, 3)));
             })
                 .find("position.relative_attention_bias: expected [num_buckets=8, n_heads=2], got "
                       "[8, 3]"),

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -13,6 +14,7 @@
 
 #include <relpos/core.hpp>
 #include <relpos/detail/gemm.hpp>
+#include <relpos/detail/shape_checks.hpp>
 #include <relpos/detail/skew.hpp>
 #include <relpos/detail/softmax.hpp>
 #include <relpos/detail/thread_pool.hpp>
@@ -44,21 +46,40 @@ struct SequenceInputs {
   const bool* key_padding = nullptr;  // len entries, true = padded key; null: no padding
 };
 
-/// What a batch brings besides its activations; both optional (null).
+/// A [batch, len] array the caller owns and keeps alive while it is used, or nothing.
+/// Made from an lvalue only: binding a temporary (which would dangle) does not compile.
+template <class A>
+class Borrowed {
+ public:
+  Borrowed() = default;
+  Borrowed(std::nullptr_t) {}       // NOLINT: nothing, as an absent optional
+  Borrowed(const A& a) : p_(&a) {}  // NOLINT: implicit, so `{.padding = mask}` reads naturally
+  Borrowed(const A&&) = delete;     // a temporary would dangle
+  explicit operator bool() const { return p_ != nullptr; }
+  const A& operator*() const { return *p_; }
+  const A* operator->() const { return p_; }
+  const A* get() const { return p_; }
+
+ private:
+  const A* p_ = nullptr;
+};
+
+/// What a batch brings besides its activations; both optional. Their shapes are checked
+/// against the activations' [batch, len] at every forward.
 struct BatchInputs {
-  const PaddingMask* padding = nullptr;    // [batch, len], true = padded key
-  const PositionIds* positions = nullptr;  // [batch, len], each >= 0; null: 0..len−1
+  Borrowed<PaddingMask> padding{};    // [batch, len], true = padded key
+  Borrowed<PositionIds> positions{};  // [batch, len], each >= 0; absent: 0..len−1
 
   /// Throws Error naming the tensor when a shape does not match [batch, len] or an id < 0.
   void check(Index batch, Index len) const {
     auto shape = [](Index r, Index c) {
       return "[" + std::to_string(r) + ", " + std::to_string(c) + "]";
     };
-    if (padding != nullptr && (padding->rows() != batch || padding->cols() != len)) {
+    if (padding && (padding->rows() != batch || padding->cols() != len)) {
       throw Error("padding_mask: expected " + shape(batch, len) + ", got " +
                   shape(padding->rows(), padding->cols()));
     }
-    if (positions != nullptr) {
+    if (positions) {
       if (positions->rows() != batch || positions->cols() != len) {
         throw Error("position_ids: expected " + shape(batch, len) + ", got " +
                     shape(positions->rows(), positions->cols()));
@@ -78,11 +99,11 @@ struct BatchInputs {
     SequenceInputs s;
     s.positions.len = len;
     s.positions.call_length = len;
-    if (positions != nullptr) {
+    if (positions) {
       s.positions.ids = positions->data() + b * len;
       s.positions.call_length = positions->size() > 0 ? positions->maxCoeff() + 1 : 0;
     }
-    if (padding != nullptr) s.key_padding = padding->data() + b * len;
+    if (padding) s.key_padding = padding->data() + b * len;
     return s;
   }
 };
@@ -140,10 +161,13 @@ class MultiHeadAttention {
   Vector<T> out_proj_bias;    // (d_model)
   Enc encoding;               // this layer's positional encoding
 
-  /// Zero weights of the configured sizes (fill them, or use load()).
+  /// Zero weights of the configured sizes (fill them, or use load()). A bad config, or an
+  /// encoding built for other sizes (n_heads, d_head, d_model), throws Error before anything
+  /// is allocated.
   explicit MultiHeadAttention(AttentionConfig cfg, Enc enc = Enc())
       : config(cfg), encoding(std::move(enc)) {
     config.validate();
+    check_encoding();
     const Index d = config.d_model;
     in_proj_weight = Matrix<T>::Zero(3 * d, d);
     in_proj_bias = Vector<T>::Zero(3 * d);
@@ -169,14 +193,35 @@ class MultiHeadAttention {
   Index n_heads() const { return config.n_heads; }
   Index d_head() const { return config.d_head(); }
 
+  /// The config, the four weights against it (in_proj_weight [3·d_model, d_model], ...) and
+  /// the encoding's sizes against the layer's; else Error naming the field, the expected and
+  /// the actual shape. O(1): forward calls it, since the weights are public fields.
+  void validate() const {
+    config.validate();
+    const Index d = config.d_model;
+    detail::check_matrix("in_proj_weight", in_proj_weight, 3 * d, d, "3·d_model, d_model");
+    detail::check_vector("in_proj_bias", in_proj_bias, 3 * d, "3·d_model");
+    detail::check_matrix("out_proj_weight", out_proj_weight, d, d, "d_model, d_model");
+    detail::check_vector("out_proj_bias", out_proj_bias, d, "d_model");
+    check_encoding();
+  }
+
   /// One sequence: x, out (len, d_model), not aliased. Does not allocate once `ws` has seen
   /// this length (the encoding's own caches aside).
   void forward(ConstMatrixRef<T> x, MatrixRef<T> out, const SequenceInputs& in,
                SequenceWorkspace<T>& ws) const {
+    validate();
     const Index len = x.rows(), d = d_model();
-    RELPOS_ASSERT(x.cols() == d && out.rows() == len && out.cols() == d,
-                  "MultiHeadAttention::forward: x and out must be (len, d_model)");
-    RELPOS_ASSERT(in.positions.len == len, "MultiHeadAttention::forward: positions.len != len");
+    if (x.cols() != d || out.rows() != len || out.cols() != d) {
+      throw Error("MultiHeadAttention::forward: x and out: expected (len, d_model = " +
+                  std::to_string(d) + "), got " + detail::shape_string(x.rows(), x.cols()) +
+                  " and " + detail::shape_string(out.rows(), out.cols()));
+    }
+    if (in.positions.len != len) {
+      throw Error("MultiHeadAttention::forward: positions: expected len " + std::to_string(len) +
+                  " (the rows of x), got " + std::to_string(in.positions.len));
+    }
+    if (len == 0) return;  // no token, no output row (and no scratch to view)
 
     // q | k | v = x · in_projᵀ + bias: (len, 3 d_model), head h in columns h·d_head of each
     auto qkv = ws.qkv.matrix(len, 3 * d);
@@ -294,6 +339,44 @@ class MultiHeadAttention {
       (void)p;
       (void)ws;
       (void)rel;
+    }
+  }
+
+  // The sizes an encoding was built for against this layer's: per-head encodings (t5, alibi,
+  // xl) by n_heads, per-head rows (learned, sinusoidal, rotary) by d_head, input and xl
+  // encodings by d_model. A mismatch would index past a head's bias or a row's end.
+  void check_encoding() const {
+    const auto mismatch = [](const char* what, Index built, Index layer) {
+      throw Error(std::string("encoding (") + Enc::name + "): built for " + what + " = " +
+                  std::to_string(built) + ", but the attention layer has " + what + " = " +
+                  std::to_string(layer));
+    };
+    if constexpr (requires(const Enc& e) {
+                    { e.n_heads() } -> std::convertible_to<Index>;
+                  }) {
+      if (encoding.n_heads() != n_heads()) mismatch("n_heads", encoding.n_heads(), n_heads());
+    }
+    if constexpr (requires(const Enc& e) {
+                    { e.d_head() } -> std::convertible_to<Index>;
+                  }) {
+      if (encoding.d_head() != d_head()) mismatch("d_head", encoding.d_head(), d_head());
+    }
+    if constexpr (requires(const Enc& e) {
+                    { e.d_model() } -> std::convertible_to<Index>;
+                  }) {
+      if (encoding.d_model() != d_model()) mismatch("d_model", encoding.d_model(), d_model());
+    }
+    // t5: bidirectional defaults to !causal (spec §4), so the flag it was built for matters
+    if constexpr (requires(const Enc& e) {
+                    { e.follows_causal() } -> std::convertible_to<bool>;
+                    { e.causal() } -> std::convertible_to<bool>;
+                  }) {
+      if (encoding.follows_causal() && encoding.causal() != config.causal) {
+        throw Error(std::string("encoding (") + Enc::name +
+                    "): built for causal = " + (encoding.causal() ? "true" : "false") +
+                    " (bidirectional not given follows it), but the attention layer has causal = " +
+                    (config.causal ? "true" : "false"));
+      }
     }
   }
 

@@ -9,6 +9,7 @@
 
 #include <relpos/attention.hpp>
 #include <relpos/core.hpp>
+#include <relpos/detail/shape_checks.hpp>
 #include <relpos/encodings/concept.hpp>
 #include <relpos/encodings/none.hpp>
 #include <relpos/feed_forward.hpp>
@@ -29,8 +30,22 @@ struct BlockConfig {
   bool causal = false;
 
   AttentionConfig attention() const { return {d_model, n_heads, causal}; }
+  /// Every size >= 1, d_model a multiple of n_heads, eps > 0; else Error naming the key.
+  void validate() const {
+    detail::check_positive("block: ", "d_model", d_model);
+    detail::check_positive("block: ", "n_heads", n_heads);
+    detail::check_positive("block: ", "d_ff", d_ff);
+    attention().validate();
+    if (!(layer_norm_eps > 0)) {
+      throw Error("block: layer_norm_eps: expected > 0, got " + std::to_string(layer_norm_eps));
+    }
+  }
 };
 
+/// One encoder block. An encoding of the input (EncodesInput: absolute, additive) is applied
+/// by forward() to x before the block, exactly as Encoder does for its first layer, so a lone
+/// Block<T, AbsoluteSinusoidal<T>> computes what a one-layer Encoder does; forward_layer()
+/// is the block without it (what Encoder runs for every layer, having added it once).
 template <Scalar T, Encoding Enc = NoPosition<T>>
 struct Block {
   MultiHeadAttention<T, Enc> self_attn;
@@ -39,9 +54,10 @@ struct Block {
   LayerNorm<T> norm2;
   bool norm_first = false;
 
-  /// Zero attention and feed-forward weights, identity norms.
+  /// Zero attention and feed-forward weights, identity norms. A bad config, or an encoding
+  /// built for other sizes, throws Error before anything is allocated.
   explicit Block(const BlockConfig& cfg, Enc enc = Enc())
-      : self_attn(cfg.attention(), std::move(enc)),
+      : self_attn((cfg.validate(), cfg.attention()), std::move(enc)),
         ffn(cfg.d_model, cfg.d_ff, cfg.activation),
         norm1(cfg.d_model, cfg.layer_norm_eps),
         norm2(cfg.d_model, cfg.layer_norm_eps),
@@ -62,9 +78,37 @@ struct Block {
 
   Index d_model() const { return self_attn.d_model(); }
 
-  /// One sequence x (len, d_model), updated in place.
+  /// Every weight against the attention's d_model (self_attn.*, ffn.*, norm1.*, norm2.*),
+  /// and the encoding against the layer; else Error naming the field by its path
+  /// ("self_attn.in_proj_weight: expected [96, 32] ..."). O(1): forward calls it.
+  void validate() const {
+    detail::with_prefix("self_attn.", [&] { self_attn.validate(); });
+    detail::check_matrix("ffn.linear1_weight", ffn.linear1_weight, ffn.d_ff(), d_model(),
+                         "d_ff, d_model");
+    detail::with_prefix("ffn.", [&] { ffn.validate(); });
+    detail::with_prefix("norm1.", [&] { norm1.validate(); });
+    detail::with_prefix("norm2.", [&] { norm2.validate(); });
+    detail::check_vector("norm1.weight", norm1.weight, d_model(), "d_model");
+    detail::check_vector("norm2.weight", norm2.weight, d_model(), "d_model");
+  }
+
+  /// One sequence x (len, d_model), updated in place: the input encoding, if Enc has one
+  /// (absolute, additive), then the block.
   void forward(MatrixRef<T> x, const SequenceInputs& in, SequenceWorkspace<T>& ws) const {
+    if constexpr (EncodesInput<Enc>) {
+      validate();
+      self_attn.encoding.add_to_input(x, in.positions);
+    }
+    forward_layer(x, in, ws);
+  }
+
+  /// One sequence x (len, d_model), updated in place, without the input encoding: the block
+  /// as a layer of a stack whose input was encoded once (Encoder, Decoder).
+  void forward_layer(MatrixRef<T> x, const SequenceInputs& in, SequenceWorkspace<T>& ws) const {
+    validate();
     const Index len = x.rows(), d = d_model();
+    if (x.cols() != d) detail::check_batch_width("block", x.cols(), d);
+    if (len == 0) return;                      // no token: nothing to compute
     auto branch = ws.residual.matrix(len, d);  // (len, d_model): attn or ffn output
     if (norm_first) {
       auto normed = ws.normed.matrix(len, d);  // (len, d_model)
@@ -87,6 +131,7 @@ struct Block {
   /// A batch [batch, len, d_model], updated in place, items in parallel.
   void forward(Tensor3<T>& x, const BatchInputs& in, Workspace<T>& ws) const {
     const Index batch = x.dimension(0), len = x.dimension(1);
+    validate();
     detail::check_batch_width("block", x.dimension(2), d_model());
     in.check(batch, len);
     detail::for_each_item(batch, ws, [&](Index b, SequenceWorkspace<T>& sw) {

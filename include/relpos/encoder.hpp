@@ -15,6 +15,7 @@
 #include <relpos/block.hpp>
 #include <relpos/core.hpp>
 #include <relpos/detail/gemm.hpp>
+#include <relpos/detail/shape_checks.hpp>
 #include <relpos/encodings/concept.hpp>
 #include <relpos/encodings/none.hpp>
 #include <relpos/io/safetensors.hpp>
@@ -74,17 +75,49 @@ class Encoder {
   Matrix<T> head_weight;             // (vocab_size, d_model), when config.output_head
   Vector<T> head_bias;               // (vocab_size)
 
+  /// An empty stack (config all zero): fill every field, or use the constructors below;
+  /// forward refuses it until validate() passes.
+  Encoder() = default;
+
+  /// A stack built in code: every layer's Block from config.block() and make_encoding(n)
+  /// (layer n's encoding; the input encoding, if Enc has one, is layer 0's), zero weights,
+  /// identity norms, a zero embedding and head when the config asks for them. Fill the
+  /// public fields, as load() does from a file; every forward runs validate() first. A bad
+  /// config or an encoding built for other sizes throws Error before anything is allocated.
+  template <class MakeEncoding>
+  requires std::convertible_to<std::invoke_result_t<MakeEncoding&, Index>, Enc> Encoder(
+      const EncoderConfig& cfg, MakeEncoding&& make_encoding)
+      : config(cfg) {
+    cfg.validate();
+    const Index d = cfg.d_model;
+    if (cfg.vocab_size > 0) embedding = Matrix<T>::Zero(cfg.vocab_size, d);
+    layers.reserve(static_cast<std::size_t>(cfg.n_layers));
+    for (Index n = 0; n < cfg.n_layers; ++n) {
+      detail::with_prefix("layers." + std::to_string(n) + ".",
+                          [&] { layers.emplace_back(cfg.block(), make_encoding(n)); });
+    }
+    if (cfg.final_norm) norm.emplace(d, cfg.layer_norm_eps);
+    if (cfg.output_head) {
+      head_weight = Matrix<T>::Zero(cfg.vocab_size, d);
+      head_bias = Vector<T>::Zero(cfg.vocab_size);
+    }
+  }
+  /// The same with a default-constructed encoding in every layer (none, sinusoidal, ...).
+  explicit Encoder(const EncoderConfig& cfg) requires std::default_initializable<Enc>
+      : Encoder(cfg, [](Index) { return Enc(); }) {}
+
   /// Loads every tensor of spec §1 from `file` (names "embed.weight", "layers.{n}.…",
   /// "norm.…", "head.…"); a missing or mis-shaped tensor throws Error naming it.
   /// make_encoding(n) gives layer n's encoding (which loads its own tensors, if any); the
   /// input encoding (EncodesInput) is layer 0's. Whether `file` holds tensors this model does
-  /// not use is the caller's check (model.hpp).
+  /// not use is the caller's check (model.hpp). The result passes validate(), the check an
+  /// encoder built in code gets: load is one way in, not the only checked one.
   template <class MakeEncoding>
   requires std::convertible_to<std::invoke_result_t<MakeEncoding&, Index>, Enc>
   static Encoder load(const io::SafetensorsFile& file, const EncoderConfig& cfg,
                       MakeEncoding&& make_encoding) {
     cfg.validate();
-    Encoder e;
+    Encoder e;  // filled layer by layer: no zero stack first (twice the memory of a model)
     e.config = cfg;
     const Index d = cfg.d_model;
     if (cfg.vocab_size > 0) e.embedding = file.matrix<T>("embed.weight", cfg.vocab_size, d);
@@ -98,6 +131,7 @@ class Encoder {
       e.head_weight = file.matrix<T>("head.weight", cfg.vocab_size, d);
       e.head_bias = file.vector<T>("head.bias", cfg.vocab_size);
     }
+    e.validate();
     return e;
   }
   /// The same with a default-constructed encoding in every layer (none, sinusoidal, ...).
@@ -105,11 +139,78 @@ class Encoder {
     return load(file, cfg, [](Index) { return Enc(); });
   }
 
+  /// The config, then every public field against it: n_layers layers, each a Block of
+  /// config.block()'s sizes and flags with weights of the right shapes (Block::validate) and
+  /// an encoding built for the layer, the embedding, the final norm and the head present
+  /// exactly when the config says and of the right shapes. Error names the field by its path
+  /// ("layers.1.self_attn.in_proj_weight: ..."). O(n_layers); forward calls it.
+  void validate() const {
+    config.validate();
+    const Index d = config.d_model;
+    const BlockConfig bc = config.block();
+    if (static_cast<Index>(layers.size()) != config.n_layers) {
+      throw Error("layers: expected n_layers = " + std::to_string(config.n_layers) +
+                  " blocks, got " + std::to_string(layers.size()));
+    }
+    for (std::size_t n = 0; n < layers.size(); ++n) {
+      const Block<T, Enc>& b = layers[n];
+      // the prefix is built only on failure: a forward that validates does not allocate
+      try {
+        const AttentionConfig& ac = b.self_attn.config;
+        if (ac.d_model != bc.d_model || ac.n_heads != bc.n_heads || ac.causal != bc.causal) {
+          throw Error("self_attn.config: expected d_model " + std::to_string(bc.d_model) +
+                      ", n_heads " + std::to_string(bc.n_heads) + ", causal " +
+                      (bc.causal ? "true" : "false") + " (the encoder's config), got " +
+                      std::to_string(ac.d_model) + ", " + std::to_string(ac.n_heads) + ", " +
+                      (ac.causal ? "true" : "false"));
+        }
+        b.validate();
+        detail::check_matrix("ffn.linear1_weight", b.ffn.linear1_weight, bc.d_ff, d,
+                             "d_ff, d_model");
+        if (b.ffn.activation != bc.activation) {
+          throw Error("ffn.activation: differs from the encoder's config");
+        }
+        if (b.norm_first != bc.norm_first) {
+          throw Error(std::string("norm_first: expected ") + (bc.norm_first ? "true" : "false") +
+                      " (the encoder's config), got " + (b.norm_first ? "true" : "false"));
+        }
+        if (b.norm1.eps != bc.layer_norm_eps || b.norm2.eps != bc.layer_norm_eps) {
+          throw Error("norm1.eps, norm2.eps: expected layer_norm_eps = " +
+                      std::to_string(bc.layer_norm_eps) + " (the encoder's config)");
+        }
+      } catch (const Error& e) {
+        throw Error("layers." + std::to_string(n) + "." + e.what());
+      }
+    }
+    if (config.vocab_size > 0) {
+      detail::check_matrix("embedding", embedding, config.vocab_size, d, "vocab_size, d_model");
+    } else if (embedding.size() != 0) {
+      throw Error("embedding: expected empty (vocab_size 0), got " +
+                  detail::shape_string(embedding.rows(), embedding.cols()));
+    }
+    if (config.final_norm != norm.has_value()) {
+      throw Error(std::string("norm: ") + (config.final_norm ? "missing, but final_norm is true"
+                                                             : "present, but final_norm is false"));
+    }
+    if (norm) {
+      detail::with_prefix("norm.", [&] { norm->validate(); });
+      detail::check_vector("norm.weight", norm->weight, d, "d_model");
+      if (norm->eps != config.layer_norm_eps) {
+        throw Error("norm.eps: expected layer_norm_eps = " + std::to_string(config.layer_norm_eps));
+      }
+    }
+    if (config.output_head) {
+      detail::check_matrix("head_weight", head_weight, config.vocab_size, d, "vocab_size, d_model");
+      detail::check_vector("head_bias", head_bias, config.vocab_size, "vocab_size");
+    }
+  }
+
   Index d_model() const { return config.d_model; }
 
   /// Activations [batch, len, d_model] → out [batch, len, d_model] (resized if needed).
   void forward(const Tensor3<T>& x, Tensor3<T>& out, const BatchInputs& in,
                Workspace<T>& ws) const {
+    validate();
     const Index batch = x.dimension(0), len = x.dimension(1);
     detail::check_batch_width("encoder", x.dimension(2), d_model());
     in.check(batch, len);
@@ -125,6 +226,7 @@ class Encoder {
   /// [0, vocab_size) throws Error naming it.
   void forward_ids(const TokenIds& ids, Tensor3<T>& out, const BatchInputs& in,
                    Workspace<T>& ws) const {
+    validate();
     if (config.vocab_size < 1) throw Error("input_ids: this model has no vocabulary (vocab_size)");
     const Index batch = ids.rows(), len = ids.cols();
     for (Index b = 0; b < batch; ++b) {
@@ -147,6 +249,7 @@ class Encoder {
 
   /// logits [batch, len, vocab_size] = hidden · headᵀ + bias (needs output_head).
   void logits(const Tensor3<T>& hidden, Tensor3<T>& out) const {
+    validate();
     if (!config.output_head) throw Error("logits: this model has no output head (output_head)");
     const Index batch = hidden.dimension(0), len = hidden.dimension(1);
     detail::check_batch_width("logits", hidden.dimension(2), d_model());
@@ -178,7 +281,7 @@ class Encoder {
       // absolute / additive: added once, to the first block's input (spec §4)
       if (!layers.empty()) layers.front().self_attn.encoding.add_to_input(h, in.positions);
     }
-    for (const Block<T, Enc>& block : layers) block.forward(h, in, ws);
+    for (const Block<T, Enc>& block : layers) block.forward_layer(h, in, ws);
     if (norm) norm->forward(h, h);
   }
 };

@@ -8,6 +8,7 @@
 
 #include <relpos/core.hpp>
 #include <relpos/detail/gemm.hpp>
+#include <relpos/detail/shape_checks.hpp>
 #include <relpos/io/safetensors.hpp>
 #include <relpos/workspace.hpp>
 
@@ -26,17 +27,15 @@ struct FeedForward {
   Vector<T> linear2_bias;    // (d_model)
 
   FeedForward() = default;
-  /// Zero weights of the given sizes (fill them, or use load()).
-  FeedForward(Index d_model, Index d_ff, Activation act)
-      : activation(act),
-        linear1_weight(Matrix<T>::Zero(d_ff, d_model)),
-        linear1_bias(Vector<T>::Zero(d_ff)),
-        linear2_weight(Matrix<T>::Zero(d_model, d_ff)),
-        linear2_bias(Vector<T>::Zero(d_model)) {
-    if (d_model < 1 || d_ff < 1) {
-      throw Error("FeedForward: d_model and d_ff expected >= 1, got " + std::to_string(d_model) +
-                  " and " + std::to_string(d_ff));
-    }
+  /// Zero weights of the given sizes (fill them, or use load()). Sizes < 1 throw Error
+  /// before anything is allocated.
+  FeedForward(Index d_model, Index d_ff, Activation act) : activation(act) {
+    detail::check_positive("FeedForward: ", "d_model", d_model);
+    detail::check_positive("FeedForward: ", "d_ff", d_ff);
+    linear1_weight = Matrix<T>::Zero(d_ff, d_model);
+    linear1_bias = Vector<T>::Zero(d_ff);
+    linear2_weight = Matrix<T>::Zero(d_model, d_ff);
+    linear2_bias = Vector<T>::Zero(d_model);
   }
 
   /// `prefix`linear1.weight [d_ff, d_model], .bias [d_ff], `prefix`linear2.weight
@@ -54,11 +53,26 @@ struct FeedForward {
   Index d_model() const { return linear1_weight.cols(); }
   Index d_ff() const { return linear1_weight.rows(); }
 
+  /// The four weights agree with linear1_weight's [d_ff, d_model], each at least 1 wide;
+  /// else Error naming the field, the expected and the actual shape. O(1); forward calls it.
+  void validate() const {
+    detail::check_positive("linear1_weight: ", "rows (d_ff)", d_ff());
+    detail::check_positive("linear1_weight: ", "columns (d_model)", d_model());
+    detail::check_vector("linear1_bias", linear1_bias, d_ff(), "d_ff");
+    detail::check_matrix("linear2_weight", linear2_weight, d_model(), d_ff(), "d_model, d_ff");
+    detail::check_vector("linear2_bias", linear2_bias, d_model(), "d_model");
+  }
+
   /// out = linear2(act(linear1(x))); x, out: (len, d_model), not aliased. The hidden layer
   /// lives in ws.hidden.
   void forward(ConstMatrixRef<T> x, MatrixRef<T> out, SequenceWorkspace<T>& ws) const {
-    RELPOS_ASSERT(x.cols() == d_model() && out.cols() == d_model() && out.rows() == x.rows(),
-                  "FeedForward::forward: shape mismatch");
+    validate();
+    if (x.cols() != d_model() || out.cols() != d_model() || out.rows() != x.rows()) {
+      throw Error("FeedForward::forward: x and out: expected (len, d_model = " +
+                  std::to_string(d_model()) + "), got " + detail::shape_string(x.rows(), x.cols()) +
+                  " and " + detail::shape_string(out.rows(), out.cols()));
+    }
+    if (x.rows() == 0) return;  // no token, no output row
     // h: (len, d_ff)
     auto h = ws.hidden.matrix(x.rows(), d_ff());
     detail::linear<T>(x, linear1_weight, linear1_bias, h);

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <span>
 #include <string>
 #include <type_traits>
 #include <variant>
@@ -368,6 +369,7 @@ class Decoder {
  public:
   /// encoder: must outlive the decoder; max_tokens: each layer's cache limit.
   Decoder(const Encoder<T, Enc>& encoder, Index max_tokens) : encoder_(&encoder) {
+    encoder.validate();
     if constexpr (EncodesInput<Enc>) {
       if (std::string(Enc::name) == "additive") {
         throw Error(
@@ -409,17 +411,31 @@ class Decoder {
     }
   }
 
-  /// x, out: (n, d_model), not aliased. positions: n ids >= 0 or null (next_position()
-  /// onwards); padding: n flags (true = padded key) or null. Throws Error on a bad id or when
-  /// a cache would pass its limit.
-  void forward(ConstMatrixRef<T> x, MatrixRef<T> out, const std::int64_t* positions = nullptr,
-               const bool* padding = nullptr) {
+  /// x, out: (n, d_model), not aliased. positions: n ids >= 0, or empty (next_position()
+  /// onwards); padding: n flags (true = padded key), or empty (none). Throws Error on a
+  /// span of another length than n, a bad id, when a cache would pass its limit, or when
+  /// the encoder does not pass Encoder::validate().
+  void forward(ConstMatrixRef<T> x, MatrixRef<T> out, std::span<const std::int64_t> positions = {},
+               std::span<const bool> padding = {}) {
+    encoder_->validate();
+    if (caches_.size() != encoder_->layers.size()) {
+      throw Error("Decoder::forward: the encoder has " + std::to_string(encoder_->layers.size()) +
+                  " layers, the decoder was built for " + std::to_string(caches_.size()));
+    }
     const Index n = x.rows(), d = encoder_->d_model();
     if (x.cols() != d || out.rows() != n || out.cols() != d) {
       throw Error("Decoder::forward: x and out: expected (n, " + std::to_string(d) + "), got (" +
                   std::to_string(x.rows()) + ", " + std::to_string(x.cols()) + ") and (" +
                   std::to_string(out.rows()) + ", " + std::to_string(out.cols()) + ")");
     }
+    const auto check_length = [n](const char* what, std::size_t size) {
+      if (size != 0 && size != static_cast<std::size_t>(n)) {
+        throw Error(std::string("Decoder::forward: ") + what + ": expected " + std::to_string(n) +
+                    " entries (one per row of x), got " + std::to_string(size));
+      }
+    };
+    check_length("positions", positions.size());
+    check_length("padding", padding.size());
     if (n == 0) return;
     if (size() + n > (caches_.empty() ? 0 : caches_.front().limit())) {
       throw Error("Decoder: " + std::to_string(size()) + " cached + " + std::to_string(n) +
@@ -429,7 +445,8 @@ class Decoder {
     // the chunk's positions: given, or continuing from the cache
     if (ids_.size() < static_cast<std::size_t>(n)) ids_.resize(static_cast<std::size_t>(n));
     for (Index i = 0; i < n; ++i) {
-      const std::int64_t p = positions != nullptr ? positions[i] : next_ + i;
+      const std::int64_t p =
+          !positions.empty() ? positions[static_cast<std::size_t>(i)] : next_ + i;
       if (p < 0) {
         throw Error("position_ids[" + std::to_string(i) + "]: expected >= 0, got " +
                     std::to_string(p));
@@ -438,6 +455,7 @@ class Decoder {
     }
     for (Index i = 0; i < n; ++i) next_ = std::max(next_, ids_[static_cast<std::size_t>(i)] + 1);
     const std::int64_t* ids = ids_.data();
+    const bool* flags = padding.empty() ? nullptr : padding.data();  // n flags or none
 
     out = x;
     if constexpr (EncodesInput<Enc>) {
@@ -453,13 +471,13 @@ class Decoder {
       if (block.norm_first) {
         auto normed = ws_.normed.matrix(n, d);  // (n, d_model)
         block.norm1.forward(out, normed);
-        attend_cached<T, Enc>(block.self_attn, normed, ids, padding, caches_[l], branch, ws_);
+        attend_cached<T, Enc>(block.self_attn, normed, ids, flags, caches_[l], branch, ws_);
         out += branch;
         block.norm2.forward(out, normed);
         block.ffn.forward(normed, branch, ws_.ffn);
         out += branch;
       } else {
-        attend_cached<T, Enc>(block.self_attn, out, ids, padding, caches_[l], branch, ws_);
+        attend_cached<T, Enc>(block.self_attn, out, ids, flags, caches_[l], branch, ws_);
         out += branch;
         block.norm1.forward(out, out);
         block.ffn.forward(out, branch, ws_.ffn);

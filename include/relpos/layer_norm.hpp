@@ -7,6 +7,7 @@
 #include <string>
 
 #include <relpos/core.hpp>
+#include <relpos/detail/shape_checks.hpp>
 #include <relpos/io/safetensors.hpp>
 
 namespace relpos {
@@ -18,11 +19,13 @@ struct LayerNorm {
   double eps = 1e-5;
 
   LayerNorm() = default;
-  /// The identity-initialised norm of width d (γ = 1, β = 0), as torch's default.
-  LayerNorm(Index d, double eps_)
-      : weight(Vector<T>::Ones(d)), bias(Vector<T>::Zero(d)), eps(eps_) {
+  /// The identity-initialised norm of width d (γ = 1, β = 0), as torch's default. A width
+  /// < 1 or eps <= 0 throws Error before anything is allocated.
+  LayerNorm(Index d, double eps_) : eps(eps_) {
     if (d < 1) throw Error("LayerNorm: width expected >= 1, got " + std::to_string(d));
     if (!(eps_ > 0)) throw Error("LayerNorm: eps expected > 0, got " + std::to_string(eps_));
+    weight = Vector<T>::Ones(d);
+    bias = Vector<T>::Zero(d);
   }
 
   /// `prefix`.weight and `prefix`.bias, both [d] (e.g. prefix "layers.0.norm1").
@@ -36,10 +39,22 @@ struct LayerNorm {
 
   Index dim() const { return weight.size(); }
 
+  /// weight and bias both [d], d >= 1, eps > 0; else Error naming the field. O(1); forward
+  /// calls it.
+  void validate() const {
+    detail::check_positive("weight: ", "size (d)", dim());
+    detail::check_vector("bias", bias, dim(), "the size of weight");
+    if (!(eps > 0)) throw Error("eps: expected > 0, got " + std::to_string(eps));
+  }
+
   /// out = LayerNorm(x) row by row; x and out are (len, d) and may be the same matrix.
   void forward(ConstMatrixRef<T> x, MatrixRef<T> out) const {
-    RELPOS_ASSERT(x.cols() == dim() && out.cols() == dim() && out.rows() == x.rows(),
-                  "LayerNorm::forward: shape mismatch");
+    validate();
+    if (x.cols() != dim() || out.cols() != dim() || out.rows() != x.rows()) {
+      throw Error("LayerNorm::forward: x and out: expected (len, d = " + std::to_string(dim()) +
+                  "), got " + detail::shape_string(x.rows(), x.cols()) + " and " +
+                  detail::shape_string(out.rows(), out.cols()));
+    }
     const T inv_d = T(1) / static_cast<T>(dim());
     for (Index i = 0; i < x.rows(); ++i) {
       // two passes (mean, then squared deviations): no cancellation in float

@@ -126,6 +126,14 @@ class Model {
   /// From a parsed config and an opened weights file; every tensor is checked first.
   Model(const io::ModelConfig& config, const io::SafetensorsFile& file)
       : config_(config), encoder_(build(config, file)) {}
+  /// A model built in code: `encoder` (built with Encoder(config, make_encoding) and filled,
+  /// or loaded) under the config that describes it. Checked as load checks what it builds:
+  /// the config (io::validate), the encoder's position type and hyper-parameters against
+  /// it, and Encoder::validate(). The encoding's own parameters (base, K, ...) are the
+  /// encoder's: they are not compared with config.position.
+  template <class Enc>
+  Model(const io::ModelConfig& config, Encoder<T, Enc> encoder)
+      : config_(config), encoder_(checked(config, std::move(encoder))) {}
 
   const io::ModelConfig& config() const { return config_; }
 
@@ -139,7 +147,7 @@ class Model {
                   std::to_string(input.dimension(0)) + ", " + std::to_string(input.dimension(1)) +
                   ", " + std::to_string(input.dimension(2)) + "]");
     }
-    const BatchInputs in{padding_mask, position_ids};
+    const BatchInputs in = inputs(padding_mask, position_ids);
     return std::visit([&](const auto& e) { return finish(e, e.forward(input, in)); }, encoder_);
   }
 
@@ -167,7 +175,7 @@ class Model {
                          const PositionIds* position_ids = nullptr) const {
     if (!config_.vocab_size) throw Error("input_ids: this model has no vocab_size, give `input`");
     check_sizes("input_ids", ids.rows(), ids.cols(), position_ids);
-    const BatchInputs in{padding_mask, position_ids};
+    const BatchInputs in = inputs(padding_mask, position_ids);
     return std::visit([&](const auto& e) { return finish(e, e.forward_ids(ids, in)); }, encoder_);
   }
 
@@ -194,6 +202,66 @@ class Model {
     // additive is defined over indices (spec §4); refused here, before any work
     if (ids != nullptr && std::holds_alternative<io::AdditivePosition>(config_.position))
       throw Error("position_ids: not supported with position type additive");
+  }
+
+  static BatchInputs inputs(const PaddingMask* padding_mask, const PositionIds* position_ids) {
+    BatchInputs in;
+    if (padding_mask != nullptr) in.padding = *padding_mask;
+    if (position_ids != nullptr) in.positions = *position_ids;
+    return in;
+  }
+
+  template <class Enc>
+  static Encoders checked(const io::ModelConfig& c, Encoder<T, Enc> encoder) {
+    io::validate(c);
+    using P = std::conditional_t<
+        std::is_same_v<Enc, NoPosition<T>>, io::NonePosition,
+        std::conditional_t<
+            std::is_same_v<Enc, AbsoluteSinusoidal<T>>, io::AbsolutePosition,
+            std::conditional_t<
+                std::is_same_v<Enc, SinusoidalRelative<T>>, io::SinusoidalPosition,
+                std::conditional_t<
+                    std::is_same_v<Enc, LearnedRelative<T>>, io::LearnedPosition,
+                    std::conditional_t<
+                        std::is_same_v<Enc, Rotary<T>>, io::RotaryPosition,
+                        std::conditional_t<std::is_same_v<Enc, Additive<T>>, io::AdditivePosition,
+                                           std::conditional_t<
+                                               std::is_same_v<Enc, T5Bias<T>>, io::T5Position,
+                                               std::conditional_t<std::is_same_v<Enc, AlibiBias<T>>,
+                                                                  io::AlibiPosition,
+                                                                  io::XlPosition>>>>>>>>;
+    if (!std::holds_alternative<P>(c.position)) {
+      throw Error("position.type: the config says \"" + std::string(c.position_type()) +
+                  "\", the encoder's encoding is \"" + Enc::name + "\"");
+    }
+    const EncoderConfig want = encoder_config(c), &got = encoder.config;
+    const auto differ = [](const char* key, const std::string& w, const std::string& g) {
+      throw Error(std::string(key) + ": the config says " + w + ", the encoder has " + g);
+    };
+    const auto str = [](auto v) {
+      if constexpr (std::is_same_v<decltype(v), bool>)
+        return std::string(v ? "true" : "false");
+      else
+        return std::to_string(v);
+    };
+    if (got.d_model != want.d_model) differ("d_model", str(want.d_model), str(got.d_model));
+    if (got.n_heads != want.n_heads) differ("n_heads", str(want.n_heads), str(got.n_heads));
+    if (got.n_layers != want.n_layers) differ("n_layers", str(want.n_layers), str(got.n_layers));
+    if (got.d_ff != want.d_ff) differ("d_ff", str(want.d_ff), str(got.d_ff));
+    if (got.activation != want.activation) differ("activation", "another", "its own");
+    if (got.norm_first != want.norm_first)
+      differ("norm_first", str(want.norm_first), str(got.norm_first));
+    if (got.layer_norm_eps != want.layer_norm_eps)
+      differ("layer_norm_eps", str(want.layer_norm_eps), str(got.layer_norm_eps));
+    if (got.final_norm != want.final_norm)
+      differ("final_norm", str(want.final_norm), str(got.final_norm));
+    if (got.causal != want.causal) differ("causal", str(want.causal), str(got.causal));
+    if (got.vocab_size != want.vocab_size)
+      differ("vocab_size", str(want.vocab_size), str(got.vocab_size));
+    if (got.output_head != want.output_head)
+      differ("output_head", str(want.output_head), str(got.output_head));
+    encoder.validate();
+    return Encoders(std::move(encoder));
   }
 
   template <class E>
@@ -257,7 +325,7 @@ class Model {
           } else if constexpr (std::is_same_v<P, io::RotaryPosition>) {
             RotaryConfig rc;
             rc.base = p.base;
-            rc.rotary_dim = p.rotary_dim.value_or(0);
+            rc.rotary_dim = p.rotary_dim;  // absent: d_head (spec §4)
             rc.interleaved = p.interleaved;
             rc.scaling = p.scaling;
             return with_shared(file, e, Rotary<T>(d_head, rc));
@@ -280,19 +348,19 @@ class Model {
             T5Config tc;
             tc.num_buckets = p.num_buckets;
             tc.max_distance = p.max_distance;
-            tc.bidirectional = p.is_bidirectional(c.causal);
+            tc.bidirectional = p.bidirectional;  // absent: !causal, as the spec says
+            tc.causal = c.causal;
             return with_shared(
                 file, e,
-                T5Bias<T>(c.n_heads, tc, file.matrix<T>(tc.tensor_name, p.num_buckets, c.n_heads)));
+                T5Bias<T>(c.n_heads, tc,
+                          share(file.matrix<T>(tc.tensor_name, p.num_buckets, c.n_heads))));
           } else if constexpr (std::is_same_v<P, io::AlibiPosition>) {
             return with_shared(file, e, AlibiBias<T>(c.n_heads, AlibiConfig{p.max_bias}));
           } else {
             static_assert(std::is_same_v<P, io::XlPosition>);
             // u and v shared by all layers, r_net per layer
-            const auto u = std::make_shared<const Matrix<T>>(
-                file.matrix<T>("position.r_w_bias", c.n_heads, d_head));
-            const auto v = std::make_shared<const Matrix<T>>(
-                file.matrix<T>("position.r_r_bias", c.n_heads, d_head));
+            const SharedMatrix<T> u = share(file.matrix<T>("position.r_w_bias", c.n_heads, d_head));
+            const SharedMatrix<T> v = share(file.matrix<T>("position.r_r_bias", c.n_heads, d_head));
             return Encoder<T, XlRelative<T>>::load(file, e, [&](Index n) {
               XlConfig xc;
               xc.base = p.base;

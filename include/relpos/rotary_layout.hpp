@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,18 +33,20 @@ inline RotaryLayout rotary_layout(bool interleaved) {
 ///
 /// The row permutation of in_proj (3·d_model rows: q, k, v): row r of the converted tensor is
 /// row perm[r] of the original. Throws Error naming the size on a bad d_model / n_heads /
-/// rotary_dim (rotary_dim 0 = d_head, as in RotaryConfig).
-inline std::vector<Index> rotary_layout_permutation(Index d_model, Index n_heads, Index rotary_dim,
+/// rotary_dim (absent = d_head, as in RotaryConfig).
+inline std::vector<Index> rotary_layout_permutation(Index d_model, Index n_heads,
+                                                    std::optional<Index> rotary_dim,
                                                     RotaryLayout from, RotaryLayout to) {
   if (d_model < 1 || n_heads < 1 || d_model % n_heads != 0) {
     throw Error("rotary layout: d_model (" + std::to_string(d_model) +
                 ") must be a positive multiple of n_heads (" + std::to_string(n_heads) + ")");
   }
   const Index d_head = d_model / n_heads;
-  const Index r = rotary_dim == 0 ? d_head : rotary_dim;
-  if (r < 0 || r > d_head || r % 2 != 0) {
-    throw Error("rotary layout: rotary_dim: expected even and in [0, d_head = " +
-                std::to_string(d_head) + "], got " + std::to_string(rotary_dim));
+  const Index r = rotary_dim.value_or(d_head);
+  if (r < 2 || r > d_head || r % 2 != 0) {
+    throw Error(
+        "rotary layout: rotary_dim: expected even and in [2, d_head = " + std::to_string(d_head) +
+        "], got " + std::to_string(r) + (rotary_dim ? "" : " (the default, d_head)"));
   }
   std::vector<Index> perm(static_cast<std::size_t>(3 * d_model));
   for (Index row = 0; row < 3 * d_model; ++row) perm[static_cast<std::size_t>(row)] = row;
@@ -69,7 +72,7 @@ inline std::vector<Index> rotary_layout_permutation(Index d_model, Index n_heads
 /// there and back is the identity, bit for bit.
 template <Scalar T>
 void convert_rotary_layout(Matrix<T>& in_proj_weight, Vector<T>& in_proj_bias, Index n_heads,
-                           Index rotary_dim, RotaryLayout from, RotaryLayout to) {
+                           std::optional<Index> rotary_dim, RotaryLayout from, RotaryLayout to) {
   const Index d = in_proj_weight.cols();
   if (in_proj_weight.rows() != 3 * d || in_proj_bias.size() != 3 * d) {
     throw Error(

@@ -56,12 +56,12 @@ template <class T, class Enc>
   PaddingMask mask(batch, len);
   for (Index i = 0; i < mask.size(); ++i) mask.data()[i] = raw[static_cast<std::size_t>(i)] != 0;
   PositionIds ids;
-  BatchInputs in{&mask, nullptr};
+  BatchInputs in{mask, nullptr};
   if (f.contains("position_ids")) {
     const std::vector<std::int64_t> v = f.values<std::int64_t>("position_ids", {batch, len});
     ids.resize(batch, len);
     for (Index i = 0; i < ids.size(); ++i) ids.data()[i] = v[static_cast<std::size_t>(i)];
-    in.positions = &ids;
+    in.positions = ids;
   }
   return all_close(attn.forward(x, in), f.tensor3<double>("output"), Wave2Tol<T>::golden);
 }

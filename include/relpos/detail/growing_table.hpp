@@ -73,6 +73,11 @@ class GrowingTable {
     std::lock_guard<std::mutex> lock(mutex_);
     return current_;
   }
+  /// Bytes of the current rows (0 before the first build).
+  std::size_t cached_bytes() const {
+    const Snapshot snap = current();
+    return snap.rows ? static_cast<std::size_t>(snap.rows->size()) * sizeof(T) : 0;
+  }
 
  private:
   Builder build_;

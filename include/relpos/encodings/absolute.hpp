@@ -55,6 +55,8 @@ class AbsoluteSinusoidal {
   Index d_model() const { return d_model_; }
   /// P: the positions 0..P−1 the cache covers now.
   Index cached_positions() const { return cache_->current().capacity; }
+  /// Bytes of the cached rows PE(p), (P, d_model).
+  std::size_t cached_bytes() const { return cache_->cached_bytes(); }
 
   /// x_i += PE(positions[i] + offset). x: (len, d_model), in place.
   void add_to_input(MatrixRef<T> x, const Positions& positions, std::int64_t offset = 0) const {

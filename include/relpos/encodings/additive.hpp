@@ -28,7 +28,7 @@ enum class AdditiveSource {
 /// The keys of spec §4 `additive`.
 struct AdditiveConfig {
   AdditiveSource source = AdditiveSource::sinusoidal;  // required in config.json
-  Index window = -1;                  // w >= 0, required: N(i) = {j : |j − i| <= w}
+  std::optional<Index> window{};      // w >= 0, required: N(i) = {j : |j − i| <= w}
   std::optional<Index> max_distance;  // K >= 0; required with the learned source
   double base = 10000;                // sinusoidal source: ω_m = base^(−2m/d_model); > 0
 };
@@ -84,6 +84,8 @@ class Additive {
   const AdditiveConfig& config() const { return config_; }
   Index d_model() const { return table_.width(); }
   const DistanceTable<T>& table() const { return table_; }
+  /// Bytes of the cached rows r(c).
+  std::size_t cached_bytes() const { return table_.cached_bytes(); }
 
   /// x_i += Σ_{j∈N(i)} r_ij. x: (len, d_model), in place; positions must be plain 0..len−1.
   void add_to_input(MatrixRef<T> x, const Positions& positions) const {
@@ -128,7 +130,7 @@ class Additive {
   template <class Emit>
   void accumulate(Index len, Emit&& emit) const {
     if (len == 0) return;
-    const Index span = std::min(config_.window, len - 1);  // D: the sum runs over δ in [−D, D]
+    const Index span = std::min(*config_.window, len - 1);  // D: the sum runs over δ in [−D, D]
     const DistanceRows<T> rows = table_.rows(table_.clamp(-span), table_.clamp(span));
     const ConstMatrixMap<T> block = rows.view();
     constexpr Index kChunk = 512;  // one pass over the table rows for d_model <= 512
@@ -168,8 +170,9 @@ class Additive {
                        ? "position.weight given, but the source is sinusoidal"
                        : "the learned source needs position.weight"));
     }
-    if (config.window < 0) {
-      throw Error(n + ".window: required, expected >= 0, got " + std::to_string(config.window));
+    if (!config.window) throw Error(n + ".window: required (w >= 0), not given");
+    if (*config.window < 0) {
+      throw Error(n + ".window: expected >= 0, got " + std::to_string(*config.window));
     }
     if (config.max_distance && *config.max_distance < 0) {
       throw Error(n + ".max_distance: expected >= 0, got " + std::to_string(*config.max_distance));

@@ -15,6 +15,17 @@
 
 namespace relpos {
 
+/// A read-only table shared by the encodings of every layer (t5's relative_attention_bias,
+/// xl's u and v): the one way relpos passes shared tables. Give each layer the same pointer.
+template <class T>
+using SharedMatrix = std::shared_ptr<const Matrix<T>>;
+
+/// A copy of m as a SharedMatrix (e.g. share(file.matrix<float>("position.r_w_bias"))).
+template <class Derived>
+SharedMatrix<typename Derived::Scalar> share(const Eigen::MatrixBase<Derived>& m) {
+  return std::make_shared<const Matrix<typename Derived::Scalar>>(m);
+}
+
 /// The positions p_i of one sequence's tokens (spec §2). Without ids they are 0..len-1.
 /// Distances are always key minus query: δ = p_j − p_i.
 struct Positions {

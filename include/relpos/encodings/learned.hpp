@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <optional>
 #include <random>
 #include <string>
 #include <utility>
@@ -18,10 +19,10 @@ namespace relpos {
 
 /// The keys of spec §4 `learned`, plus the tensor-name prefix used in error messages.
 struct LearnedConfig {
-  Index max_distance = -1;    // K >= 0, required: distances beyond ±K use the edge rows
-  bool keys = true;           // a relative_key table, aK, added to the scores
-  bool values = true;         // a relative_value table, aV, added to the outputs
-  std::string tensor_prefix;  // e.g. "layers.0.self_attn." so errors name the full tensor
+  std::optional<Index> max_distance{};  // K >= 0, required: distances beyond ±K use the edge rows
+  bool keys = true;                     // a relative_key table, aK, added to the scores
+  bool values = true;                   // a relative_value table, aV, added to the outputs
+  std::string tensor_prefix{};          // e.g. "layers.0.self_attn." so errors name the tensor
 };
 
 /// Learned relative rows: two (2K + 1, d_head) tables, row c + K for clamped distance c
@@ -51,7 +52,7 @@ class LearnedRelative {
   static LearnedRelative random(Index d_head, const LearnedConfig& config, std::uint64_t seed,
                                 double stddev = 1.0) {
     const LearnedConfig c = validated(d_head, config);
-    const Index rows = 2 * c.max_distance + 1;
+    const Index rows = 2 * *c.max_distance + 1;
     Matrix<T> key, value;
     std::mt19937_64 gen(seed);
     if (c.keys) key = detail::normal_matrix<T>(rows, d_head, gen, stddev);
@@ -61,12 +62,12 @@ class LearnedRelative {
 
   const LearnedConfig& config() const { return config_; }
   Index d_head() const { return d_head_; }
-  Index max_distance() const { return config_.max_distance; }
+  Index max_distance() const { return *config_.max_distance; }
   bool uses_keys() const { return config_.keys; }
   bool uses_values() const { return config_.values; }
 
   std::int64_t clamp_distance(std::int64_t delta) const {
-    const auto k = static_cast<std::int64_t>(config_.max_distance);
+    const auto k = static_cast<std::int64_t>(*config_.max_distance);
     return std::clamp(delta, -k, k);
   }
 
@@ -86,15 +87,20 @@ class LearnedRelative {
   const DistanceTable<T>& value_table() const { return value_; }
   RelativeView<T> key_view(Index len) const { return key_.view(len); }
   RelativeView<T> value_view(Index len) const { return value_.view(len); }
+  /// Bytes of both tables (a table whose flag is off holds one placeholder row).
+  std::size_t cached_bytes() const { return key_.cached_bytes() + value_.cached_bytes(); }
 
  private:
   static LearnedConfig validated(Index d_head, const LearnedConfig& config) {
     if (d_head < 1) {
       throw Error(std::string(name) + ".d_head: expected >= 1, got " + std::to_string(d_head));
     }
-    if (config.max_distance < 0) {
-      throw Error(std::string(name) + ".max_distance: required, expected >= 0, got " +
-                  std::to_string(config.max_distance));
+    if (!config.max_distance) {
+      throw Error(std::string(name) + ".max_distance: required (K >= 0), not given");
+    }
+    if (*config.max_distance < 0) {
+      throw Error(std::string(name) + ".max_distance: expected >= 0, got " +
+                  std::to_string(*config.max_distance));
     }
     return config;
   }
@@ -110,7 +116,7 @@ class LearnedRelative {
       }
       return DistanceTable<T>(Matrix<T>::Zero(1, d_head));
     }
-    detail::check_table_shape(full, config.max_distance, d_head, rows.rows(), rows.cols());
+    detail::check_table_shape(full, *config.max_distance, d_head, rows.rows(), rows.cols());
     return DistanceTable<T>(std::move(rows));
   }
 

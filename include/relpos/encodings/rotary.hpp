@@ -26,9 +26,10 @@ namespace relpos {
 
 /// The keys of spec §4 `rotary`.
 struct RotaryConfig {
-  double base = 10000;       // inv_freq_m = base^(−2m/r); > 0
-  Index rotary_dim = 0;      // r: rotated components per head, even, <= d_head; 0 = d_head
-  bool interleaved = false;  // pairing, see Rotary
+  double base = 10000;                // inv_freq_m = base^(−2m/r); > 0
+  std::optional<Index> rotary_dim{};  // r: rotated components per head, even, 2..d_head;
+                                      // absent: d_head (spec §4)
+  bool interleaved = false;           // pairing, see Rotary
   std::optional<io::RotaryScaling> scaling = std::nullopt;  // spec §4 second wave; absent: unscaled
 };
 
@@ -72,7 +73,7 @@ class Rotary {
 
   Rotary(Index d_head, const RotaryConfig& config = {})
       : config_(validated(d_head, config)), d_head_(d_head) {
-    position_limit_ = std::max<Index>(1, detail::kMaxCachedScalars / config_.rotary_dim);
+    position_limit_ = std::max<Index>(1, detail::kMaxCachedScalars / rotary_dim());
     if (config_.scaling && scaling_depends_on_length(*config_.scaling)) {
       by_length_ = std::make_shared<LengthTables>();
     } else {
@@ -82,7 +83,7 @@ class Rotary {
 
   const RotaryConfig& config() const { return config_; }
   Index d_head() const { return d_head_; }
-  Index rotary_dim() const { return config_.rotary_dim; }
+  Index rotary_dim() const { return *config_.rotary_dim; }
   bool interleaved() const { return config_.interleaved; }
   /// P: the positions 0..P−1 the cos/sin cache covers now.
   /// (0 for a length-dependent scaling: see cached_tables()).
@@ -92,6 +93,15 @@ class Rotary {
     if (!by_length_) return 0;
     const std::lock_guard<std::mutex> lock(by_length_->mutex);
     return by_length_->tables.size();
+  }
+  /// Bytes of every cos/sin table kept now (the fixed one, or the length-dependent ones).
+  std::size_t cached_bytes() const {
+    if (fixed_) return fixed_->cache->cached_bytes();
+    if (!by_length_) return 0;
+    const std::lock_guard<std::mutex> lock(by_length_->mutex);
+    std::size_t bytes = 0;
+    for (const auto& entry : by_length_->tables) bytes += entry.second.first->cache->cached_bytes();
+    return bytes;
   }
   /// inv_freq and the attention factor of a call of length ℓ (largest position + 1).
   RotaryFrequencies frequencies(std::int64_t call_length) const {
@@ -134,7 +144,7 @@ class Rotary {
     const std::vector<double>& inv_freq = table->freq.inv_freq;
     const double factor = table->freq.attention_factor;
     const auto snap = cached > 0 ? table->cache->at_least(cached) : table->cache->current();
-    const Index half = config_.rotary_dim / 2;
+    const Index half = rotary_dim() / 2;
     std::vector<T> beyond;  // cos | sin of one position past the cache: r values, not kept
     for (Index i = 0; i < x.rows(); ++i) {
       const std::int64_t position = positions[i] + offset;
@@ -179,18 +189,18 @@ class Rotary {
       throw Error(std::string(name) + ".d_head: expected >= 1, got " + std::to_string(d_head));
     }
     detail::check_base(name, config.base);
-    const Index r = config.rotary_dim == 0 ? d_head : config.rotary_dim;
-    if (config.rotary_dim < 0 || config.rotary_dim > d_head) {
+    const bool defaulted = !config.rotary_dim.has_value();
+    const Index r = config.rotary_dim.value_or(d_head);
+    if (r < 2 || r > d_head) {
       throw Error(std::string(name) +
-                  ".rotary_dim: expected in [0, d_head = " + std::to_string(d_head) +
-                  "] (0 = d_head), got " + std::to_string(config.rotary_dim));
+                  ".rotary_dim: expected in [2, d_head = " + std::to_string(d_head) + "], got " +
+                  std::to_string(r) + (defaulted ? " (the default, d_head)" : ""));
     }
-    const bool defaulted = config.rotary_dim == 0;
-    if (defaulted) config.rotary_dim = d_head;
-    if (config.rotary_dim % 2 != 0) {
+    if (r % 2 != 0) {
       throw Error(std::string(name) + ".rotary_dim: expected even (pairs are rotated), got " +
-                  std::to_string(config.rotary_dim) + (defaulted ? " (the default, d_head)" : ""));
+                  std::to_string(r) + (defaulted ? " (the default, d_head)" : ""));
     }
+    config.rotary_dim = r;
     // user errors name the key: "rotary: position.scaling.factor: must be > 0, got 0"
     if (config.scaling) io::detail::check_scaling(*config.scaling, config.base, r, name);
     return config;
@@ -244,7 +254,7 @@ class Rotary {
 
   std::shared_ptr<const Table> make_table(std::int64_t call_length) const {
     auto t = std::make_shared<Table>();
-    t->freq = rotary_frequencies(config_.base, config_.rotary_dim, config_.scaling, call_length);
+    t->freq = rotary_frequencies(config_.base, rotary_dim(), config_.scaling, call_length);
     t->cache = std::make_shared<detail::GrowingTable<T>>(
         [freq = t->freq](Index positions) {
           Matrix<T> rows(positions, 2 * static_cast<Index>(freq.inv_freq.size()));  // (P, r)
@@ -279,7 +289,7 @@ class Rotary {
     return table;
   }
 
-  RotaryConfig config_;  // rotary_dim resolved (never 0)
+  RotaryConfig config_;  // rotary_dim resolved (always set)
   Index d_head_;
   Index position_limit_ = 1;                 // a cache covers at most positions 0..limit−1
   std::shared_ptr<const Table> fixed_;       // the one table, unless it depends on ℓ

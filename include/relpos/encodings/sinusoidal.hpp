@@ -64,10 +64,15 @@ class SinusoidalRelative {
     return table_.rows(lo, hi);
   }
 
-  /// The (len × len × d_head) table s(clamp(j − i)) as a view, and its dense copy.
-  RelativeView<T> view(Index len) const { return table_.view(len); }
-  Tensor3<T> materialize(Index len) const { return table_.materialize(len); }
-  const DistanceTable<T>& table() const { return table_; }
+  /// The key and value tables, named as every relative encoding names them (learned's
+  /// key_table() / value_table()): here both are the one cached table of s(c).
+  const DistanceTable<T>& key_table() const { return table_; }
+  const DistanceTable<T>& value_table() const { return table_; }
+  /// The (len × len × d_head) tables s(clamp(j − i)) as views (materialize() copies one).
+  RelativeView<T> key_view(Index len) const { return table_.view(len); }
+  RelativeView<T> value_view(Index len) const { return table_.view(len); }
+  /// Bytes of the cached rows (one table serves keys and values).
+  std::size_t cached_bytes() const { return table_.cached_bytes(); }
 
  private:
   static SinusoidalConfig validated(Index d_head, const SinusoidalConfig& config) {

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -15,12 +16,18 @@
 
 namespace relpos {
 
-/// The keys of spec §4 `t5`, plus the tensor name used in error messages.
+/// The keys of spec §4 `t5`, plus the layer's causal flag and the tensor name used in error
+/// messages.
 struct T5Config {
-  Index num_buckets = 32;     // B >= 2 (>= 4 when bidirectional)
-  Index max_distance = 128;   // M > E = B'/2: distances from M on share the last bucket
-  bool bidirectional = true;  // config default: not causal
+  Index num_buckets = 32;               // B >= 2 (>= 4 when bidirectional)
+  Index max_distance = 128;             // M > E = B'/2: distances from M on share the last bucket
+  std::optional<bool> bidirectional{};  // absent: !causal (spec §4)
+  bool causal = false;                  // the attention layer's flag; only sets the default above,
+                                        // and the layer checks it against its own
   std::string tensor_name = "position.relative_attention_bias";
+
+  /// bidirectional as given, else the spec's default: not causal.
+  bool is_bidirectional() const { return bidirectional.value_or(!causal); }
 };
 
 /// T5's bucket of δ = p_j − p_i (key minus query), exactly as spec §4: integers throughout,
@@ -49,8 +56,8 @@ inline std::int64_t t5_bucket(std::int64_t delta, std::int64_t num_buckets,
 }
 
 /// The t5 score bias b_h(δ) = relative_attention_bias[bucket(δ), h]. The table is shared
-/// by all layers (spec §1: one `position.relative_attention_bias`): copies of a T5Bias
-/// share it, so give every layer a copy of one instance.
+/// by all layers (spec §1: one `position.relative_attention_bias`): give every layer the
+/// same SharedMatrix (or a copy of one instance; copies share it).
 ///
 /// Hooks: clamp_distance (δ clamped to ±M: every |δ| >= M is already in the last bucket,
 /// so attention sees at most 2M + 1 distinct distances) and score_bias.
@@ -60,27 +67,36 @@ class T5Bias {
   using Scalar = T;
   static constexpr const char* name = "t5";
 
-  /// relative_attention_bias: (num_buckets, n_heads). Throws relpos::Error naming the key
-  /// or the tensor on a bad value or shape.
-  T5Bias(Index n_heads, const T5Config& config, Matrix<T> relative_attention_bias)
-      : config_(validated(n_heads, config)), n_heads_(n_heads) {
-    if (relative_attention_bias.rows() != config_.num_buckets ||
-        relative_attention_bias.cols() != n_heads) {
-      throw Error(config_.tensor_name + ": expected [num_buckets=" +
-                  std::to_string(config_.num_buckets) + ", n_heads=" + std::to_string(n_heads) +
-                  "], got [" + std::to_string(relative_attention_bias.rows()) + ", " +
-                  std::to_string(relative_attention_bias.cols()) + "]");
+  /// relative_attention_bias: (num_buckets, n_heads), shared (share() makes one; every
+  /// layer gets the same pointer, as spec §1 has one table). Throws relpos::Error naming the
+  /// key or the tensor on a bad value or shape.
+  T5Bias(Index n_heads, const T5Config& config, SharedMatrix<T> relative_attention_bias)
+      : config_(validated(n_heads, config)),
+        n_heads_(n_heads),
+        bidirectional_(config.is_bidirectional()),
+        table_(std::move(relative_attention_bias)) {
+    if (!table_ || table_->rows() != config_.num_buckets || table_->cols() != n_heads) {
+      throw Error(
+          config_.tensor_name + ": expected [num_buckets=" + std::to_string(config_.num_buckets) +
+          ", n_heads=" + std::to_string(n_heads) + "], got " +
+          (table_
+               ? "[" + std::to_string(table_->rows()) + ", " + std::to_string(table_->cols()) + "]"
+               : std::string("nothing")));
     }
-    table_ = std::make_shared<const Matrix<T>>(std::move(relative_attention_bias));
   }
 
   const T5Config& config() const { return config_; }
   Index n_heads() const { return n_heads_; }
+  bool bidirectional() const { return bidirectional_; }
+  /// Whether bidirectional follows the layer's causal flag (it was not given): the layer then
+  /// checks causal() against its own.
+  bool follows_causal() const { return !config_.bidirectional.has_value(); }
+  bool causal() const { return config_.causal; }
   /// The shared (num_buckets, n_heads) table.
   const Matrix<T>& table() const { return *table_; }
 
   std::int64_t bucket(std::int64_t delta) const {
-    return t5_bucket(delta, config_.num_buckets, config_.max_distance, config_.bidirectional);
+    return t5_bucket(delta, config_.num_buckets, config_.max_distance, bidirectional_);
   }
   std::int64_t clamp_distance(std::int64_t delta) const {
     const auto m = static_cast<std::int64_t>(config_.max_distance);
@@ -96,13 +112,14 @@ class T5Bias {
   static T5Config validated(Index n_heads, const T5Config& config) {
     const std::string key = std::string(name) + ".";
     if (n_heads < 1) throw Error(key + "n_heads: expected >= 1, got " + std::to_string(n_heads));
-    const Index min_buckets = config.bidirectional ? 4 : 2;
+    const bool bidirectional = config.is_bidirectional();
+    const Index min_buckets = bidirectional ? 4 : 2;
     if (config.num_buckets < min_buckets) {
       throw Error(key + "num_buckets: expected >= " + std::to_string(min_buckets) +
-                  (config.bidirectional ? " (bidirectional)" : "") + ", got " +
+                  (bidirectional ? " (bidirectional)" : "") + ", got " +
                   std::to_string(config.num_buckets));
     }
-    const Index e = (config.bidirectional ? config.num_buckets / 2 : config.num_buckets) / 2;
+    const Index e = (bidirectional ? config.num_buckets / 2 : config.num_buckets) / 2;
     if (config.max_distance <= e) {
       throw Error(key + "max_distance: must be > the exact-bucket range E = " + std::to_string(e) +
                   ", got " + std::to_string(config.max_distance));
@@ -112,7 +129,8 @@ class T5Bias {
 
   T5Config config_;
   Index n_heads_;
-  std::shared_ptr<const Matrix<T>> table_;  // (num_buckets, n_heads), shared by all layers
+  bool bidirectional_;     // config_.is_bidirectional()
+  SharedMatrix<T> table_;  // (num_buckets, n_heads), shared by all layers
 };
 
 static_assert(Encoding<T5Bias<float>> && HasScoreBias<T5Bias<float>>,

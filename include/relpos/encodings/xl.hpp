@@ -41,7 +41,7 @@ inline void xl_sinusoid(double delta, Index dim, double base, double* out) {
 /// clamped δ = p_j − p_i like every relpos distance table (so Δ = p_i − p_j = −c), are
 /// computed in double, cast, and cached in a DistanceTable (grown by doubling, thread-safe,
 /// at most 2K + 1 rows when clamped); head h uses columns [h·d_head, (h+1)·d_head). u and v
-/// (r_w_bias, r_r_bias) are shared by all layers: pass every layer the same shared_ptrs.
+/// (r_w_bias, r_r_bias) are shared by all layers: pass every layer the same SharedMatrix.
 ///
 /// Hooks: clamp_distance, head_key_rows, content_bias (u), position_bias (v). There is no
 /// value term.
@@ -50,24 +50,27 @@ class XlRelative {
  public:
   using Scalar = T;
   static constexpr const char* name = "xl";
-  using Shared = std::shared_ptr<const Matrix<T>>;
 
   /// r_net_weight: (d_model, d_model) [out, in]; u, v: (n_heads, d_head). Throws
   /// relpos::Error naming the key or tensor on a bad value or shape.
-  XlRelative(Index d_model, Index n_heads, const XlConfig& config, Matrix<T> r_net_weight, Shared u,
-             Shared v)
+  XlRelative(Index d_model, Index n_heads, const XlConfig& config, Matrix<T> r_net_weight,
+             SharedMatrix<T> u, SharedMatrix<T> v)
       : config_(validated(d_model, n_heads, config)),
         u_(checked(std::move(u), "position.r_w_bias", n_heads, d_model / n_heads)),
         v_(checked(std::move(v), "position.r_r_bias", n_heads, d_model / n_heads)),
         table_(make_table(d_model, config_, std::move(r_net_weight))) {}
 
   const XlConfig& config() const { return config_; }
+  Index n_heads() const { return u_->rows(); }
+  Index d_model() const { return table_.width(); }
   std::int64_t clamp_distance(std::int64_t delta) const { return table_.clamp(delta); }
   /// r(c) for clamped c in [lo, hi]: (hi − lo + 1, d_model).
   DistanceRows<T> head_key_rows(Index lo, Index hi) const { return table_.rows(lo, hi); }
   const Matrix<T>& content_bias() const { return *u_; }   // u: (n_heads, d_head)
   const Matrix<T>& position_bias() const { return *v_; }  // v: (n_heads, d_head)
   const DistanceTable<T>& table() const { return table_; }
+  /// Bytes of the cached rows r(c).
+  std::size_t cached_bytes() const { return table_.cached_bytes(); }
 
  private:
   static XlConfig validated(Index d_model, Index n_heads, const XlConfig& config) {
@@ -89,7 +92,7 @@ class XlRelative {
     return config;
   }
 
-  static Shared checked(Shared m, const char* tensor, Index rows, Index cols) {
+  static SharedMatrix<T> checked(SharedMatrix<T> m, const char* tensor, Index rows, Index cols) {
     if (!m || m->rows() != rows || m->cols() != cols) {
       throw Error(std::string(tensor) + ": expected [n_heads=" + std::to_string(rows) +
                   ", d_head=" + std::to_string(cols) + "], got " +
@@ -119,7 +122,7 @@ class XlRelative {
   }
 
   XlConfig config_;
-  Shared u_, v_;            // (n_heads, d_head) each, shared by all layers
+  SharedMatrix<T> u_, v_;   // (n_heads, d_head) each, shared by all layers
   DistanceTable<T> table_;  // r(c): (rows, d_model)
 };
 
