@@ -25,7 +25,12 @@ namespace relpos::test {
 
 /// The committed golden file tests/data/<relative>.
 inline io::SafetensorsFile golden_file(std::string_view relative) {
-  return io::SafetensorsFile::open(std::string(RELPOS_TEST_DATA_DIR) + "/" + std::string(relative));
+  // appended in place: GCC 12 misreads the inlined temporaries of string + "/" + string at -O1
+  // as an out-of-bounds memcpy (-Warray-bounds, in char_traits.h)
+  std::string path(RELPOS_TEST_DATA_DIR);
+  path += '/';
+  path += relative;
+  return io::SafetensorsFile::open(path);
 }
 
 namespace detail {
