@@ -112,7 +112,7 @@ void resize_like(Tensor3<T>& out, Index b, Index l, Index d) {
 /// [xl] = u_h·k_j + (q_i + v_h)·r_h(c_ij).
 ///
 /// The formula is computed in one place, detail::TiledAttention (detail/tiled_attention.hpp),
-/// which also serves cached decoding (kv_cache.hpp): queries in tiles of 64 against keys in
+/// which also serves cached decoding (kv_cache.hpp): queries in tiles of 128 against keys in
 /// tiles of Bk (256 for float, d_head 64) with an online softmax, every relative term applied
 /// per tile by local skewing. Working memory is O(len·d_model) plus per-thread tiles at any
 /// length: no (len × len) matrix exists, except the weights Model::attention_weights asks for
