@@ -53,7 +53,7 @@ struct SequenceWorkspace {
   detail::Buffer<T> z;            // (len, d_model): heads' outputs, concatenated
   detail::Buffer<T> residual;     // (len, d_model): a block's branch output
   detail::Buffer<T> normed;       // (len, d_model): a pre-norm block's normalised input
-  detail::Buffer<T> hidden;       // (len, d_ff): feed-forward hidden layer
+  detail::Buffer<T> hidden;       // (min(len, 512), d_ff): feed-forward hidden layer
   AttentionScratch<T> attention;  // attention's tiles and per-call rows
   // For inspection (pictures, debugging), off by default: when set, every attention forward
   // run with this workspace appends its weights α, [layer][head] → (len, len). It allocates.
