@@ -25,6 +25,7 @@
 #include <relpos/encodings/sinusoidal.hpp>
 #include <relpos/encodings/t5.hpp>
 #include <relpos/encodings/xl.hpp>
+#include <relpos/kv_cache.hpp>
 #include <relpos/threads.hpp>
 
 #include "support/golden.hpp"
@@ -327,6 +328,45 @@ TEST(Tiled, LongInputMatchesFloat64OnSampledRows) {
     for (Index c = 0; c < d_model; ++c) {
       EXPECT_NEAR(y(0, i, c), want(c), 1e-5) << "row " << i << " col " << c;
     }
+  }
+}
+
+// Cached decoding is the same kernel with the chunk as queries and the cache as keys, so
+// position ids spread far apart (the sparse tile path; the old hand-written cached attention
+// refused them) decode to what one causal forward with those ids gives.
+TYPED_TEST(TiledTyped, DecodingWithWidelySpreadIdsEqualsTheCausalForward) {
+  using T = TypeParam;
+  const Index len = 12;
+  relpos::Encoder<T, relpos::SinusoidalRelative<T>> e;
+  e.config.d_model = kDModel;
+  e.config.n_heads = kHeads;
+  e.config.n_layers = 1;
+  e.config.d_ff = 24;
+  e.config.causal = true;
+  relpos::Block<T, relpos::SinusoidalRelative<T>> b(
+      e.config.block(), relpos::SinusoidalRelative<T>(kDHead, {100.0, std::nullopt, true, true}));
+  std::mt19937_64 gen(21);
+  fill_normal(b.self_attn.in_proj_weight, gen, 0.25);
+  fill_normal(b.self_attn.out_proj_weight, gen, 0.25);
+  fill_normal(b.ffn.linear1_weight, gen, 0.25);
+  fill_normal(b.ffn.linear2_weight, gen, 0.2);
+  e.layers.push_back(std::move(b));
+
+  relpos::Tensor3<T> x(1, len, kDModel);
+  for (Index i = 0; i < x.size(); ++i) x.data()[i] = static_cast<T>(std::sin(0.3 * double(i)));
+  relpos::PositionIds ids(1, len);
+  ids << 0, 100000, 3, 50000, 4, 99999, 7, 250000, 8, 1, 180000, 2;
+  const relpos::Tensor3<T> full = e.forward(x, relpos::BatchInputs{nullptr, &ids});
+
+  for (const Index chunk : {Index(1), Index(5)}) {
+    SCOPED_TRACE("chunk " + std::to_string(chunk));
+    relpos::Decoder<T, relpos::SinusoidalRelative<T>> dec(e, len);
+    Matrix<T> got(len, kDModel);
+    for (Index i = 0; i < len; i += chunk) {
+      const Index n = std::min(chunk, len - i);
+      dec.forward(relpos::item(x, 0).middleRows(i, n), got.middleRows(i, n), ids.data() + i);
+    }
+    EXPECT_TRUE(relpos::test::all_close(got, relpos::item(full, 0), Tol<T>::naive));
   }
 }
 
