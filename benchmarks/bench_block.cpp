@@ -52,10 +52,11 @@ void report(benchmark::State& state, double flops, relpos_bench::AllocCounts bef
 }
 
 // ---- the block: attention + feed-forward + two LayerNorms, post-norm, in place ----
-template <class Kind>
+template <class Kind, bool Causal = false>
 void BM_Block(benchmark::State& state) {
   const Index len = state.range(0);
-  const auto block = relpos_bench::make_block<Kind>();
+  auto block = relpos_bench::make_block<Kind>();
+  block.self_attn.config.causal = Causal;  // causal: the tiles above the diagonal are skipped
   const Mat x0 = relpos_bench::random_input(len);  // (len, d_model)
   Mat x = x0;                                      // updated in place by each forward
   const relpos::SequenceInputs in{relpos::Positions{len, nullptr}, nullptr};
@@ -155,6 +156,12 @@ void naive_lengths(benchmark::internal::Benchmark* b) {
   b->ArgNames({"len"})->Arg(128)->Arg(512)->Arg(1024)->Unit(benchmark::kMillisecond);
 }
 
+// Long inputs, where attention's (len × len) scores used to leave the caches: the streaming
+// kernel's targets (issue 14) are read at 8192, causal against non-causal too.
+void long_lengths(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"len"})->Arg(8192)->Unit(benchmark::kMillisecond);
+}
+
 using relpos_bench::Learned;
 using relpos_bench::None;
 using relpos_bench::Rotary;
@@ -168,6 +175,14 @@ BENCHMARK_TEMPLATE(BM_Block, Rotary)->Apply(lengths);
 BENCHMARK_TEMPLATE(BM_Block, relpos_bench::T5)->Apply(lengths);
 BENCHMARK_TEMPLATE(BM_Block, relpos_bench::Alibi)->Apply(lengths);
 BENCHMARK_TEMPLATE(BM_Block, relpos_bench::Xl)->Apply(lengths);
+BENCHMARK_TEMPLATE(BM_Block, None)->Apply(long_lengths);
+BENCHMARK_TEMPLATE(BM_Block, Learned)->Apply(long_lengths);
+BENCHMARK_TEMPLATE(BM_Block, Sinusoidal)->Apply(long_lengths);
+BENCHMARK_TEMPLATE(BM_Block, relpos_bench::T5)->Apply(long_lengths);
+BENCHMARK_TEMPLATE(BM_Block, relpos_bench::Alibi)->Apply(long_lengths);
+BENCHMARK_TEMPLATE(BM_Block, relpos_bench::Xl)->Apply(long_lengths);
+BENCHMARK_TEMPLATE(BM_Block, None, true)->Apply(long_lengths);
+BENCHMARK_TEMPLATE(BM_Block, Learned, true)->Apply(long_lengths);
 BENCHMARK_TEMPLATE(BM_Attention, None)->Apply(lengths);
 BENCHMARK_TEMPLATE(BM_Attention, Learned)->Apply(lengths);
 BENCHMARK_TEMPLATE(BM_AttentionNaive, Learned)->Apply(naive_lengths);

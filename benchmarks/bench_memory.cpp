@@ -86,6 +86,9 @@ int run_child(const std::string& spec) {  // "<op>:<encoding>:<len>"
   if (kind == relpos_bench::Sinusoidal::name) return child<relpos_bench::Sinusoidal>(op, len);
   if (kind == relpos_bench::Learned::name) return child<relpos_bench::Learned>(op, len);
   if (kind == relpos_bench::Rotary::name) return child<relpos_bench::Rotary>(op, len);
+  if (kind == relpos_bench::T5::name) return child<relpos_bench::T5>(op, len);
+  if (kind == relpos_bench::Alibi::name) return child<relpos_bench::Alibi>(op, len);
+  if (kind == relpos_bench::Xl::name) return child<relpos_bench::Xl>(op, len);
   std::fprintf(stderr, "bench_memory: unknown encoding %s\n", kind.c_str());
   return 2;
 }
@@ -127,6 +130,14 @@ BENCHMARK_TEMPLATE(BM_PeakRss, None, Op::block)->Apply([](auto* b) { at(b, 2048)
 BENCHMARK_TEMPLATE(BM_PeakRss, Sinusoidal, Op::block)->Apply([](auto* b) { at(b, 2048); });
 BENCHMARK_TEMPLATE(BM_PeakRss, Learned, Op::block)->Apply([](auto* b) { at(b, 2048); });
 BENCHMARK_TEMPLATE(BM_PeakRss, Rotary, Op::block)->Apply([](auto* b) { at(b, 2048); });
+// at 8192 a (len × len) score matrix alone would be 256 MiB: attention streams instead
+BENCHMARK_TEMPLATE(BM_PeakRss, None, Op::block)->Apply([](auto* b) { at(b, 8192); });
+BENCHMARK_TEMPLATE(BM_PeakRss, Sinusoidal, Op::block)->Apply([](auto* b) { at(b, 8192); });
+BENCHMARK_TEMPLATE(BM_PeakRss, Learned, Op::block)->Apply([](auto* b) { at(b, 8192); });
+BENCHMARK_TEMPLATE(BM_PeakRss, Rotary, Op::block)->Apply([](auto* b) { at(b, 8192); });
+BENCHMARK_TEMPLATE(BM_PeakRss, relpos_bench::T5, Op::block)->Apply([](auto* b) { at(b, 8192); });
+BENCHMARK_TEMPLATE(BM_PeakRss, relpos_bench::Alibi, Op::block)->Apply([](auto* b) { at(b, 8192); });
+BENCHMARK_TEMPLATE(BM_PeakRss, relpos_bench::Xl, Op::block)->Apply([](auto* b) { at(b, 8192); });
 BENCHMARK_TEMPLATE(BM_PeakRss, Learned, Op::attention)->Apply([](auto* b) { at(b, 1024); });
 BENCHMARK_TEMPLATE(BM_PeakRss, Learned, Op::naive)->Apply([](auto* b) { at(b, 1024); });
 

@@ -31,6 +31,8 @@ std::atomic<long> g_eigen_assert_failures{0};
 #include <nlohmann/json.hpp>
 
 #include <relpos/detail/naive_attention.hpp>
+#include <relpos/detail/skew.hpp>
+#include <relpos/detail/softmax.hpp>
 #include <relpos/threads.hpp>
 
 #include "support/counting_new.hpp"

@@ -234,19 +234,18 @@ TEST(HostileModel, EmptySequenceAndEmptyBatch) {
 }
 
 TEST(HostileModel, SequenceTooLongForMemoryIsRefusedFromTheFile) {
-  // len 2^15 + 1 ids: a (len, len) score matrix per head would need > 4 GiB; refused by the
-  // file reader with the limit named, before the ids are even converted
+  // len 2^20 + 1 ids: past relpos::kMaxInputLength; refused by the file reader with the
+  // limit named, before the ids are even converted
   const relpos::Model<float> model = tiny_model();
   const Index len = relpos::kMaxInputLength + 1;
   relpos::io::SafetensorsWriter w;
   w.add("input_ids", std::vector<std::int32_t>(std::size_t(len), 1), {1, len});
   const SafetensorsFile in = SafetensorsFile::from_bytes(w.bytes(), "in.safetensors");
   expect_error([&] { relpos::read_inputs<float>(in, model.config()); },
-               {"in.safetensors", "len " + std::to_string(len), "exceeds the limit of 32768"});
+               {"in.safetensors", "len " + std::to_string(len), "exceeds the limit of 1048576"});
 }
 
-// Model::forward checks the length itself: a len of 2^22 would ask for a 2^44-element score
-// matrix (std::bad_alloc, or an abort under ASan) if it reached the attention.
+// Model::forward checks the length itself, before any activation of that length exists.
 TEST(HostileModel, SequenceTooLongForMemoryIsRefusedByForward) {
   const relpos::Model<float> model = tiny_model();
   const relpos::Tensor3<float> x = relpos::Tensor3<float>(1, Index(1) << 22, 4).setZero();

@@ -84,12 +84,12 @@ TEST(ModelIo, RefusesWhatSpecFiveRefuses) {
   EXPECT_EQ(error_of(with_positions, additive),
             "in.safetensors: tensor \"position_ids\": not supported with position type additive "
             "(defined over indices)");
-  // len is bounded before anything of size len² is allocated
+  // len is bounded before anything is allocated for it
   relpos::io::SafetensorsWriter long_ids;
   long_ids.add("input_ids", std::vector<std::int64_t>(std::size_t(relpos::kMaxInputLength) + 1, 1),
                {1, relpos::kMaxInputLength + 1});
   EXPECT_EQ(error_of(long_ids),
-            "in.safetensors: tensor \"input_ids\": len 32769 exceeds the limit of 32768 "
+            "in.safetensors: tensor \"input_ids\": len 1048577 exceeds the limit of 1048576 "
             "(relpos::kMaxInputLength)");
 }
 

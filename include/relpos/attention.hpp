@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 // Multi-head self-attention (Vaswani et al. 2017) templated on a positional encoding (spec §3):
 // packed q/k/v projections in PyTorch layout, key padding and causal masks, and the relative
-// key/value terms of Shaw et al. 2018 computed by skewing (Huang et al. 2018), never through a
-// (len × len × d) tensor.
+// terms computed per tile by skewing (Huang et al. 2018) in a streaming kernel, never through
+// a (len × len) or (len × len × d) tensor.
 #pragma once
 
 #include <cmath>
@@ -15,9 +15,8 @@
 #include <relpos/core.hpp>
 #include <relpos/detail/gemm.hpp>
 #include <relpos/detail/shape_checks.hpp>
-#include <relpos/detail/skew.hpp>
-#include <relpos/detail/softmax.hpp>
 #include <relpos/detail/thread_pool.hpp>
+#include <relpos/detail/tiled_attention.hpp>
 #include <relpos/encodings/concept.hpp>
 #include <relpos/encodings/none.hpp>
 #include <relpos/io/safetensors.hpp>
@@ -128,26 +127,20 @@ void resize_like(Tensor3<T>& out, Index b, Index l, Index d) {
 /// with δ = p_j − p_i (key minus query) and c = the encoding's clamp of δ. The encoding's
 /// hooks (encodings/concept.hpp) are asked at compile time: rotary rotates q and k in place;
 /// relative tables give aK / aV rows, shared by all heads; score-bias encodings (t5, alibi)
-/// give b_h for the R distances, gathered like the key term; xl gives per-head rows r_h(c)
-/// and u, v for [xl] = u_h·k_j + (q_i + v_h)·r_h(c_ij), r_h gathered like the key term.
+/// give b_h for the distances; xl gives per-head rows r_h(c) and u, v for
+/// [xl] = u_h·k_j + (q_i + v_h)·r_h(c_ij).
 ///
-/// Relative terms by skewing: with the R distinct clamped distances [lo, hi] of the sequence,
-/// QR = q_h · aK[lo..hi]ᵀ (len × R) is gathered into the scores, and the weights are summed
-/// per distance into W (len × R) for z_h += W · aV[lo..hi]. Working memory per head is
-/// O(len² + len·R), R <= 2·len − 1 for contiguous positions. Those (plain, or ids with an
-/// offset) gather and scatter by three segments per row (detail::DistanceBands); other ids go
-/// through a (len, len) index of c_ij − lo. Explicit position ids spread so
-/// wide that R > 4·len take a sparse path instead: every pair sorted by distance, each
-/// distance's row fetched once (O(len²) memory, O(len²·d_head) time), so R never sizes memory.
+/// The formula is computed in one place, detail::TiledAttention (detail/tiled_attention.hpp),
+/// which also serves cached decoding (kv_cache.hpp): queries in tiles of 128 against keys in
+/// tiles of Bk (256 for float, d_head 64) with an online softmax, every relative term applied
+/// per tile by local skewing. Working memory is O(len·d_model) plus per-thread tiles at any
+/// length: no (len × len) matrix exists, except the weights Model::attention_weights asks for
+/// (SequenceWorkspace::attention_record). Causal attention skips the tiles above the
+/// diagonal, padding the fully padded key tiles.
 ///
-/// Memory, measured (benchmarks/bench_memory, float, one thread, batch 1): one block forward at
-/// len 2048, d_model 512, 8 heads adds 56.5 MiB with `none` and 57.4 MiB with learned keys and
-/// values, K = 64 (1.02×: contiguous positions build no index, and the (len, R) scratch is
-/// small); the naive materialised path (detail/naive_attention.hpp) needs 529 MiB at len 1024.
-///
-/// Threads: batch items run in parallel, or, for a single sequence, its heads do
-/// (detail/thread_pool.hpp); each head writes its own columns of z and each task always gets
-/// the same scratch slot, so results are bit-identical whatever the thread count.
+/// Threads: tasks are (head, query tile) pairs for a single sequence, batch items otherwise
+/// (detail/thread_pool.hpp); each task runs its key tiles in a fixed order into its own rows
+/// and columns of z, so results are bit-identical whatever the thread count.
 template <Scalar T, Encoding Enc = NoPosition<T>>
 class MultiHeadAttention {
   static_assert(std::is_same_v<typename Enc::Scalar, T>,
@@ -233,17 +226,21 @@ class MultiHeadAttention {
       encoding.transform_qk(q, k, in.positions, n_heads());
     }
 
-    Relative rel;
-    prepare_relative(in.positions, ws, rel);
-
-    // heads in parallel, each writing its columns of z: (len, d_model)
+    // z: (len, d_model), heads side by side
     auto z = ws.z.matrix(len, d);
-    if (ws.attention_record != nullptr) {
-      ws.attention_record->emplace_back(static_cast<std::size_t>(n_heads()));
+    std::vector<Matrix<T>>* weights = nullptr;
+    if (ws.attention_record != nullptr) {  // the explicit path: (len, len) weights per head
+      ws.attention_record->emplace_back(static_cast<std::size_t>(n_heads()), Matrix<T>(len, len));
+      weights = &ws.attention_record->back();
     }
-    ws.ensure_slots(detail::slots_needed());
-    detail::parallel_for(
-        n_heads(), [&](Index h, int slot) { head_forward(h, qkv, z, in, rel, ws, ws.head(slot)); });
+    const detail::AttentionGeometry geometry{.queries = in.positions,
+                                             .keys = in.positions,
+                                             .causal = config.causal,
+                                             .causal_offset = 0,
+                                             .key_padding = in.key_padding};
+    detail::TiledAttention<T, Enc>(encoding, n_heads(), d_head())
+        .run(qkv.leftCols(d), qkv.middleCols(d, d), qkv.rightCols(d), geometry, z, ws.attention,
+             weights);
 
     detail::linear<T>(z, out_proj_weight, out_proj_bias, out);
   }
@@ -269,79 +266,6 @@ class MultiHeadAttention {
   }
 
  private:
-  using SparsePairs = std::vector<std::pair<std::int64_t, std::int64_t>>;
-  using IndexMap = Eigen::Map<
-      const Eigen::Matrix<std::int32_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
-
-  // The relative tables of one sequence, shared by its heads.
-  struct Relative {
-    bool keys = false, values = false;
-    bool bias = false;       // score bias b_h(c) (t5, alibi)
-    bool head_keys = false;  // Transformer-XL terms (xl)
-    bool dense = true;       // skewing tables (else the sparse pair list in the workspace)
-    bool banded = false;     // dense, and contiguous positions: segments, no index
-    detail::DistanceRange range;
-    detail::DistanceBands bands;
-    DistanceRows<T> key_rows, value_rows;  // (R, d_head) each, when dense
-    DistanceRows<T> head_key_rows;         // (R, n_heads·d_head) r(c), xl, when dense
-    const std::int32_t* index = nullptr;   // (len, len) row-major: c_ij − lo, dense, not banded
-
-    // scores(i, j) += by_distance(i, c_ij − lo), by bands or by the index
-    template <class S, class B>
-    void gather_add(S& scores, const B& by_distance) const {
-      if (banded) {
-        detail::gather_add(scores, by_distance, bands);
-      } else {
-        detail::gather_add(scores, by_distance, IndexMap(index, scores.rows(), scores.cols()));
-      }
-    }
-  };
-
-  void prepare_relative(const Positions& p, SequenceWorkspace<T>& ws, Relative& rel) const {
-    if constexpr (HasKeyTerm<Enc> || HasValueTerm<Enc> || HasScoreBias<Enc> ||
-                  HasHeadKeyTerm<Enc>) {
-      rel.keys = detail::key_term_active(encoding);
-      rel.values = detail::value_term_active(encoding);
-      rel.bias = HasScoreBias<Enc>;
-      rel.head_keys = HasHeadKeyTerm<Enc>;
-      if (!rel.keys && !rel.values && !rel.bias && !rel.head_keys) return;
-      rel.range = detail::distance_range(encoding, p);
-      rel.dense = rel.range.count() <= detail::kDenseRangeFactor * std::max<Index>(p.len, 1);
-      if (!rel.dense) {
-        detail::build_sparse_pairs(encoding, p, ws.sparse_pairs);
-        return;
-      }
-      rel.banded = detail::has_distance_bands(encoding, p, rel.range);
-      if (rel.banded) {
-        rel.bands = {rel.range.lo, rel.range.hi};
-      } else {
-        auto index = ws.distance_index.matrix(p.len, p.len);
-        detail::build_distance_index(encoding, p, rel.range.lo, index);
-        rel.index = index.data();
-      }
-      if constexpr (HasKeyTerm<Enc>) {
-        if (rel.keys) {
-          rel.key_rows = encoding.key_rows(rel.range.lo, rel.range.hi);
-          check_rows("relative key rows", rel.key_rows.view());
-        }
-      }
-      if constexpr (HasValueTerm<Enc>) {
-        if (rel.values) {
-          rel.value_rows = encoding.value_rows(rel.range.lo, rel.range.hi);
-          check_rows("relative value rows", rel.value_rows.view());
-        }
-      }
-      if constexpr (HasHeadKeyTerm<Enc>) {
-        rel.head_key_rows = encoding.head_key_rows(rel.range.lo, rel.range.hi);
-        check_head_rows(rel.head_key_rows.view());
-      }
-    } else {
-      (void)p;
-      (void)ws;
-      (void)rel;
-    }
-  }
-
   // The sizes an encoding was built for against this layer's: per-head encodings (t5, alibi,
   // xl) by n_heads, per-head rows (learned, sinusoidal, rotary) by d_head, input and xl
   // encodings by d_model. A mismatch would index past a head's bias or a row's end.
@@ -377,195 +301,6 @@ class MultiHeadAttention {
                     " (bidirectional not given follows it), but the attention layer has causal = " +
                     (config.causal ? "true" : "false"));
       }
-    }
-  }
-
-  void check_rows(const char* what, const ConstMatrixMap<T>& rows) const {
-    if (rows.cols() != d_head()) {
-      throw Error(std::string(Enc::name) + " " + what + ": width expected d_head = " +
-                  std::to_string(d_head()) + ", got " + std::to_string(rows.cols()));
-    }
-  }
-
-  void check_head_rows(const ConstMatrixMap<T>& rows) const {
-    if (rows.cols() != d_model()) {
-      throw Error(std::string(Enc::name) + " per-head relative key rows: width expected " +
-                  "d_model = " + std::to_string(d_model()) + ", got " +
-                  std::to_string(rows.cols()));
-    }
-  }
-
-  template <class Qkv, class Z>
-  void head_forward(Index h, const Qkv& qkv, Z& z, const SequenceInputs& in, const Relative& rel,
-                    const SequenceWorkspace<T>& ws, HeadScratch<T>& scratch) const {
-    const Index len = qkv.rows(), d = d_model(), dh = d_head();
-    const auto q = qkv.middleCols(h * dh, dh);          // (len, d_head)
-    const auto k = qkv.middleCols(d + h * dh, dh);      // (len, d_head)
-    const auto v = qkv.middleCols(2 * d + h * dh, dh);  // (len, d_head)
-    auto zh = z.middleCols(h * dh, dh);                 // (len, d_head)
-
-    // scores: (len, len) = q · kᵀ
-    auto scores = scratch.scores.matrix(len, len);
-    detail::matmul_nt<T>(q, k, scores);
-    // the 1/sqrt(d_head) scale covers q·k, q·aK and the xl terms alike (spec §3); a banded
-    // key-term gather applies it in its own pass over the scores, saving one
-    const T scale = T(1) / std::sqrt(static_cast<T>(dh));
-    const bool fold_scale = rel.keys && rel.banded && !rel.head_keys;
-    if (rel.keys) add_key_term(q, scores, rel, ws.sparse_pairs, scratch, fold_scale ? scale : T(1));
-    if (rel.head_keys) add_head_key_term(h, q, k, scores, rel, ws.sparse_pairs, scratch);
-    if (!fold_scale) scores *= scale;
-    // b_h comes after the scale (spec §3, T5 / ALiBi convention)
-    if (rel.bias) add_score_bias(h, scores, rel, ws.sparse_pairs, scratch);
-    detail::masked_softmax_rows(scores, config.causal, in.key_padding);
-    if (ws.attention_record != nullptr) ws.attention_record->back()[std::size_t(h)] = scores;
-
-    // z_h = α · v, then the value term Σ_j α_ij aV(c_ij)
-    detail::matmul_nn<T>(scores, v, zh);
-    if (rel.values) add_value_term(scores, zh, rel, ws.sparse_pairs, scratch);
-  }
-
-  template <class Q, class S>
-  void add_key_term(const Q& q, S& scores, const Relative& rel, const SparsePairs& pairs,
-                    HeadScratch<T>& scratch, T banded_scale) const {
-    if constexpr (HasKeyTerm<Enc>) {
-      const Index len = q.rows();
-      if (rel.dense) {
-        // QR(i, c − lo) = q_i · aK(c): one product with the R distinct rows, then the skew gather
-        auto qr = scratch.by_distance.matrix(len, rel.range.count());
-        detail::matmul_nt<T>(q, rel.key_rows.view(), qr);
-        if (rel.banded) {
-          detail::gather_add(scores, qr, rel.bands, banded_scale);
-        } else {
-          rel.gather_add(scores, qr);
-        }
-      } else {
-        for_each_distance(pairs, [&](std::int64_t c, auto first, auto last) {
-          const DistanceRows<T> rows = encoding.key_rows(c, c);
-          check_rows("relative key rows", rows.view());
-          const ConstMatrixMap<T> table = rows.view();
-          const auto a = table.row(0);  // aK(c): (1, d_head)
-          for (auto it = first; it != last; ++it) {
-            const Index i = it->second / len, j = it->second % len;
-            scores(i, j) += q.row(i).dot(a);
-          }
-        });
-      }
-    } else {
-      (void)q, (void)scores, (void)rel, (void)pairs, (void)scratch, (void)banded_scale;
-    }
-  }
-
-  // u_h · k_j + (q_i + v_h) · r_h(c_ij) (Transformer-XL): q · r_hᵀ by the skew gather like
-  // the key term, v_h · r_h(c) once per distance, u_h · k_j once per key.
-  template <class Q, class K, class S>
-  void add_head_key_term(Index h, const Q& q, const K& k, S& scores, const Relative& rel,
-                         const SparsePairs& pairs, HeadScratch<T>& scratch) const {
-    if constexpr (HasHeadKeyTerm<Enc>) {
-      const Index len = q.rows(), dh = d_head();
-      const auto u = encoding.content_bias().row(h);   // (1, d_head)
-      const auto v = encoding.position_bias().row(h);  // (1, d_head)
-      // u_h · k_j is the same for every query: one row, added along the scores' rows (their
-      // contiguous direction; a column-wise loop here cost more than the whole xl term)
-      auto uk = scratch.by_distance.matrix(1, len);  // (1, len)
-      detail::matmul_nt<T>(u, k, uk);
-      scores.rowwise() += uk.row(0);
-      if (rel.dense) {
-        const ConstMatrixMap<T> all = rel.head_key_rows.view();
-        const auto r = all.middleCols(h * dh, dh);  // r_h(c): (R, d_head)
-        // rows 0..len−1: q · r_hᵀ; row len: v_h · r_hᵀ, the same for every query, then added
-        auto buffer = scratch.by_distance.matrix(len + 1, rel.range.count());
-        auto qr = buffer.topRows(len);  // (len, R)
-        detail::matmul_nt<T>(q, r, qr);
-        detail::matmul_nt<T>(v, r, buffer.bottomRows(1));
-        qr.rowwise() += buffer.row(len);
-        rel.gather_add(scores, qr);
-      } else {
-        for_each_distance(pairs, [&](std::int64_t c, auto first, auto last) {
-          const DistanceRows<T> rows = encoding.head_key_rows(c, c);
-          check_head_rows(rows.view());
-          const auto r = rows.view().row(0).segment(h * dh, dh);  // r_h(c): (1, d_head)
-          const T vr = v.dot(r);
-          for (auto it = first; it != last; ++it) {
-            const Index i = it->second / len, j = it->second % len;
-            scores(i, j) += q.row(i).dot(r) + vr;
-          }
-        });
-      }
-    } else {
-      (void)h, (void)q, (void)k, (void)scores, (void)rel, (void)pairs, (void)scratch;
-    }
-  }
-
-  // scores(i, j) += b_h(c_ij): the R values of head h, gathered by the distance index.
-  template <class S>
-  void add_score_bias(Index h, S& scores, const Relative& rel, const SparsePairs& pairs,
-                      HeadScratch<T>& scratch) const {
-    if constexpr (HasScoreBias<Enc>) {
-      const Index len = scores.rows();
-      if (rel.dense) {
-        auto b = scratch.by_distance.matrix(1, rel.range.count());  // b_h(lo..hi)
-        encoding.score_bias(h, rel.range.lo, rel.range.hi, b.data());
-        if (rel.banded) {
-          for (Index i = 0; i < len; ++i)
-            detail::gather_add_row(scores.row(i), b.row(0), i, rel.bands);
-        } else {
-          const IndexMap index(rel.index, len, len);
-          for (Index i = 0; i < len; ++i) {
-            for (Index j = 0; j < len; ++j) scores(i, j) += b(0, index(i, j));
-          }
-        }
-      } else {
-        for_each_distance(pairs, [&](std::int64_t c, auto first, auto last) {
-          T b{};
-          encoding.score_bias(h, c, c, &b);
-          for (auto it = first; it != last; ++it) scores(it->second / len, it->second % len) += b;
-        });
-      }
-    } else {
-      (void)h, (void)scores, (void)rel, (void)pairs, (void)scratch;
-    }
-  }
-
-  template <class A, class Zh>
-  void add_value_term(const A& alpha, Zh& zh, const Relative& rel, const SparsePairs& pairs,
-                      HeadScratch<T>& scratch) const {
-    if constexpr (HasValueTerm<Enc>) {
-      const Index len = alpha.rows();
-      if (rel.dense) {
-        // W(i, c − lo) = Σ_{j: c_ij = c} α_ij, then z_h += W · aV[lo..hi]
-        auto w = scratch.by_distance.matrix(len, rel.range.count());
-        if (rel.banded) {
-          detail::scatter_by_distance(w, alpha, rel.bands);
-        } else {
-          detail::scatter_by_distance(w, alpha, IndexMap(rel.index, len, len));
-        }
-        detail::matmul_nn<T>(w, rel.value_rows.view(), zh, /*accumulate=*/true);
-      } else {
-        for_each_distance(pairs, [&](std::int64_t c, auto first, auto last) {
-          const DistanceRows<T> rows = encoding.value_rows(c, c);
-          check_rows("relative value rows", rows.view());
-          const ConstMatrixMap<T> table = rows.view();
-          const auto a = table.row(0);  // aV(c): (1, d_head)
-          for (auto it = first; it != last; ++it) {
-            const Index i = it->second / len, j = it->second % len;
-            if (alpha(i, j) != T(0)) zh.row(i) += alpha(i, j) * a;
-          }
-        });
-      }
-    } else {
-      (void)alpha, (void)zh, (void)rel, (void)pairs, (void)scratch;
-    }
-  }
-
-  // fn(c, first, last) for each run of equal distance c in the sorted sparse pair list.
-  template <class F>
-  static void for_each_distance(const SparsePairs& pairs, F&& fn) {
-    auto it = pairs.begin();
-    while (it != pairs.end()) {
-      auto last = it;
-      while (last != pairs.end() && last->first == it->first) ++last;
-      fn(it->first, it, last);
-      it = last;
     }
   }
 };

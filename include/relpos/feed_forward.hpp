@@ -3,6 +3,7 @@
 // torch.nn.TransformerEncoderLayer: linear2(act(linear1(x))), act = relu or exact gelu (erf).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -63,8 +64,12 @@ struct FeedForward {
     detail::check_vector("linear2_bias", linear2_bias, d_model(), "d_model");
   }
 
-  /// out = linear2(act(linear1(x))); x, out: (len, d_model), not aliased. The hidden layer
-  /// lives in ws.hidden.
+  /// Rows per pass of forward(): the hidden layer is (kRows, d_ff) at most whatever the
+  /// length, so a long input's feed-forward adds 4 MiB (float, d_ff 2048), not len·d_ff.
+  static constexpr Index kRows = 512;
+
+  /// out = linear2(act(linear1(x))); x, out: (len, d_model), not aliased. Rows are
+  /// independent, so they go kRows at a time through the hidden layer in ws.hidden.
   void forward(ConstMatrixRef<T> x, MatrixRef<T> out, SequenceWorkspace<T>& ws) const {
     validate();
     if (x.cols() != d_model() || out.cols() != d_model() || out.rows() != x.rows()) {
@@ -72,17 +77,19 @@ struct FeedForward {
                   std::to_string(d_model()) + "), got " + detail::shape_string(x.rows(), x.cols()) +
                   " and " + detail::shape_string(out.rows(), out.cols()));
     }
-    if (x.rows() == 0) return;  // no token, no output row
-    // h: (len, d_ff)
-    auto h = ws.hidden.matrix(x.rows(), d_ff());
-    detail::linear<T>(x, linear1_weight, linear1_bias, h);
-    if (activation == Activation::relu) {
-      h = h.cwiseMax(T(0));
-    } else {
-      const T inv_sqrt2 = static_cast<T>(0.70710678118654752440);
-      h = h.unaryExpr([inv_sqrt2](T v) { return T(0.5) * v * (T(1) + std::erf(v * inv_sqrt2)); });
+    for (Index r0 = 0; r0 < x.rows(); r0 += kRows) {
+      const Index n = std::min(kRows, x.rows() - r0);
+      // h: (n, d_ff)
+      auto h = ws.hidden.matrix(n, d_ff());
+      detail::linear<T>(x.middleRows(r0, n), linear1_weight, linear1_bias, h);
+      if (activation == Activation::relu) {
+        h = h.cwiseMax(T(0));
+      } else {
+        const T inv_sqrt2 = static_cast<T>(0.70710678118654752440);
+        h = h.unaryExpr([inv_sqrt2](T v) { return T(0.5) * v * (T(1) + std::erf(v * inv_sqrt2)); });
+      }
+      detail::linear<T>(h, linear2_weight, linear2_bias, out.middleRows(r0, n));
     }
-    detail::linear<T>(h, linear2_weight, linear2_bias, out);
   }
 };
 

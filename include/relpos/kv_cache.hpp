@@ -20,6 +20,7 @@
 #include <relpos/core.hpp>
 #include <relpos/detail/buffer.hpp>
 #include <relpos/detail/gemm.hpp>
+#include <relpos/detail/tiled_attention.hpp>
 #include <relpos/encoder.hpp>
 #include <relpos/encodings/concept.hpp>
 #include <relpos/encodings/rotary.hpp>
@@ -27,15 +28,6 @@
 #include <relpos/workspace.hpp>
 
 namespace relpos {
-
-namespace detail {
-// Grows a buffer geometrically, so a length that increases by one per token allocates
-// O(log n) times in all, never per token.
-template <class E>
-void grow(Buffer<E>& b, Index n) {
-  if (n > b.capacity()) b.reserve(std::max<Index>(n, 2 * b.capacity()));
-}
-}  // namespace detail
 
 /// The keys and values of one attention layer for one sequence, with each token's position
 /// and key-padding flag. Storage doubles when full (amortized O(1) per token) up to `limit`
@@ -61,7 +53,8 @@ class KVCache {
   std::int64_t position(Index j) const { return positions_[static_cast<std::size_t>(j)]; }
   const std::int64_t* positions() const { return positions_.data(); }
   std::int64_t* positions() { return positions_.data(); }
-  bool padded(Index j) const { return padded_[static_cast<std::size_t>(j)] != 0; }
+  bool padded(Index j) const { return padded_[j]; }
+  const bool* padding() const { return padded_.data(); }  // size() flags, true = padded
 
   /// Room for n tokens without growing (n <= limit).
   void reserve(Index n) {
@@ -74,7 +67,7 @@ class KVCache {
     keys_.conservativeResize(cap, d_model_);
     values_.conservativeResize(cap, d_model_);
     positions_.resize(static_cast<std::size_t>(cap));
-    padded_.resize(static_cast<std::size_t>(cap));
+    padded_.conservativeResize(cap);
   }
 
   /// Appends n tokens: k, v (n, d_model); positions: n ids (>= 0); padding: n flags or null.
@@ -92,7 +85,7 @@ class KVCache {
     values_.middleRows(size_, n) = v;
     for (Index i = 0; i < n; ++i) {
       positions_[static_cast<std::size_t>(size_ + i)] = positions[i];
-      padded_[static_cast<std::size_t>(size_ + i)] = padding != nullptr && padding[i];
+      padded_[size_ + i] = padding != nullptr && padding[i];
     }
     size_ += n;
   }
@@ -113,7 +106,7 @@ class KVCache {
   Index size_ = 0;
   Matrix<T> keys_, values_;  // (capacity, d_model)
   std::vector<std::int64_t> positions_;
-  std::vector<unsigned char> padded_;
+  Eigen::Array<bool, Eigen::Dynamic, 1> padded_;  // (capacity)
 };
 
 namespace detail {
@@ -187,11 +180,8 @@ template <Scalar T>
 struct DecodeWorkspace {
   detail::Buffer<T> qkv;               // (n, 3 d_model)
   detail::Buffer<T> z;                 // (n, d_model)
-  detail::Buffer<T> scores;            // (n, L): scores, then weights
-  detail::Buffer<T> by_distance;       // (n, R)
-  detail::Buffer<T> bias;              // (R) score bias of a head, or (n, d_head) q + v_h
-  detail::Buffer<std::int32_t> index;  // (n, L): clamp(δ_ij) − lo
   detail::Buffer<T> residual, normed;  // (n, d_model)
+  AttentionScratch<T> attention;       // attention's tiles and per-call rows
   SequenceWorkspace<T> ffn;            // the feed-forward's hidden layer
 };
 
@@ -199,20 +189,20 @@ struct DecodeWorkspace {
 /// positions apart): x (n, d_model) → out (n, d_model). Appends the new keys (after rotary)
 /// and values to `cache` first. Token i of the chunk is at cache index L0 + i (L0 = the cache's
 /// size before) and sees key j when j <= L0 + i (causal by index, spec §2) and key j is not
-/// padded. positions: n ids; padding: n flags or null. Relative rows are fetched once per
-/// call for the clamped distances [lo, hi] the chunk needs (as attention.hpp's skewing).
+/// padded. positions: n ids; padding: n flags or null. The attention itself is the full
+/// forward's kernel (detail/tiled_attention.hpp) with the chunk as queries and the cache as
+/// keys, so every encoding hook is written once.
 template <Scalar T, Encoding Enc>
 void attend_cached(const MultiHeadAttention<T, Enc>& attn, ConstMatrixRef<T> x,
                    const std::int64_t* positions, const bool* padding, KVCache<T>& cache,
                    MatrixRef<T> out, DecodeWorkspace<T>& ws) {
-  const Index n = x.rows(), d = attn.d_model(), dh = attn.d_head();
+  const Index n = x.rows(), d = attn.d_model();
   RELPOS_ASSERT(x.cols() == d && out.rows() == n && out.cols() == d,
                 "attend_cached: x and out must be (n, d_model)");
   const Index first = cache.size();  // L0
 
   // q | k | v of the new tokens: (n, 3 d_model); rotary rotates only these
-  detail::grow(ws.qkv, n * 3 * d);
-  auto qkv = ws.qkv.matrix(n, 3 * d);
+  auto qkv = detail::grown(ws.qkv, n, 3 * d);
   detail::linear<T>(x, attn.in_proj_weight, attn.in_proj_bias, qkv);
   if constexpr (TransformsQK<Enc>) {
     MatrixRef<T> q(qkv.leftCols(d));
@@ -220,136 +210,15 @@ void attend_cached(const MultiHeadAttention<T, Enc>& attn, ConstMatrixRef<T> x,
     attn.encoding.transform_qk(q, k, Positions{n, positions}, attn.n_heads());
   }
   cache.append(qkv.middleCols(d, d), qkv.rightCols(d), positions, padding);
-  const Index total = cache.size();  // L
 
-  // relative terms: the clamped distances c_ij = clamp(P_j − p_i) between the chunk's
-  // queries and every cached key, as an (n, L) index into the rows for [lo, hi]
-  [[maybe_unused]] bool keys = false, values = false;
-  std::int64_t lo = 0, hi = -1;
-  [[maybe_unused]] DistanceRows<T> key_rows, value_rows, head_rows;
-  constexpr bool uses_distances =
-      HasKeyTerm<Enc> || HasValueTerm<Enc> || HasScoreBias<Enc> || HasHeadKeyTerm<Enc>;
-  if constexpr (uses_distances) {
-    if constexpr (HasKeyTerm<Enc>) keys = detail::key_term_active(attn.encoding);
-    if constexpr (HasValueTerm<Enc>) values = detail::value_term_active(attn.encoding);
-    // clamp is monotonic: the extremes of δ give the extremes of c
-    std::int64_t pmin = cache.position(0), pmax = pmin, qmin = positions[0], qmax = qmin;
-    for (Index j = 0; j < total; ++j) {
-      pmin = std::min(pmin, cache.position(j));
-      pmax = std::max(pmax, cache.position(j));
-    }
-    for (Index i = 0; i < n; ++i) {
-      qmin = std::min(qmin, positions[i]);
-      qmax = std::max(qmax, positions[i]);
-    }
-    lo = attn.encoding.clamp_distance(pmin - qmax);
-    hi = attn.encoding.clamp_distance(pmax - qmin);
-    if (hi - lo + 1 > 4 * (total + n) + 64) {
-      throw Error(std::string(Enc::name) + ": cached decoding: position ids spread over " +
-                  std::to_string(hi - lo + 1) + " distances for " + std::to_string(total) +
-                  " cached tokens; run such ids through a full forward instead");
-    }
-    detail::grow(ws.index, n * total);
-    auto index = ws.index.matrix(n, total);
-    for (Index i = 0; i < n; ++i) {
-      for (Index j = 0; j < total; ++j) {
-        index(i, j) = static_cast<std::int32_t>(
-            attn.encoding.clamp_distance(cache.position(j) - positions[i]) - lo);
-      }
-    }
-    if constexpr (HasKeyTerm<Enc>) {
-      if (keys) key_rows = attn.encoding.key_rows(lo, hi);
-    }
-    if constexpr (HasValueTerm<Enc>) {
-      if (values) value_rows = attn.encoding.value_rows(lo, hi);
-    }
-    if constexpr (HasHeadKeyTerm<Enc>) head_rows = attn.encoding.head_key_rows(lo, hi);
-  }
-  const Index count = std::max<Index>(hi - lo + 1, 1);
-  // s(i, j) += table(i, c_ij − lo): the skew gather of attention.hpp over (n, L)
-  [[maybe_unused]] const auto gather = [&](auto& s, const auto& table) {
-    const auto index = ws.index.matrix(n, total);
-    for (Index i = 0; i < n; ++i) {
-      for (Index j = 0; j < total; ++j) s(i, j) += table(i, index(i, j));
-    }
-  };
-
-  detail::grow(ws.z, n * d);
-  auto z = ws.z.matrix(n, d);
-  detail::grow(ws.scores, n * total);
-  detail::grow(ws.by_distance, n * count);
-  detail::grow(ws.bias, count + n * dh);
-  const auto k_all = cache.keys();
-  const auto v_all = cache.values();
-  const T scale = T(1) / std::sqrt(static_cast<T>(dh));
-  for (Index h = 0; h < attn.n_heads(); ++h) {
-    const auto q = qkv.middleCols(h * dh, dh);     // (n, d_head)
-    const auto kh = k_all.middleCols(h * dh, dh);  // (L, d_head)
-    auto zh = z.middleCols(h * dh, dh);            // (n, d_head)
-    auto s = ws.scores.matrix(n, total);           // (n, L)
-    detail::matmul_nt<T>(q, kh, s);
-    if constexpr (HasKeyTerm<Enc>) {
-      if (keys) {
-        // QR(i, c − lo) = q_i · aK(c)
-        auto qr = ws.by_distance.matrix(n, count);
-        detail::matmul_nt<T>(q, key_rows.view(), qr);
-        gather(s, qr);
-      }
-    }
-    if constexpr (HasHeadKeyTerm<Enc>) {
-      // Transformer-XL: u_h · k_j + (q_i + v_h) · r_h(c_ij), before the scale
-      const Matrix<T>& u = attn.encoding.content_bias();    // (n_heads, d_head)
-      const Matrix<T>& vb = attn.encoding.position_bias();  // (n_heads, d_head)
-      for (Index j = 0; j < total; ++j) {
-        const T uk = kh.row(j).dot(u.row(h));
-        for (Index i = 0; i < n; ++i) s(i, j) += uk;
-      }
-      auto qv = ws.bias.matrix(n, dh);  // (n, d_head): q + v_h
-      qv = q.rowwise() + vb.row(h);
-      auto qr = ws.by_distance.matrix(n, count);
-      detail::matmul_nt<T>(qv, head_rows.view().middleCols(h * dh, dh), qr);
-      gather(s, qr);
-    }
-    s *= scale;
-    if constexpr (HasScoreBias<Enc>) {
-      // b_h(c), after the scale (t5, alibi)
-      auto b = ws.bias.matrix(1, count);
-      attn.encoding.score_bias(h, lo, hi, b.data());
-      const auto index = ws.index.matrix(n, total);
-      for (Index i = 0; i < n; ++i) {
-        for (Index j = 0; j < total; ++j) s(i, j) += b(0, index(i, j));
-      }
-    }
-    // masked softmax: causal by index and key padding; a row with no visible key is all 0
-    for (Index i = 0; i < n; ++i) {
-      const Index visible = first + i + 1;
-      T mx = -std::numeric_limits<T>::infinity();
-      for (Index j = 0; j < visible; ++j) {
-        if (!cache.padded(j)) mx = std::max(mx, s(i, j));
-      }
-      T sum = 0;
-      for (Index j = 0; j < total; ++j) {
-        const bool hidden = j >= visible || cache.padded(j);
-        const T e = hidden ? T(0) : std::exp(s(i, j) - mx);
-        s(i, j) = e;
-        sum += e;
-      }
-      if (sum > T(0)) s.row(i) /= sum;
-    }
-    detail::matmul_nn<T>(s, v_all.middleCols(h * dh, dh), zh);
-    if constexpr (HasValueTerm<Enc>) {
-      if (values) {
-        // W(i, c − lo) = Σ_{j: c_ij = c} α_ij, then z_h += W · aV[lo..hi]
-        auto w = ws.by_distance.matrix(n, count);
-        w.setZero();
-        const auto index = ws.index.matrix(n, total);
-        for (Index i = 0; i < n; ++i) {
-          for (Index j = 0; j < total; ++j) w(i, index(i, j)) += s(i, j);
-        }
-        detail::matmul_nn<T>(w, value_rows.view(), zh, /*accumulate=*/true);
-      }
-    }
-  }
+  auto z = detail::grown(ws.z, n, d);  // (n, d_model)
+  const detail::AttentionGeometry geometry{.queries = Positions{n, positions},
+                                           .keys = Positions{cache.size(), cache.positions()},
+                                           .causal = true,
+                                           .causal_offset = first,
+                                           .key_padding = cache.padding()};
+  detail::TiledAttention<T, Enc>(attn.encoding, attn.n_heads(), attn.d_head())
+      .run(qkv.leftCols(d), cache.keys(), cache.values(), geometry, z, ws.attention);
   detail::linear<T>(z, attn.out_proj_weight, attn.out_proj_bias, out);
 }
 
@@ -463,8 +332,8 @@ class Decoder {
         encoder_->layers.front().self_attn.encoding.add_to_input(out, Positions{n, ids});
       }
     }
-    detail::grow(ws_.residual, n * d);
-    detail::grow(ws_.normed, n * d);
+    detail::grown(ws_.residual, n, d);
+    detail::grown(ws_.normed, n, d);
     for (std::size_t l = 0; l < encoder_->layers.size(); ++l) {
       const Block<T, Enc>& block = encoder_->layers[l];
       auto branch = ws_.residual.matrix(n, d);  // (n, d_model)

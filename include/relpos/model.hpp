@@ -4,6 +4,7 @@
 // Encoder<T, Enc> types, so a forward pass dispatches once and has no virtual call inside.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -36,17 +37,29 @@
 
 namespace relpos {
 
-/// The longest sequence a model accepts: attention keeps a (len, len) score matrix per head
-/// and thread, so a hostile len of 10^6 would ask for terabytes before failing.
-inline constexpr Index kMaxInputLength = Index(1) << 15;
+/// The longest sequence a model accepts. Attention streams over tiles (detail/tiled_attention.hpp)
+/// and holds no (len, len) matrix, so what bounds a run is its O(len·d) activations, checked
+/// against physical memory before anything is allocated; the limit only keeps a hostile
+/// length from reaching that arithmetic.
+inline constexpr Index kMaxInputLength = Index(1) << 20;
 
 namespace detail {
-/// Bytes of the (len, len) scratch one forward keeps per worker thread: scores (T) and the
-/// distance index (int32). An estimate for refusing hostile lengths, not an exact account.
+/// Bytes one forward needs for `batch` sequences of `len` tokens, an estimate for refusing
+/// what the machine cannot hold (not an exact account): the batch's input, output and logits,
+/// and per item in flight its workspace (q | k | v, z, residual, normed: 6·d_model, the
+/// feed-forward's hidden layer of at most FeedForward::kRows rows) plus a relative table over
+/// 2·len distances (d_model wide at most).
+/// `weights`: Model::attention_weights' explicit (len, len) matrices, n_layers · n_heads.
 template <class T>
-double attention_scratch_bytes(Index len, int threads) {
-  return static_cast<double>(threads) * static_cast<double>(len) * static_cast<double>(len) *
-         static_cast<double>(sizeof(T) + sizeof(std::int32_t));
+double forward_bytes(const io::ModelConfig& c, Index batch, Index len, int threads,
+                     bool weights = false) {
+  const double b = double(batch), l = double(len), d = double(c.d_model);
+  const double in_flight = double(std::min<Index>(batch, std::max(threads, 1)));
+  double scalars =
+      b * l * (3 * d + double(c.vocab_size.value_or(0))) +
+      in_flight * (l * 8 * d + std::min(l, double(FeedForward<T>::kRows)) * double(c.d_ff));
+  if (weights) scalars += double(c.n_layers) * double(c.n_heads) * l * l;
+  return scalars * double(sizeof(T));
 }
 /// Physical memory of this machine in bytes, or 0 when the system does not say.
 inline double physical_memory_bytes() {
@@ -160,7 +173,7 @@ class Model {
                   std::to_string(ids.rows()) + ", " + std::to_string(ids.cols()) + "]");
     }
     if (!config_.vocab_size) throw Error("input_ids: this model has no vocab_size, give `input`");
-    check_sizes("input_ids", ids.rows(), ids.cols(), nullptr);
+    check_sizes("input_ids", ids.rows(), ids.cols(), nullptr, /*weights=*/true);
     std::vector<std::vector<Matrix<T>>> record;
     Workspace<T> ws;
     ws.ensure_slots(1);
@@ -180,7 +193,8 @@ class Model {
   }
 
  private:
-  void check_sizes(const char* what, Index batch, Index len, const PositionIds* ids) const {
+  void check_sizes(const char* what, Index batch, Index len, const PositionIds* ids,
+                   bool weights = false) const {
     if (batch < 1 || len < 1) {
       throw Error(std::string(what) + ": expected batch >= 1 and len >= 1, got batch " +
                   std::to_string(batch) + ", len " + std::to_string(len));
@@ -190,13 +204,12 @@ class Model {
                   std::to_string(kMaxInputLength) + " (relpos::kMaxInputLength)");
     }
     // refuse before allocating what the machine does not have (hostile or mistaken lengths)
-    const double need = detail::attention_scratch_bytes<T>(len, num_threads());
+    const double need = detail::forward_bytes<T>(config_, batch, len, num_threads(), weights);
     const double have = detail::physical_memory_bytes();
     if (have > 0 && need > have) {
       throw Error(std::string(what) + ": len " + std::to_string(len) + " needs about " +
-                  std::to_string(static_cast<long long>(need / (1 << 20))) +
-                  " MiB of attention scratch with " + std::to_string(num_threads()) +
-                  " threads, more than this machine's " +
+                  std::to_string(static_cast<long long>(need / (1 << 20))) + " MiB with " +
+                  std::to_string(num_threads()) + " threads, more than this machine's " +
                   std::to_string(static_cast<long long>(have / (1 << 20))) + " MiB");
     }
     // additive is defined over indices (spec §4); refused here, before any work

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Reusable scratch memory of a forward pass: per-sequence buffers (projections, scores, the
-// relative-distance index) and per-slot copies of them, growing only when a larger shape
+// Reusable scratch memory of a forward pass: per-sequence buffers (projections, attention's
+// tiles) and per-slot copies of them, growing only when a larger shape
 // comes, so a warm forward with the same shapes does not allocate.
 //
 // What "does not allocate" covers (tests/attention_test.cpp counts operator new and every
@@ -21,39 +21,43 @@
 
 namespace relpos {
 
-/// Scratch of one attention head of one sequence (one per slot of the heads' parallel loop).
+/// Scratch of one tile task of attention (detail/tiled_attention.hpp), one per slot of the
+/// (head, query tile) parallel loop. Its sizes follow the tile shape (Bq, Bk), never the
+/// length: the by-distance window of a tile spans at most Bq + Bk − 1 distances for contiguous
+/// positions, kDenseRangeFactor · (Bq + Bk) with explicit ids.
 template <Scalar T>
-struct HeadScratch {
-  detail::Buffer<T> scores;       // (len, len): scores, then weights α in place
-  detail::Buffer<T> by_distance;  // (len, R): q · aK(c)ᵀ, then weights summed by distance
+struct TileScratch {
+  detail::Buffer<T> scores;            // (Bq, Bk): scores, then unnormalised weights
+  detail::Buffer<T> by_distance;       // (Bq, R_tile): q · a(c)ᵀ, then weights by distance
+  detail::Buffer<T> acc;               // (Bq, d_head): Σ_j weight · (v_j + aV), unnormalised
+  detail::Buffer<T> row_max, row_sum;  // (Bq): the online softmax's m and l
+  detail::Buffer<std::int32_t> index;  // (Bq, Bk): c_ij − c_lo of the tile (explicit ids)
+  std::vector<std::pair<std::int64_t, std::int64_t>> pairs;  // (c_ij, r·Bk + t), sparse tile
+};
+
+/// Scratch of one attention call: per-head values over the call's R clamped distances or its
+/// keys, O(n_heads · (len + R)), and the tile slots.
+template <Scalar T>
+struct AttentionScratch {
+  detail::Buffer<T> bias;       // (n_heads, R): b_h(c), t5 / alibi
+  detail::Buffer<T> head_bias;  // (n_heads, R): v_h · r_h(c), xl
+  detail::Buffer<T> key_bias;   // (n_heads, len_k): u_h · k_j, xl
+  std::vector<TileScratch<T>> tiles;
 };
 
 /// Scratch of one sequence (one (len, d_model) item) through attention, feed-forward and a
 /// block. Use one at a time: it is not shared between concurrent forward passes.
 template <Scalar T>
 struct SequenceWorkspace {
-  detail::Buffer<T> qkv;       // (len, 3 d_model): q | k | v, heads side by side
-  detail::Buffer<T> z;         // (len, d_model): heads' outputs, concatenated
-  detail::Buffer<T> residual;  // (len, d_model): a block's branch output
-  detail::Buffer<T> normed;    // (len, d_model): a pre-norm block's normalised input
-  detail::Buffer<T> hidden;    // (len, d_ff): feed-forward hidden layer
-  detail::Buffer<std::int32_t> distance_index;  // (len, len): clamp(δ_ij) − lo
-  // (clamped δ, i·len + j) pairs sorted by δ, for sparse explicit positions (attention.hpp)
-  std::vector<std::pair<std::int64_t, std::int64_t>> sparse_pairs;
-  std::vector<HeadScratch<T>> heads;  // one per slot of the heads' parallel loop
+  detail::Buffer<T> qkv;          // (len, 3 d_model): q | k | v, heads side by side
+  detail::Buffer<T> z;            // (len, d_model): heads' outputs, concatenated
+  detail::Buffer<T> residual;     // (len, d_model): a block's branch output
+  detail::Buffer<T> normed;       // (len, d_model): a pre-norm block's normalised input
+  detail::Buffer<T> hidden;       // (min(len, 512), d_ff): feed-forward hidden layer
+  AttentionScratch<T> attention;  // attention's tiles and per-call rows
   // For inspection (pictures, debugging), off by default: when set, every attention forward
   // run with this workspace appends its weights α, [layer][head] → (len, len). It allocates.
   std::vector<std::vector<Matrix<T>>>* attention_record = nullptr;
-
-  /// The head scratch of a parallel loop's `slot`; ensure_slots() must have made room.
-  HeadScratch<T>& head(int slot) {
-    RELPOS_ASSERT(slot >= 0 && static_cast<std::size_t>(slot) < heads.size(),
-                  "SequenceWorkspace::head: slot beyond ensure_slots()");
-    return heads[static_cast<std::size_t>(slot)];
-  }
-  void ensure_slots(int n) {
-    if (heads.size() < static_cast<std::size_t>(n)) heads.resize(static_cast<std::size_t>(n));
-  }
 };
 
 /// Scratch of a batched forward pass: one SequenceWorkspace per slot of the items' parallel

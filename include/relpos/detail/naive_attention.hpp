@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 // The naive reference of attention (spec §3) with materialised relative tables: aK and aV are
-// gathered per (query, key) pair into (len × len × d_head) tensors and every score and output
-// is a plain loop. It exists to check the skewing path in tests and to be the baseline series
-// of the benchmarks; its memory is O(len²·d_head) by design. Never use it for real work.
+// gathered per (query, key) pair into (len × len × d_head) tensors, score biases and the
+// Transformer-XL terms are fetched per pair, and every score and output is a plain loop. It exists
+// to check the skewing path in tests and to be the baseline series of the benchmarks; its memory is
+// O(len²·d_head) by design. Never use it for real work.
 #pragma once
 
 #include <cmath>
@@ -69,7 +70,25 @@ Matrix<T> naive_attention(const MultiHeadAttention<T, Enc>& mha, ConstMatrixRef<
         for (Index t = 0; t < dh; ++t) {
           s += q(i, o + t) * (k(j, o + t) + (keys ? a_k(i, j, t) : T(0)));
         }
-        e[j] = hidden ? -std::numeric_limits<T>::infinity() : s * scale;
+        if constexpr (HasHeadKeyTerm<Enc>) {
+          // Transformer-XL: u_h · k_j + (q_i + v_h) · r_h(c_ij), before the scale
+          const std::int64_t c = mha.encoding.clamp_distance(p[j] - p[i]);
+          const DistanceRows<T> rows = mha.encoding.head_key_rows(c, c);
+          const ConstMatrixMap<T> r = rows.view();
+          for (Index t = 0; t < dh; ++t) {
+            s += mha.encoding.content_bias()(h, t) * k(j, o + t) +
+                 (q(i, o + t) + mha.encoding.position_bias()(h, t)) * r(0, o + t);
+          }
+        }
+        s *= scale;
+        if constexpr (HasScoreBias<Enc>) {
+          // b_h(c_ij), after the scale (t5, alibi)
+          T b{};
+          const std::int64_t c = mha.encoding.clamp_distance(p[j] - p[i]);
+          mha.encoding.score_bias(h, c, c, &b);
+          s += b;
+        }
+        e[j] = hidden ? -std::numeric_limits<T>::infinity() : s;
         max = std::max(max, e[j]);
       }
       if (max == -std::numeric_limits<T>::infinity()) continue;  // no visible key: z_i = 0

@@ -1,13 +1,12 @@
 // SPDX-License-Identifier: MIT
 // The relative terms of spec §3 without a (len × len × d) tensor, by "skewing" (Huang et al.
-// 2018, Music Transformer): products with the R distinct distance rows, then a gather into the
-// (len × len) scores (key term) or a scatter of the weights by distance (value term).
+// 2018, Music Transformer): products with the R distinct distance rows, then a gather into a
+// block of scores (key term) or a scatter of a block's weights by distance (value term).
+// detail/tiled_attention.hpp applies them to one tile at a time.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
-#include <utility>
-#include <vector>
 
 #include <relpos/core.hpp>
 #include <relpos/detail/buffer.hpp>
@@ -58,9 +57,10 @@ DistanceRange distance_range(const E& e, const Positions& p) {
           static_cast<std::int64_t>(e.clamp_distance(max_p - min_p))};
 }
 
-/// The skewing tables are used while R <= kDenseRangeFactor · len, so the (len, R) scratch
-/// stays O(len²). Contiguous positions (plain, offset, left padding) always have
-/// R <= 2·len − 1; only explicit ids with wide gaps go the sparse way.
+/// Rows are fetched for a call's R distances while R <= kDenseRangeFactor · (queries + keys),
+/// and a tile uses a window of them while its own R_tile <= kDenseRangeFactor · (Bq + Bk), so
+/// rows and windows stay O(len). Contiguous positions (plain, offset, left padding) always
+/// have R <= queries + keys − 1; only explicit ids with wide gaps go the sparse way.
 inline constexpr Index kDenseRangeFactor = 4;
 
 /// index(i, j) = clamp(p_j − p_i) − lo: the column of distance row of each (query, key) pair.
@@ -167,21 +167,6 @@ void scatter_by_distance(Eigen::MatrixBase<W>& by_distance, const Eigen::MatrixB
     }
     by_distance(i, last) += alpha.row(i).tail(len - b).sum();
   }
-}
-
-/// Sparse positions: every pair as (clamped δ, i·len + j), sorted by δ, so that each distinct
-/// distance's row is fetched once and applied to its pairs (O(len²) memory, never R).
-template <class E>
-void build_sparse_pairs(const E& e, const Positions& p,
-                        std::vector<std::pair<std::int64_t, std::int64_t>>& pairs) {
-  pairs.clear();
-  pairs.reserve(static_cast<std::size_t>(p.len * p.len));
-  for (Index i = 0; i < p.len; ++i) {
-    for (Index j = 0; j < p.len; ++j) {
-      pairs.emplace_back(static_cast<std::int64_t>(e.clamp_distance(p[j] - p[i])), i * p.len + j);
-    }
-  }
-  std::sort(pairs.begin(), pairs.end());
 }
 
 }  // namespace relpos::detail

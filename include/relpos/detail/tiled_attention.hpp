@@ -1,0 +1,637 @@
+// SPDX-License-Identifier: MIT
+// Streaming attention over tiles: the one attention core of relpos (full forward and cached
+// decoding). Queries are taken Bq at a time against keys Bk at a time with an online softmax
+// (running row max m, sum l, accumulator rescaled: Milakov & Gimelshein 2018, as in
+// FlashAttention, Dao et al. 2022), so no (len_q × len_k) matrix ever exists. Every relative
+// term of spec §3 is applied per tile by local skewing (Huang et al. 2018): inside a tile whose
+// query and key positions are contiguous the distances span at most Bq + Bk − 1 values, so the
+// key term is one small product q_tile · a[window]ᵀ followed by a gather, the value term a
+// scatter of the tile's weights by distance followed by one small product with a[window]. A
+// tile whose distances all clamp to one value (beyond ±K) has a window of one row: a per-row
+// scalar for keys, a row sum for values.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include <relpos/core.hpp>
+#include <relpos/detail/buffer.hpp>
+#include <relpos/detail/gemm.hpp>
+#include <relpos/detail/skew.hpp>
+#include <relpos/detail/thread_pool.hpp>
+#include <relpos/encodings/concept.hpp>
+#include <relpos/workspace.hpp>
+
+namespace relpos::detail {
+
+/// The tile shape, chosen once from d_head and the scalar size. Bq = 128 queries: Eigen packs
+/// each key and value tile once per query tile, so a taller query tile repacks them less
+/// often (at len 2048, d_model 512, float: a layer took 397 ms with Bq = 128, 415 with 64;
+/// 256 gained nothing more). Bk: the largest power of two in [64, 512] such that the key and
+/// value tiles (2 · Bk · d_head) and the score tile (Bq · Bk) fit in 256 KiB, a conservative
+/// share of a core's L2. float, d_head 64: Bk = 256; double: 128.
+struct TileShape {
+  Index queries = 128;
+  Index keys = 256;
+};
+template <class T>
+TileShape tile_shape(Index d_head) {
+  constexpr Index kBudget = Index{256} * 1024 / static_cast<Index>(sizeof(T));
+  TileShape s;
+  s.keys = 64;
+  while (s.keys < 512 && 2 * s.keys * (2 * d_head + s.queries) <= kBudget) s.keys *= 2;
+  return s;
+}
+
+/// Grows a buffer geometrically (a length that increases by one per decoded token allocates
+/// O(log n) times in all) and views it as (rows, cols).
+template <class E>
+typename Buffer<E>::Map grown(Buffer<E>& b, Index rows, Index cols) {
+  if (rows * cols > b.capacity()) b.reserve(std::max<Index>(rows * cols, 2 * b.capacity()));
+  return b.matrix(rows, cols);
+}
+
+/// Queries and keys of one attention call, both with positions (spec §2). Query i sees key j
+/// when j is not padded and, if causal, j <= causal_offset + i (by index: the full forward has
+/// offset 0, a decoded chunk the number of tokens cached before it).
+struct AttentionGeometry {
+  Positions queries;  // n_q positions
+  Positions keys;     // n_k positions
+  bool causal = false;
+  Index causal_offset = 0;
+  const bool* key_padding = nullptr;  // n_k flags, true = padded; null: none
+};
+
+/// Attention of spec §3 for every head of one call, streamed over tiles:
+///   z_i = Σ_j softmax_j(e_ij) (v_j + [aV(c_ij)]),
+///   e_ij = (q_i·k_j + [q_i·aK(c_ij)] + [u_h·k_j + (q_i + v_h)·r_h(c_ij)]) / sqrt(d_head)
+///          + [b_h(c_ij)],
+/// c_ij = clamp(p_j − p_i). Terms in brackets exist when the encoding has the hook
+/// (encodings/concept.hpp); rotary has already rotated q and k.
+///
+/// How a tile finds its distances (one object per path, each term written once against it):
+/// - banded: positions contiguous in both queries and keys (plain, offset, decoding) under a
+///   saturating clamp: three segments per row (DistanceBands), no index;
+/// - indexed: other explicit ids whose tile spans <= kDenseRangeFactor · (Bq + Bk) distances:
+///   a (Bq, Bk) index into the tile's window;
+/// - sparse: wider tiles, or calls whose distances span more than kDenseRangeFactor ·
+///   (n_q + n_k) (no rows are fetched for the call then): the tile's pairs sorted by distance,
+///   each distance's row fetched once.
+/// Tiles above the causal diagonal and fully padded key tiles are skipped. A query with no
+/// visible key gets z = 0 (spec §2). Tasks are (head, query tile) pairs on the thread pool, each
+/// running its key tiles in a fixed order into its own rows of z: bit-identical results for
+/// any thread count.
+template <Scalar T, Encoding Enc>
+class TiledAttention {
+ public:
+  /// shape: the tiles (tile_shape by default; tests pass small ones to cross many tiles).
+  TiledAttention(const Enc& enc, Index n_heads, Index d_head)
+      : TiledAttention(enc, n_heads, d_head, tile_shape<T>(d_head)) {}
+  TiledAttention(const Enc& enc, Index n_heads, Index d_head, TileShape shape)
+      : enc_(enc), n_heads_(n_heads), d_head_(d_head), shape_(shape) {
+    RELPOS_ASSERT(shape.queries >= 1 && shape.keys >= 1, "TiledAttention: empty tile shape");
+  }
+
+  /// q: (n_q, n_heads·d_head), k, v: (n_k, n_heads·d_head), heads side by side; z: (n_q,
+  /// n_heads·d_head), written. weights: null, or n_heads (n_q, n_k) matrices that receive the
+  /// attention weights α (the explicit path of Model::attention_weights, the only one that
+  /// holds (n_q × n_k) memory).
+  void run(ConstMatrixRef<T> q, ConstMatrixRef<T> k, ConstMatrixRef<T> v,
+           const AttentionGeometry& g, MatrixRef<T> z, AttentionScratch<T>& scratch,
+           std::vector<Matrix<T>>* weights = nullptr) {
+    RELPOS_ASSERT(q.rows() == g.queries.len && k.rows() == g.keys.len && v.rows() == k.rows() &&
+                      z.rows() == q.rows(),
+                  "TiledAttention::run: shapes do not match the positions");
+    const Index n_q = q.rows();
+    if (n_q == 0) return;
+    if (k.rows() == 0) {
+      z.setZero();
+      return;
+    }
+    prepare(k, g, scratch);
+    const Index q_tiles = (n_q + shape_.queries - 1) / shape_.queries;
+    scratch.tiles.resize(
+        std::max<std::size_t>(scratch.tiles.size(), static_cast<std::size_t>(slots_needed())));
+    parallel_for(n_heads_ * q_tiles, [&](Index task, int slot) {
+      const Index h = task / q_tiles, i0 = (task % q_tiles) * shape_.queries;
+      Task t{*this,
+             q,
+             k,
+             v,
+             g,
+             scratch,
+             scratch.tiles[static_cast<std::size_t>(slot)],
+             h,
+             i0,
+             std::min(shape_.queries, n_q - i0)};
+      t.run(z, weights != nullptr ? &(*weights)[static_cast<std::size_t>(h)] : nullptr);
+    });
+  }
+
+ private:
+  static constexpr bool kRelative =
+      HasKeyTerm<Enc> || HasValueTerm<Enc> || HasScoreBias<Enc> || HasHeadKeyTerm<Enc>;
+
+  // What the whole call shares: which terms are on, the call's clamped distances [lo, hi] and,
+  // when dense, their rows, fetched once.
+  struct Call {
+    bool keys = false, values = false;
+    bool dense = false;      // rows for [lo, hi] fetched (else every tile is sparse)
+    bool banded = false;     // contiguous positions, saturating clamp
+    std::int64_t shift = 0;  // banded: δ_ij = j − i + shift
+    DistanceRange range;
+    DistanceRows<T> key_rows, value_rows, head_rows;  // (R, d_head) / (R, n_heads·d_head)
+  };
+
+  void prepare(ConstMatrixRef<T> k, const AttentionGeometry& g, AttentionScratch<T>& s) {
+    call_ = Call{};
+    if constexpr (kRelative) {
+      call_.keys = key_term_active(enc_);
+      call_.values = value_term_active(enc_);
+      const Positions &pq = g.queries, &pk = g.keys;
+      std::int64_t qmin = pq[0], qmax = qmin, kmin = pk[0], kmax = kmin;
+      for (Index i = 1; i < pq.len; ++i) qmin = std::min(qmin, pq[i]), qmax = std::max(qmax, pq[i]);
+      for (Index j = 1; j < pk.len; ++j) kmin = std::min(kmin, pk[j]), kmax = std::max(kmax, pk[j]);
+      // clamping is monotone: the extreme δ give the extreme c
+      call_.range = {static_cast<std::int64_t>(enc_.clamp_distance(kmin - qmax)),
+                     static_cast<std::int64_t>(enc_.clamp_distance(kmax - qmin))};
+      const Index count = call_.range.count();
+      call_.dense = count <= kDenseRangeFactor * (pq.len + pk.len);
+      call_.banded = call_.dense && banded(pq, pk);
+      if (call_.banded) call_.shift = pk[0] - pq[0];
+      if (call_.dense) {
+        const std::int64_t lo = call_.range.lo, hi = call_.range.hi;
+        if constexpr (HasKeyTerm<Enc>) {
+          if (call_.keys) call_.key_rows = checked(enc_.key_rows(lo, hi), d_head_, "key rows");
+        }
+        if constexpr (HasValueTerm<Enc>) {
+          if (call_.values) {
+            call_.value_rows = checked(enc_.value_rows(lo, hi), d_head_, "value rows");
+          }
+        }
+        if constexpr (HasHeadKeyTerm<Enc>) {
+          call_.head_rows =
+              checked(enc_.head_key_rows(lo, hi), n_heads_ * d_head_, "per-head key rows");
+        }
+        if constexpr (HasScoreBias<Enc>) {
+          auto b = grown(s.bias, n_heads_, count);  // (n_heads, R)
+          for (Index h = 0; h < n_heads_; ++h) enc_.score_bias(h, lo, hi, &b(h, 0));
+        }
+        if constexpr (HasHeadKeyTerm<Enc>) {
+          // v_h · r_h(c): the same for every query, once per head and distance
+          auto vr = grown(s.head_bias, n_heads_, count);  // (n_heads, R)
+          const ConstMatrixMap<T> r = call_.head_rows.view();
+          for (Index h = 0; h < n_heads_; ++h) {
+            vr.row(h).noalias() =
+                enc_.position_bias().row(h) * r.middleCols(h * d_head_, d_head_).transpose();
+          }
+        }
+      }
+      if constexpr (HasHeadKeyTerm<Enc>) {
+        // u_h · k_j: the same for every query, once per head and key
+        auto uk = grown(s.key_bias, n_heads_, pk.len);  // (n_heads, n_k)
+        for (Index h = 0; h < n_heads_; ++h) {
+          uk.row(h).noalias() =
+              enc_.content_bias().row(h) * k.middleCols(h * d_head_, d_head_).transpose();
+        }
+      }
+    } else {
+      (void)k, (void)g, (void)s;
+    }
+  }
+
+  // Whether δ_ij = j − i + shift for all pairs and the clamp saturates at the call's range
+  // (checked, not assumed: an encoding with another clamp takes the indexed path).
+  bool banded(const Positions& pq, const Positions& pk) const {
+    for (Index i = 1; i < pq.len; ++i) {
+      if (pq[i] != pq[i - 1] + 1) return false;
+    }
+    for (Index j = 1; j < pk.len; ++j) {
+      if (pk[j] != pk[j - 1] + 1) return false;
+    }
+    const std::int64_t shift = pk[0] - pq[0];
+    for (std::int64_t d = shift - (pq.len - 1); d <= shift + pk.len - 1; ++d) {
+      if (enc_.clamp_distance(d) != std::clamp(d, call_.range.lo, call_.range.hi)) return false;
+    }
+    return true;
+  }
+
+  DistanceRows<T> checked(DistanceRows<T> rows, Index width, const char* what) const {
+    if (rows.view().cols() != width) {
+      throw Error(std::string(Enc::name) + " relative " + what + ": width expected " +
+                  std::to_string(width) + ", got " + std::to_string(rows.view().cols()));
+    }
+    return rows;
+  }
+
+  // The rows of clamped distance c, (1, width): from the call's rows when dense, else fetched.
+  DistanceRows<T> key_row(std::int64_t c) const {
+    if constexpr (HasKeyTerm<Enc>) {
+      return call_.dense ? one_row(call_.key_rows, c)
+                         : checked(enc_.key_rows(c, c), d_head_, "key rows");
+    } else {
+      (void)c;
+      return {};
+    }
+  }
+  DistanceRows<T> value_row(std::int64_t c) const {
+    if constexpr (HasValueTerm<Enc>) {
+      return call_.dense ? one_row(call_.value_rows, c)
+                         : checked(enc_.value_rows(c, c), d_head_, "value rows");
+    } else {
+      (void)c;
+      return {};
+    }
+  }
+  DistanceRows<T> head_row(std::int64_t c) const {
+    if constexpr (HasHeadKeyTerm<Enc>) {
+      return call_.dense
+                 ? one_row(call_.head_rows, c)
+                 : checked(enc_.head_key_rows(c, c), n_heads_ * d_head_, "per-head key rows");
+    } else {
+      (void)c;
+      return {};
+    }
+  }
+  DistanceRows<T> one_row(const DistanceRows<T>& all, std::int64_t c) const {
+    return DistanceRows<T>{all.table, all.offset + (c - call_.range.lo), c, 1};
+  }
+
+  // How one tile maps its (query, key) pairs to the columns of its distance window
+  // [c_lo, c_lo + count): the gather and scatter of the three paths.
+  struct TilePath {
+    enum Kind { banded, indexed, sparse } kind = banded;
+    std::int64_t c_lo = 0;                // the window's first clamped distance
+    Index count = 1;                      // R_tile
+    DistanceBands bands;                  // banded, in tile coordinates (δ = t − r + D0)
+    const std::int32_t* index = nullptr;  // indexed: (rows, cols), c − c_lo
+    Index rows = 0, cols = 0;
+
+    using IndexMap = Eigen::Map<
+        const Eigen::Matrix<std::int32_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
+    // s(r, t) = (s(r, t) + d(r, column of (r, t))) · scale
+    template <class S, class D>
+    void gather_add(S& s, const D& d, T scale = T(1)) const {
+      if (kind == banded) {
+        detail::gather_add(s, d, bands, scale);
+      } else {
+        detail::gather_add(s, d, IndexMap(index, rows, cols));
+        if (scale != T(1)) s *= scale;
+      }
+    }
+    // s(r, t) += row(column of (r, t)): one row of per-distance values for every query
+    template <class S, class R>
+    void gather_add_row(S& s, const R& row) const {
+      if (kind == banded) {
+        for (Index r = 0; r < s.rows(); ++r) detail::gather_add_row(s.row(r), row, r, bands);
+      } else {
+        const IndexMap idx(index, rows, cols);
+        for (Index r = 0; r < s.rows(); ++r) {
+          for (Index t = 0; t < s.cols(); ++t) s(r, t) += row(idx(r, t));
+        }
+      }
+    }
+    // w(r, c − c_lo) = Σ_{t: c_rt = c} p(r, t)
+    template <class W, class P>
+    void scatter(W& w, const P& p) const {
+      if (kind == banded) {
+        scatter_by_distance(w, p, bands);
+      } else {
+        scatter_by_distance(w, p, IndexMap(index, rows, cols));
+      }
+    }
+  };
+
+  // One (head, query tile) task: its key tiles in order, online softmax, z rows written.
+  struct Task {
+    const TiledAttention& a;
+    ConstMatrixRef<T> q, k, v;  // all heads
+    const AttentionGeometry& g;
+    AttentionScratch<T>& call;
+    TileScratch<T>& s;
+    Index h, i0, bq;
+
+    void run(MatrixRef<T> z, Matrix<T>* weights) {
+      const Index dh = a.d_head_, bk_max = a.shape_.keys, n_k = k.rows();
+      auto acc = s.acc.matrix(bq, dh);
+      auto m = s.row_max.matrix(bq, 1);
+      auto l = s.row_sum.matrix(bq, 1);
+      acc.setZero();
+      m.setConstant(-std::numeric_limits<T>::infinity());
+      l.setZero();
+      const auto qh = q.block(i0, h * dh, bq, dh);  // (bq, d_head)
+      for (Index j0 = 0; j0 < n_k; j0 += bk_max) {
+        const Index bk = std::min(bk_max, n_k - j0);
+        if (hidden_tile(j0, bk)) {
+          if (g.causal && j0 > g.causal_offset + i0 + bq - 1) break;  // the rest is above too
+          continue;
+        }
+        auto p = s.scores.matrix(bq, bk);
+        TilePath path = score(qh, j0, bk, p);
+        const Index open = first_open(j0, bk);
+        // online softmax: m_new = max(m, max_t s), rescale by exp(m − m_new), p = exp(s − m_new)
+        for (Index r = 0; r < bq; ++r) {
+          auto row = p.row(r);
+          // visibility is decided by the masks, not by the scores, so that a NaN score (a NaN
+          // weight) reaches the output as it does in PyTorch
+          if (causal_end(r, j0, bk) <= open) {  // nothing visible to this query here
+            row.setZero();
+            continue;
+          }
+          const T tile_max = row.maxCoeff();
+          const T m_new = tile_max > m(r, 0) ? tile_max : m(r, 0);
+          row.array() = (row.array() - m_new).exp();
+          zero_hidden(row, r, j0);
+          const T rescale = std::exp(m(r, 0) - m_new);  // 0 for the first visible tile
+          l(r, 0) = l(r, 0) * rescale + row.sum();
+          if (rescale != T(1)) acc.row(r) *= rescale;
+          m(r, 0) = m_new;
+        }
+        matmul_nn<T>(p, v.block(j0, h * dh, bk, dh), acc, /*accumulate=*/true);
+        add_value_term(p, path, acc);
+      }
+      auto zh = z.block(i0, h * dh, bq, dh);
+      for (Index r = 0; r < bq; ++r) {
+        if (l(r, 0) != T(0)) {  // 0 only when no key was visible (the max contributes 1)
+          zh.row(r) = acc.row(r) / l(r, 0);
+        } else {
+          zh.row(r).setZero();  // no visible key: z_i = 0 (spec §2)
+        }
+      }
+      if (weights != nullptr) write_weights(qh, m, l, *weights);
+    }
+
+    // α = exp(s − m) / l per tile, from the final m and l (the explicit path).
+    template <class Q, class M>
+    void write_weights(const Q& qh, const M& m, const M& l, Matrix<T>& w) {
+      const Index bk_max = a.shape_.keys, n_k = k.rows();
+      for (Index j0 = 0; j0 < n_k; j0 += bk_max) {
+        const Index bk = std::min(bk_max, n_k - j0);
+        auto out = w.block(i0, j0, bq, bk);
+        if (hidden_tile(j0, bk)) {
+          out.setZero();
+          continue;
+        }
+        auto p = s.scores.matrix(bq, bk);
+        score(qh, j0, bk, p);
+        for (Index r = 0; r < bq; ++r) {
+          if (l(r, 0) == T(0)) {
+            out.row(r).setZero();
+            continue;
+          }
+          auto row = p.row(r);
+          row.array() = (row.array() - m(r, 0)).exp();
+          zero_hidden(row, r, j0);
+          out.row(r) = row / l(r, 0);
+        }
+      }
+    }
+
+    // Whether no query of the tile sees any of keys [j0, j0 + bk).
+    bool hidden_tile(Index j0, Index bk) const {
+      if (g.causal && j0 > g.causal_offset + i0 + bq - 1) return true;
+      if (g.key_padding == nullptr) return false;
+      for (Index t = 0; t < bk; ++t) {
+        if (!g.key_padding[j0 + t]) return false;
+      }
+      return true;
+    }
+    // The first key of the tile that padding does not hide (the tile is not fully padded).
+    Index first_open(Index j0, Index bk) const {
+      if (g.key_padding == nullptr) return 0;
+      Index t = 0;
+      while (t < bk && g.key_padding[j0 + t]) ++t;
+      return t;
+    }
+    // Keys of tile row r from this column on are hidden by causality.
+    Index causal_end(Index r, Index j0, Index bk) const {
+      if (!g.causal) return bk;
+      return std::clamp<Index>(g.causal_offset + i0 + r - j0 + 1, 0, bk);
+    }
+    template <class Row>
+    void mask(Row& row, Index r, Index j0) const {
+      const Index bk = row.size(), end = causal_end(r, j0, bk);
+      row.tail(bk - end).setConstant(-std::numeric_limits<T>::infinity());
+      if (g.key_padding != nullptr) {
+        for (Index t = 0; t < end; ++t) {
+          if (g.key_padding[j0 + t]) row(t) = -std::numeric_limits<T>::infinity();
+        }
+      }
+    }
+    // exp(−inf − m) is not exactly 0 in Eigen's vectorised exp: hidden weights are set to 0.
+    template <class Row>
+    void zero_hidden(Row& row, Index r, Index j0) const {
+      const Index bk = row.size(), end = causal_end(r, j0, bk);
+      row.tail(bk - end).setZero();
+      if (g.key_padding != nullptr) {
+        for (Index t = 0; t < end; ++t) {
+          if (g.key_padding[j0 + t]) row(t) = T(0);
+        }
+      }
+    }
+
+    // The tile's path: its distance window and how pairs map into it.
+    TilePath path_of(Index j0, Index bk) {
+      TilePath path;
+      const Positions &pq = g.queries, &pk = g.keys;
+      const Enc& e = a.enc_;
+      if (a.call_.banded) {
+        // δ = (j0 + t) − (i0 + r) + shift = t − r + D0
+        const std::int64_t d0 = j0 - i0 + a.call_.shift;
+        path.kind = TilePath::banded;
+        path.c_lo = e.clamp_distance(d0 - (bq - 1));
+        const std::int64_t c_hi = e.clamp_distance(d0 + bk - 1);
+        path.count = c_hi - path.c_lo + 1;
+        path.bands = {path.c_lo - d0, c_hi - d0};
+        return path;
+      }
+      std::int64_t qmin = pq[i0], qmax = qmin, kmin = pk[j0], kmax = kmin;
+      for (Index r = 1; r < bq; ++r)
+        qmin = std::min(qmin, pq[i0 + r]), qmax = std::max(qmax, pq[i0 + r]);
+      for (Index t = 1; t < bk; ++t)
+        kmin = std::min(kmin, pk[j0 + t]), kmax = std::max(kmax, pk[j0 + t]);
+      path.c_lo = e.clamp_distance(kmin - qmax);
+      path.count = e.clamp_distance(kmax - qmin) - path.c_lo + 1;
+      path.rows = bq;
+      path.cols = bk;
+      if (a.call_.dense && path.count <= kDenseRangeFactor * (bq + bk)) {
+        path.kind = TilePath::indexed;
+        auto index = s.index.matrix(bq, bk);
+        for (Index r = 0; r < bq; ++r) {
+          const std::int64_t pi = pq[i0 + r];
+          for (Index t = 0; t < bk; ++t) {
+            index(r, t) = static_cast<std::int32_t>(e.clamp_distance(pk[j0 + t] - pi) - path.c_lo);
+          }
+        }
+        path.index = index.data();
+        return path;
+      }
+      path.kind = TilePath::sparse;
+      s.pairs.clear();
+      s.pairs.reserve(static_cast<std::size_t>(a.shape_.queries * a.shape_.keys));
+      for (Index r = 0; r < bq; ++r) {
+        for (Index t = 0; t < bk; ++t) {
+          s.pairs.emplace_back(e.clamp_distance(pk[j0 + t] - pq[i0 + r]), r * bk + t);
+        }
+      }
+      std::sort(s.pairs.begin(), s.pairs.end());
+      return path;
+    }
+
+    // fn(c, first, last) for each run of equal distance c in the tile's sorted pairs.
+    template <class F>
+    void for_each_distance(F&& fn) const {
+      auto it = s.pairs.begin();
+      while (it != s.pairs.end()) {
+        auto last = it;
+        while (last != s.pairs.end() && last->first == it->first) ++last;
+        fn(it->first, it, last);
+        it = last;
+      }
+    }
+
+    // The tile's scores e (bq, bk), hidden pairs −inf; returns its path for the value term.
+    template <class Q, class P>
+    TilePath score(const Q& qh, Index j0, Index bk, P& p) {
+      const Index dh = a.d_head_;
+      const T scale = T(1) / std::sqrt(static_cast<T>(dh));
+      matmul_nt<T>(qh, k.block(j0, h * dh, bk, dh), p);  // q · kᵀ
+      TilePath path;
+      bool scaled = false;
+      if constexpr (kRelative) {
+        path = path_of(j0, bk);
+        if constexpr (HasKeyTerm<Enc>) {
+          if (a.call_.keys) {
+            // a banded key term without xl folds the 1/sqrt(d_head) scale into its gather
+            const bool fold = path.kind != TilePath::sparse && !HasHeadKeyTerm<Enc>;
+            add_key_term(qh, path, p, fold ? scale : T(1));
+            scaled = fold;
+          }
+        }
+        if constexpr (HasHeadKeyTerm<Enc>) add_head_key_term(qh, path, j0, p);
+      }
+      if (!scaled) p *= scale;
+      if constexpr (HasScoreBias<Enc>) add_score_bias(path, p);  // after the scale (spec §3)
+      for (Index r = 0; r < bq; ++r) {
+        auto row = p.row(r);
+        mask(row, r, j0);
+      }
+      return path;
+    }
+
+    // q_i · aK(c_ij): one product with the window's rows, then the path's gather.
+    template <class Q, class P>
+    void add_key_term(const Q& qh, const TilePath& path, P& p, T scale) {
+      if (path.kind == TilePath::sparse) {
+        for_each_distance([&](std::int64_t c, auto first, auto last) {
+          const DistanceRows<T> rows = key_row(c);
+          const auto row = rows.view().row(0);
+          for (auto it = first; it != last; ++it) {
+            p(it->second / p.cols(), it->second % p.cols()) +=
+                qh.row(it->second / p.cols()).dot(row);
+          }
+        });
+        return;
+      }
+      auto qr = s.by_distance.matrix(bq, path.count);  // (bq, R_tile)
+      matmul_nt<T>(qh, window(a.call_.key_rows, path), qr);
+      path.gather_add(p, qr, scale);
+    }
+
+    // Transformer-XL: u_h · k_j + (q_i + v_h) · r_h(c_ij), before the scale.
+    template <class Q, class P>
+    void add_head_key_term(const Q& qh, const TilePath& path, Index j0, P& p) {
+      const Index dh = a.d_head_;
+      auto uk = call.key_bias.matrix(a.n_heads_, k.rows());
+      p.rowwise() += uk.row(h).segment(j0, p.cols());
+      if (path.kind == TilePath::sparse) {
+        const auto vh = a.enc_.position_bias().row(h);
+        for_each_distance([&](std::int64_t c, auto first, auto last) {
+          const DistanceRows<T> rows = head_row(c);
+          const auto r = rows.view().row(0).segment(h * dh, dh);
+          const T vr = vh.dot(r);
+          for (auto it = first; it != last; ++it) {
+            const Index row = it->second / p.cols(), col = it->second % p.cols();
+            p(row, col) += qh.row(row).dot(r) + vr;
+          }
+        });
+        return;
+      }
+      auto qr = s.by_distance.matrix(bq, path.count);  // (bq, R_tile)
+      matmul_nt<T>(qh, window(a.call_.head_rows, path).middleCols(h * dh, dh), qr);
+      const Index count = a.call_.range.count();
+      qr.rowwise() += call.head_bias.matrix(a.n_heads_, count)
+                          .row(h)
+                          .segment(path.c_lo - a.call_.range.lo, path.count);
+      path.gather_add(p, qr);
+    }
+
+    // b_h(c_ij), t5 / alibi.
+    template <class P>
+    void add_score_bias(const TilePath& path, P& p) {
+      if (path.kind == TilePath::sparse) {
+        for_each_distance([&](std::int64_t c, auto first, auto last) {
+          T b{};
+          if (a.call_.dense) {
+            b = call.bias.matrix(a.n_heads_, a.call_.range.count())(h, c - a.call_.range.lo);
+          } else {
+            a.enc_.score_bias(h, c, c, &b);
+          }
+          for (auto it = first; it != last; ++it)
+            p(it->second / p.cols(), it->second % p.cols()) += b;
+        });
+        return;
+      }
+      const auto all = call.bias.matrix(a.n_heads_, a.call_.range.count());
+      path.gather_add_row(p, all.row(h).segment(path.c_lo - a.call_.range.lo, path.count));
+    }
+
+    // Σ_t p(r, t) aV(c_rt): the weights summed per distance, then one product with the window.
+    template <class P, class Acc>
+    void add_value_term(const P& p, const TilePath& path, Acc& acc) {
+      if constexpr (HasValueTerm<Enc>) {
+        if (!a.call_.values) return;
+        if (path.kind == TilePath::sparse) {
+          for_each_distance([&](std::int64_t c, auto first, auto last) {
+            const DistanceRows<T> rows = value_row(c);
+            const auto row = rows.view().row(0);
+            for (auto it = first; it != last; ++it) {
+              const T w = p(it->second / p.cols(), it->second % p.cols());
+              if (w != T(0)) acc.row(it->second / p.cols()) += w * row;
+            }
+          });
+          return;
+        }
+        auto w = s.by_distance.matrix(bq, path.count);  // (bq, R_tile)
+        path.scatter(w, p);
+        matmul_nn<T>(w, window(a.call_.value_rows, path), acc, /*accumulate=*/true);
+      } else {
+        (void)p, (void)path, (void)acc;
+      }
+    }
+
+    // The call's rows for the tile's window [c_lo, c_lo + count).
+    ConstMatrixMap<T> window(const DistanceRows<T>& rows, const TilePath& path) const {
+      const ConstMatrixMap<T> all = rows.view();
+      return ConstMatrixMap<T>(all.data() + (path.c_lo - a.call_.range.lo) * all.cols(), path.count,
+                               all.cols());
+    }
+    DistanceRows<T> key_row(std::int64_t c) const { return a.key_row(c); }
+    DistanceRows<T> value_row(std::int64_t c) const { return a.value_row(c); }
+    DistanceRows<T> head_row(std::int64_t c) const { return a.head_row(c); }
+  };
+
+  const Enc& enc_;
+  Index n_heads_, d_head_;
+  TileShape shape_;
+  Call call_;
+};
+
+}  // namespace relpos::detail
