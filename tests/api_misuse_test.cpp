@@ -484,6 +484,28 @@ TEST(ApiMisuse, DecoderSpansOfTheWrongLengthAreRefused) {
   EXPECT_EQ(dec.size(), 3);
 }
 
+TEST(ApiMisuse, KVCacheAppendChecksShapesAndSpans) {
+  relpos::KVCache<float> cache(kD, 8);
+  const Matrix<float> k = Matrix<float>::Ones(2, kD), v = Matrix<float>::Zero(2, kD);
+  const Matrix<float> narrow = Matrix<float>::Zero(2, kD - 1);
+  const std::int64_t two_ids[2] = {0, 1}, one_id[1] = {0}, negative[2] = {0, -3};
+  const bool three_flags[3] = {false, false, true};
+  expect_error([&] { cache.append(k, narrow, two_ids); },
+               "KVCache::append: k and v: expected (n, d_model = 32), got [2, 32] and [2, 31]");
+  expect_error([&] { cache.append(k, v, one_id); },
+               "KVCache::append: positions and padding: expected 2 entries (one per row of k; "
+               "padding may be empty), got 1 and 0");
+  expect_error([&] { cache.append(k, v, two_ids, three_flags); },
+               "KVCache::append: positions and padding: expected 2 entries (one per row of k; "
+               "padding may be empty), got 2 and 3");
+  expect_error([&] { cache.append(k, v, negative); },
+               "KVCache::append: positions[1]: expected >= 0, got -3");
+  EXPECT_EQ(cache.size(), 0);  // nothing was appended by a refused call
+  cache.append(k, v, two_ids);
+  EXPECT_EQ(cache.size(), 2);
+  EXPECT_EQ(cache.position(1), 1);
+}
+
 TEST(ApiMisuse, BatchInputsAreBorrowedFromLvaluesAndChecked) {
   // a temporary mask would dangle: binding one does not compile
   static_assert(

@@ -37,6 +37,7 @@ std::atomic<long> g_eigen_assert_failures{0};
 
 #include "support/counting_new.hpp"
 #include "support/golden.hpp"
+#include "support/random.hpp"
 
 using relpos::test::g_allocations;
 
@@ -95,11 +96,7 @@ struct Tol<double> {
   static constexpr double naive = 1e-12;
 };
 
-template <class M>
-void fill_normal(M& m, std::mt19937_64& gen, double scale) {
-  std::normal_distribution<double> n(0.0, scale);
-  for (Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<typename M::Scalar>(n(gen));
-}
+using relpos::test::fill_normal;
 
 // An attention layer with random weights (biases included).
 template <class T, class Enc>

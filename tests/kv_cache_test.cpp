@@ -30,6 +30,8 @@
 #include <relpos/io/config.hpp>
 #include <relpos/io/safetensors.hpp>
 
+#include "support/random.hpp"
+
 namespace {
 
 using relpos::Decoder;
@@ -51,11 +53,7 @@ struct Tol<double> {
   static constexpr double golden = 1e-10;
 };
 
-template <class M>
-void fill_normal(M& m, std::mt19937_64& gen, double scale) {
-  std::normal_distribution<double> n(0.0, scale);
-  for (Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<typename M::Scalar>(n(gen));
-}
+using relpos::test::fill_normal;
 
 constexpr Index kDModel = 16, kHeads = 2, kDHead = kDModel / kHeads;
 
@@ -402,7 +400,7 @@ TEST(KVCache, GrowsGeometricallyAndRefusesPastItsLimit) {
   std::int64_t p = 0;
   std::vector<Index> capacities;
   for (int i = 0; i < 10; ++i, ++p) {
-    c.append(k * float(i), v, &p, nullptr);
+    c.append(k * float(i), v, std::span<const std::int64_t>(&p, 1));
     if (capacities.empty() || capacities.back() != c.capacity()) capacities.push_back(c.capacity());
   }
   EXPECT_EQ(capacities, (std::vector<Index>{1, 2, 4, 8, 10}));
@@ -410,7 +408,7 @@ TEST(KVCache, GrowsGeometricallyAndRefusesPastItsLimit) {
   EXPECT_EQ(c.keys()(9, 0), 9.0f);
   EXPECT_EQ(c.position(9), 9);
   try {
-    c.append(k, v, &p, nullptr);
+    c.append(k, v, std::span<const std::int64_t>(&p, 1));
     FAIL() << "appended past the limit";
   } catch (const relpos::Error& e) {
     EXPECT_NE(std::string(e.what()).find("limit of 10"), std::string::npos) << e.what();

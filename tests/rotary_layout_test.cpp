@@ -26,6 +26,8 @@
 #include <relpos/io/safetensors_writer.hpp>
 #include <relpos/model.hpp>
 
+#include "support/random.hpp"
+
 namespace {
 
 using relpos::Index;
@@ -46,11 +48,7 @@ struct Tol<double> {
   static constexpr double same = 1e-12;
 };
 
-template <class M>
-void fill_normal(M& m, std::mt19937_64& gen, double scale) {
-  std::normal_distribution<double> n(0.0, scale);
-  for (Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<typename M::Scalar>(n(gen));
-}
+using relpos::test::fill_normal;
 
 template <class T>
 Tensor3<T> random_batch(Index batch, Index len, Index d, std::uint64_t seed) {

@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,7 @@
 #include <relpos/threads.hpp>
 
 #include "support/golden.hpp"
+#include "support/random.hpp"
 
 namespace {
 
@@ -50,11 +52,7 @@ struct Tol<double> {
   static constexpr double naive = 1e-12;
 };
 
-template <class M>
-void fill_normal(M& m, std::mt19937_64& gen, double scale) {
-  std::normal_distribution<double> n(0.0, scale);
-  for (Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<typename M::Scalar>(n(gen));
-}
+using relpos::test::fill_normal;
 
 // Random in-projection at the scale of trained weights; out_proj = identity, bias 0, so the
 // naive path's output is z itself.
@@ -186,12 +184,12 @@ std::vector<std::pair<std::string, std::function<void(Index, TileShape)>>> all_e
       relpos::SinusoidalRelative<T>(kDHead, {100.0, std::nullopt, true, true}));
   add("sinusoidal K=4 values",
       relpos::SinusoidalRelative<T>(kDHead, {100.0, Index(4), false, true}));
-  add("rotary", relpos::Rotary<T>(kDHead, {100.0, 0, false}));
+  add("rotary", relpos::Rotary<T>(kDHead, {100.0, std::nullopt, false}));
   {
     std::mt19937_64 gen(5);
     Matrix<T> table(8, kHeads);
     fill_normal(table, gen, 1.0);
-    add("t5", relpos::T5Bias<T>(kHeads, {8, 20, true}, table));
+    add("t5", relpos::T5Bias<T>(kHeads, {8, 20, true}, relpos::share(std::move(table))));
   }
   add("alibi", relpos::AlibiBias<T>(kHeads, {4.0}));
   std::mt19937_64 gen(6);
@@ -237,7 +235,7 @@ TYPED_TEST(TiledTyped, ModuleAtItsTileShapeEqualsTheNaivePath) {
     for (Index i = 0; i < x.size(); ++i) x.data()[i] = static_cast<T>(std::sin(0.37 * double(i)));
     relpos::PaddingMask pad = relpos::PaddingMask::Zero(1, len);
     for (Index j = 300; j < len; j += 7) pad(0, j) = true;
-    const relpos::BatchInputs in{&pad, nullptr};
+    const relpos::BatchInputs in{pad, nullptr};
     EXPECT_TRUE(relpos::test::all_close(
         attn.forward(x, in), relpos::detail::naive_attention(attn, x, in), Tol<T>::naive));
   }
@@ -356,7 +354,7 @@ TYPED_TEST(TiledTyped, DecodingWithWidelySpreadIdsEqualsTheCausalForward) {
   for (Index i = 0; i < x.size(); ++i) x.data()[i] = static_cast<T>(std::sin(0.3 * double(i)));
   relpos::PositionIds ids(1, len);
   ids << 0, 100000, 3, 50000, 4, 99999, 7, 250000, 8, 1, 180000, 2;
-  const relpos::Tensor3<T> full = e.forward(x, relpos::BatchInputs{nullptr, &ids});
+  const relpos::Tensor3<T> full = e.forward(x, relpos::BatchInputs{nullptr, ids});
 
   for (const Index chunk : {Index(1), Index(5)}) {
     SCOPED_TRACE("chunk " + std::to_string(chunk));
@@ -364,7 +362,8 @@ TYPED_TEST(TiledTyped, DecodingWithWidelySpreadIdsEqualsTheCausalForward) {
     Matrix<T> got(len, kDModel);
     for (Index i = 0; i < len; i += chunk) {
       const Index n = std::min(chunk, len - i);
-      dec.forward(relpos::item(x, 0).middleRows(i, n), got.middleRows(i, n), ids.data() + i);
+      dec.forward(relpos::item(x, 0).middleRows(i, n), got.middleRows(i, n),
+                  std::span<const std::int64_t>(ids.data() + i, static_cast<std::size_t>(n)));
     }
     EXPECT_TRUE(relpos::test::all_close(got, relpos::item(full, 0), Tol<T>::naive));
   }

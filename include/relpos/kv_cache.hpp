@@ -20,6 +20,7 @@
 #include <relpos/core.hpp>
 #include <relpos/detail/buffer.hpp>
 #include <relpos/detail/gemm.hpp>
+#include <relpos/detail/shape_checks.hpp>
 #include <relpos/detail/tiled_attention.hpp>
 #include <relpos/encoder.hpp>
 #include <relpos/encodings/concept.hpp>
@@ -70,12 +71,29 @@ class KVCache {
     padded_.conservativeResize(cap);
   }
 
-  /// Appends n tokens: k, v (n, d_model); positions: n ids (>= 0); padding: n flags or null.
+  /// Appends n tokens: k, v (n, d_model); positions: n ids (>= 0); padding: n flags, or
+  /// empty (none padded). Throws Error on another shape or length, or a negative id.
   template <class K, class V>
-  void append(const K& k, const V& v, const std::int64_t* positions, const bool* padding) {
+  void append(const K& k, const V& v, std::span<const std::int64_t> positions,
+              std::span<const bool> padding = {}) {
     const Index n = k.rows();
-    RELPOS_ASSERT(k.cols() == d_model_ && v.cols() == d_model_ && v.rows() == n,
-                  "KVCache::append: k and v must be (n, d_model)");
+    if (k.cols() != d_model_ || v.cols() != d_model_ || v.rows() != n) {
+      throw Error("KVCache::append: k and v: expected (n, d_model = " + std::to_string(d_model_) +
+                  "), got " + detail::shape_string(k.rows(), k.cols()) + " and " +
+                  detail::shape_string(v.rows(), v.cols()));
+    }
+    const auto n_entries = static_cast<std::size_t>(n);
+    if (positions.size() != n_entries || (!padding.empty() && padding.size() != n_entries)) {
+      throw Error("KVCache::append: positions and padding: expected " + std::to_string(n) +
+                  " entries (one per row of k; padding may be empty), got " +
+                  std::to_string(positions.size()) + " and " + std::to_string(padding.size()));
+    }
+    for (std::size_t i = 0; i < n_entries; ++i) {
+      if (positions[i] < 0) {
+        throw Error("KVCache::append: positions[" + std::to_string(i) + "]: expected >= 0, got " +
+                    std::to_string(positions[i]));
+      }
+    }
     if (size_ + n > limit_) {
       throw Error("KVCache: appending " + std::to_string(n) + " tokens to " +
                   std::to_string(size_) + " exceeds the cache limit of " + std::to_string(limit_));
@@ -83,9 +101,9 @@ class KVCache {
     reserve(size_ + n);
     keys_.middleRows(size_, n) = k;
     values_.middleRows(size_, n) = v;
-    for (Index i = 0; i < n; ++i) {
-      positions_[static_cast<std::size_t>(size_ + i)] = positions[i];
-      padded_[size_ + i] = padding != nullptr && padding[i];
+    for (std::size_t i = 0; i < n_entries; ++i) {
+      positions_[static_cast<std::size_t>(size_) + i] = positions[i];
+      padded_[size_ + static_cast<Index>(i)] = !padding.empty() && padding[i];
     }
     size_ += n;
   }
@@ -189,16 +207,24 @@ struct DecodeWorkspace {
 /// positions apart): x (n, d_model) → out (n, d_model). Appends the new keys (after rotary)
 /// and values to `cache` first. Token i of the chunk is at cache index L0 + i (L0 = the cache's
 /// size before) and sees key j when j <= L0 + i (causal by index, spec §2) and key j is not
-/// padded. positions: n ids; padding: n flags or null. The attention itself is the full
+/// padded. positions: n ids; padding: n flags or empty. The attention itself is the full
 /// forward's kernel (detail/tiled_attention.hpp) with the chunk as queries and the cache as
 /// keys, so every encoding hook is written once.
 template <Scalar T, Encoding Enc>
 void attend_cached(const MultiHeadAttention<T, Enc>& attn, ConstMatrixRef<T> x,
-                   const std::int64_t* positions, const bool* padding, KVCache<T>& cache,
-                   MatrixRef<T> out, DecodeWorkspace<T>& ws) {
+                   std::span<const std::int64_t> positions, std::span<const bool> padding,
+                   KVCache<T>& cache, MatrixRef<T> out, DecodeWorkspace<T>& ws) {
+  attn.validate();
   const Index n = x.rows(), d = attn.d_model();
-  RELPOS_ASSERT(x.cols() == d && out.rows() == n && out.cols() == d,
-                "attend_cached: x and out must be (n, d_model)");
+  if (x.cols() != d || out.rows() != n || out.cols() != d) {
+    throw Error("attend_cached: x and out: expected (n, d_model = " + std::to_string(d) +
+                "), got " + detail::shape_string(x.rows(), x.cols()) + " and " +
+                detail::shape_string(out.rows(), out.cols()));
+  }
+  if (positions.size() != static_cast<std::size_t>(n)) {
+    throw Error("attend_cached: positions: expected " + std::to_string(n) +
+                " entries (one per row of x), got " + std::to_string(positions.size()));
+  }
   const Index first = cache.size();  // L0
 
   // q | k | v of the new tokens: (n, 3 d_model); rotary rotates only these
@@ -207,12 +233,12 @@ void attend_cached(const MultiHeadAttention<T, Enc>& attn, ConstMatrixRef<T> x,
   if constexpr (TransformsQK<Enc>) {
     MatrixRef<T> q(qkv.leftCols(d));
     MatrixRef<T> k(qkv.middleCols(d, d));
-    attn.encoding.transform_qk(q, k, Positions{n, positions}, attn.n_heads());
+    attn.encoding.transform_qk(q, k, Positions{n, positions.data()}, attn.n_heads());
   }
   cache.append(qkv.middleCols(d, d), qkv.rightCols(d), positions, padding);
 
   auto z = detail::grown(ws.z, n, d);  // (n, d_model)
-  const detail::AttentionGeometry geometry{.queries = Positions{n, positions},
+  const detail::AttentionGeometry geometry{.queries = Positions{n, positions.data()},
                                            .keys = Positions{cache.size(), cache.positions()},
                                            .causal = true,
                                            .causal_offset = first,
@@ -323,13 +349,12 @@ class Decoder {
       ids_[static_cast<std::size_t>(i)] = p;
     }
     for (Index i = 0; i < n; ++i) next_ = std::max(next_, ids_[static_cast<std::size_t>(i)] + 1);
-    const std::int64_t* ids = ids_.data();
-    const bool* flags = padding.empty() ? nullptr : padding.data();  // n flags or none
+    const std::span<const std::int64_t> ids(ids_.data(), static_cast<std::size_t>(n));
 
     out = x;
     if constexpr (EncodesInput<Enc>) {
       if (!encoder_->layers.empty()) {
-        encoder_->layers.front().self_attn.encoding.add_to_input(out, Positions{n, ids});
+        encoder_->layers.front().self_attn.encoding.add_to_input(out, Positions{n, ids.data()});
       }
     }
     detail::grown(ws_.residual, n, d);
@@ -340,13 +365,13 @@ class Decoder {
       if (block.norm_first) {
         auto normed = ws_.normed.matrix(n, d);  // (n, d_model)
         block.norm1.forward(out, normed);
-        attend_cached<T, Enc>(block.self_attn, normed, ids, flags, caches_[l], branch, ws_);
+        attend_cached<T, Enc>(block.self_attn, normed, ids, padding, caches_[l], branch, ws_);
         out += branch;
         block.norm2.forward(out, normed);
         block.ffn.forward(normed, branch, ws_.ffn);
         out += branch;
       } else {
-        attend_cached<T, Enc>(block.self_attn, out, ids, flags, caches_[l], branch, ws_);
+        attend_cached<T, Enc>(block.self_attn, out, ids, padding, caches_[l], branch, ws_);
         out += branch;
         block.norm1.forward(out, out);
         block.ffn.forward(out, branch, ws_.ffn);
