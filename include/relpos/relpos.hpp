@@ -32,4 +32,5 @@
 #include <relpos/model_io.hpp>
 #include <relpos/rotary_layout.hpp>
 #include <relpos/threads.hpp>
+#include <relpos/version.hpp>
 #include <relpos/workspace.hpp>

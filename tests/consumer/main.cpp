@@ -16,7 +16,8 @@ int main() {
   relpos::Tensor3<float> batch(2, 3, 4);
   batch.setConstant(1.0f);
   const float sum = relpos::item(batch, 1).sum();
-  std::cout << "item sum " << sum << "\n";
+  std::cout << "relpos " << RELPOS_VERSION_MAJOR << "." << RELPOS_VERSION_MINOR << "."
+            << RELPOS_VERSION_PATCH << ", item sum " << sum << "\n";
   if (sum != 12.0f) return 1;
 
   // c = a · bᵀ through the library's GEMM route (cblas_sgemm when the option is on, which

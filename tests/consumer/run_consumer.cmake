@@ -1,15 +1,50 @@
-# Runs the consumer project in MODE (find_package: install relpos into a prefix first).
+# Runs the consumer project in MODE (find_package and pkg_config: install relpos into a prefix
+# first; pkg_config: compile main.cpp with the flags of `pkg-config --cflags --libs relpos`).
 # RELPOS_BLAS: the relpos build's option, empty when off (add_subdirectory passes it on).
 file(REMOVE_RECURSE ${WORK_DIR})
 set(args)
-if(MODE STREQUAL "find_package")
+if(MODE STREQUAL "find_package" OR MODE STREQUAL "pkg_config")
   execute_process(COMMAND ${CMAKE_COMMAND} --install ${RELPOS_BINARY_DIR} --prefix ${WORK_DIR}/prefix
                   RESULT_VARIABLE rc)
   if(rc)
     message(FATAL_ERROR "cmake --install failed: ${rc}")
   endif()
   list(APPEND args -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix)
-else()
+endif()
+if(MODE STREQUAL "pkg_config")
+  find_program(PKG_CONFIG NAMES pkg-config pkgconf REQUIRED)
+  set(ENV{PKG_CONFIG_PATH} ${WORK_DIR}/prefix/share/pkgconfig)
+  execute_process(COMMAND ${PKG_CONFIG} --modversion relpos RESULT_VARIABLE rc
+                  OUTPUT_VARIABLE version OUTPUT_STRIP_TRAILING_WHITESPACE)
+  if(rc OR NOT version STREQUAL RELPOS_VERSION)
+    message(FATAL_ERROR "pkg-config --modversion relpos: expected ${RELPOS_VERSION}, got '${version}' (${rc})")
+  endif()
+  execute_process(COMMAND ${PKG_CONFIG} --cflags --libs relpos RESULT_VARIABLE rc
+                  OUTPUT_VARIABLE flags OUTPUT_STRIP_TRAILING_WHITESPACE)
+  if(rc)
+    message(FATAL_ERROR "pkg-config --cflags --libs relpos failed: ${rc}")
+  endif()
+  message(STATUS "pkg-config --cflags --libs relpos: ${flags}")
+  separate_arguments(flags UNIX_COMMAND "${flags}")
+  set(expect)
+  if(RELPOS_BLAS)
+    set(expect -DRELPOS_CONSUMER_EXPECT_BLAS)
+  endif()
+  file(MAKE_DIRECTORY ${WORK_DIR}/build)
+  execute_process(COMMAND ${CXX_COMPILER} -O1 ${expect} ${RELPOS_SOURCE_DIR}/tests/consumer/main.cpp
+                          ${flags} -o ${WORK_DIR}/build/consumer
+                  RESULT_VARIABLE rc)
+  if(rc)
+    message(FATAL_ERROR "compiling the consumer with pkg-config's flags failed: ${rc}")
+  endif()
+  execute_process(COMMAND ${WORK_DIR}/build/consumer RESULT_VARIABLE rc OUTPUT_VARIABLE out)
+  message(STATUS "consumer says: ${out}")
+  if(rc)
+    message(FATAL_ERROR "the consumer (${MODE}) exited with ${rc}")
+  endif()
+  return()
+endif()
+if(MODE STREQUAL "add_subdirectory")
   list(APPEND args -DRELPOS_SOURCE_DIR=${RELPOS_SOURCE_DIR} -DRELPOS_BLAS=${RELPOS_BLAS})
 endif()
 if(CXX_COMPILER)  # the compiler of the build that runs the test (g++ or clang++)
