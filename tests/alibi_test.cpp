@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Tests for include/relpos/encodings/alibi.hpp: slopes for 1, 6, 8, 12, 16 heads against
 // tools/reference.py, the symmetric bias, attention against the float64 reference
-// (tools/golden_wave2.py), shift invariance, errors.
+// (tools/golden_t5_alibi_xl_scaling.py), shift invariance, errors.
 #include <relpos/encodings/alibi.hpp>
 
 #include <atomic>
@@ -17,8 +17,8 @@
 #include <relpos/attention.hpp>
 
 #include "support/counting_new.hpp"
+#include "support/encoding_golden.hpp"
 #include "support/golden.hpp"
-#include "support/wave2_golden.hpp"
 
 using relpos::test::g_allocations;
 
@@ -28,7 +28,7 @@ using relpos::AlibiBias;
 using relpos::Index;
 
 TEST(AlibiSlopes, MatchTheReferenceForPowersOfTwoAndOthers) {
-  const auto f = relpos::test::golden_file("wave2/alibi_slopes.safetensors");
+  const auto f = relpos::test::golden_file("t5_alibi_xl_scaling/alibi_slopes.safetensors");
   const auto check = [&](Index n, double max_bias, const std::string& name) {
     const std::vector<double> want = f.values<double>(name);
     const std::vector<double> got = relpos::alibi_slopes(n, max_bias);
@@ -67,7 +67,7 @@ using Scalars = ::testing::Types<float, double>;
 TYPED_TEST_SUITE(AlibiTyped, Scalars);
 
 template <class T>
-AlibiBias<T> from_case(const relpos::test::Wave2Case& c) {
+AlibiBias<T> from_case(const relpos::test::EncodingCase& c) {
   return AlibiBias<T>(c.config.at("n_heads").get<Index>(),
                       {.max_bias = c.config.at("position").at("max_bias").get<double>()});
 }
@@ -77,16 +77,17 @@ TYPED_TEST(AlibiTyped, AttentionMatchesTheReference) {
   // 6 heads (not a power of two), causal with max_bias 4, and ids spread wide enough for
   // attention's sparse path
   for (const char* name : {"alibi_h6", "alibi_causal_b4", "alibi_sparse_ids"}) {
-    const auto c = relpos::test::wave2_case(name);
-    EXPECT_TRUE((relpos::test::matches_wave2_golden<T>(c, from_case<T>(c)))) << name;
+    const auto c = relpos::test::encoding_case(name);
+    EXPECT_TRUE((relpos::test::matches_encoding_golden<T>(c, from_case<T>(c)))) << name;
   }
 }
 
 TYPED_TEST(AlibiTyped, ScoresDependOnlyOnTheDistance) {
   using T = TypeParam;
-  const auto c = relpos::test::wave2_case("alibi_h6");
+  const auto c = relpos::test::encoding_case("alibi_h6");
   const auto attn = relpos::MultiHeadAttention<T, AlibiBias<T>>::load(
-      c.file, "self_attn.", relpos::test::wave2_attention_config(c.config), from_case<T>(c));
+      c.file, "self_attn.", relpos::test::encoding_case_attention_config(c.config),
+      from_case<T>(c));
   const relpos::Tensor3<T> x = c.file.tensor3<T>("input");
   const Index batch = x.dimension(0), len = x.dimension(1);
   relpos::PositionIds shifted(batch, len);
@@ -110,9 +111,10 @@ TEST(AlibiBias, BadValuesThrowNamingTheKey) {
 
 // A warm forward allocates nothing: no (len × len) bias, per call or per head.
 TEST(AlibiBias, WarmForwardDoesNotAllocate) {
-  const auto c = relpos::test::wave2_case("alibi_h6");
+  const auto c = relpos::test::encoding_case("alibi_h6");
   const auto attn = relpos::MultiHeadAttention<float, AlibiBias<float>>::load(
-      c.file, "self_attn.", relpos::test::wave2_attention_config(c.config), from_case<float>(c));
+      c.file, "self_attn.", relpos::test::encoding_case_attention_config(c.config),
+      from_case<float>(c));
   const relpos::Tensor3<float> x = c.file.tensor3<float>("input");
   relpos::Workspace<float> ws;
   relpos::Tensor3<float> out;

@@ -18,8 +18,8 @@
 #include <relpos/encodings/rotary.hpp>
 #include <relpos/io/rotary_scaling_config.hpp>
 
+#include "support/encoding_golden.hpp"
 #include "support/golden.hpp"
-#include "support/wave2_golden.hpp"
 
 namespace {
 
@@ -34,7 +34,7 @@ relpos::io::RotaryScaling scaling_from(const nlohmann::ordered_json& j) {
 }
 
 TEST(RotaryScaling, FrequenciesAndAttentionFactorMatchTheReference) {
-  const auto f = relpos::test::golden_file("wave2/rotary_scaling.safetensors");
+  const auto f = relpos::test::golden_file("t5_alibi_xl_scaling/rotary_scaling.safetensors");
   int cases = 0;
   for (const auto& [name, text] : f.metadata()) {
     const auto c = nlohmann::ordered_json::parse(text);
@@ -133,7 +133,7 @@ TYPED_TEST(RotaryScalingTyped, AttentionMatchesTheReference) {
   using T = TypeParam;
   for (const char* name : {"rotary_linear", "rotary_dynamic_long", "rotary_yarn", "rotary_llama3",
                            "rotary_longrope_long"}) {
-    const auto c = relpos::test::wave2_case(name);
+    const auto c = relpos::test::encoding_case(name);
     const auto& p = c.config.at("position");
     RotaryConfig config;
     config.base = p.at("base").get<double>();
@@ -142,7 +142,7 @@ TYPED_TEST(RotaryScalingTyped, AttentionMatchesTheReference) {
     config.scaling = scaling_from(p.at("scaling"));
     const Index d_head = c.config.at("d_model").get<Index>() / c.config.at("n_heads").get<Index>();
     // the batch's largest position (40) decides the table for both items (spec §4 ℓ)
-    EXPECT_TRUE((relpos::test::matches_wave2_golden<T>(c, Rotary<T>(d_head, config)))) << name;
+    EXPECT_TRUE((relpos::test::matches_encoding_golden<T>(c, Rotary<T>(d_head, config)))) << name;
   }
 }
 

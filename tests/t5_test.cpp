@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // Tests for include/relpos/encodings/t5.hpp: the bucket function against the spec's check
 // values and tools/reference.py for every distance in [-1000, 1000], attention against the
-// float64 reference (tools/golden_wave2.py), shift invariance, the shared table, errors.
+// float64 reference (tools/golden_t5_alibi_xl_scaling.py), shift invariance, the shared table,
+// errors.
 #include <relpos/encodings/t5.hpp>
 
 #include <cstdint>
@@ -13,8 +14,8 @@
 
 #include <relpos/attention.hpp>
 
+#include "support/encoding_golden.hpp"
 #include "support/golden.hpp"
-#include "support/wave2_golden.hpp"
 
 namespace {
 
@@ -42,7 +43,7 @@ TEST(T5Bucket, SpecCheckValuesCausal) {
 }
 
 TEST(T5Bucket, EveryDistanceInPlusMinus1000MatchesTheReference) {
-  const auto f = relpos::test::golden_file("wave2/t5_buckets.safetensors");
+  const auto f = relpos::test::golden_file("t5_alibi_xl_scaling/t5_buckets.safetensors");
   const std::vector<std::int64_t> delta = f.values<std::int64_t>("delta");
   ASSERT_EQ(delta.size(), 2001u);
   for (const auto& [nb, md] : std::vector<std::pair<int, int>>{{32, 128}, {64, 200}, {8, 12}}) {
@@ -111,7 +112,7 @@ using Scalars = ::testing::Types<float, double>;
 TYPED_TEST_SUITE(T5Typed, Scalars);
 
 template <class T>
-T5Bias<T> from_case(const relpos::test::Wave2Case& c) {
+T5Bias<T> from_case(const relpos::test::EncodingCase& c) {
   const auto& p = c.config.at("position");
   const T5Config config{.num_buckets = p.at("num_buckets").get<Index>(),
                         .max_distance = p.at("max_distance").get<Index>(),
@@ -123,17 +124,18 @@ T5Bias<T> from_case(const relpos::test::Wave2Case& c) {
 TYPED_TEST(T5Typed, AttentionMatchesTheReference) {
   using T = TypeParam;
   for (const char* name : {"t5_bi", "t5_causal", "t5_32_128_ids"}) {
-    const auto c = relpos::test::wave2_case(name);
-    EXPECT_TRUE((relpos::test::matches_wave2_golden<T>(c, from_case<T>(c)))) << name;
+    const auto c = relpos::test::encoding_case(name);
+    EXPECT_TRUE((relpos::test::matches_encoding_golden<T>(c, from_case<T>(c)))) << name;
   }
 }
 
 // b_h depends only on δ: shifting every position by the same amount changes nothing.
 TYPED_TEST(T5Typed, ScoresDependOnlyOnTheDistance) {
   using T = TypeParam;
-  const auto c = relpos::test::wave2_case("t5_bi");
+  const auto c = relpos::test::encoding_case("t5_bi");
   const auto attn = relpos::MultiHeadAttention<T, T5Bias<T>>::load(
-      c.file, "self_attn.", relpos::test::wave2_attention_config(c.config), from_case<T>(c));
+      c.file, "self_attn.", relpos::test::encoding_case_attention_config(c.config),
+      from_case<T>(c));
   const relpos::Tensor3<T> x = c.file.tensor3<T>("input");
   const Index batch = x.dimension(0), len = x.dimension(1);
   relpos::PositionIds shifted(batch, len);

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Tests for include/relpos/encodings/xl.hpp: the halves-concatenated sinusoid and r_net rows,
-// attention against the float64 reference (tools/golden_wave2.py: unclamped, clamped and
-// causal, sparse explicit ids), shift invariance, errors.
+// attention against the float64 reference (tools/golden_t5_alibi_xl_scaling.py: unclamped, clamped
+// and causal, sparse explicit ids), shift invariance, errors.
 #include <relpos/encodings/xl.hpp>
 
 #include <atomic>
@@ -20,8 +20,8 @@
 #include <relpos/attention.hpp>
 
 #include "support/counting_new.hpp"
+#include "support/encoding_golden.hpp"
 #include "support/golden.hpp"
-#include "support/wave2_golden.hpp"
 
 using relpos::test::g_allocations;
 
@@ -77,7 +77,7 @@ using Scalars = ::testing::Types<float, double>;
 TYPED_TEST_SUITE(XlTyped, Scalars);
 
 template <class T>
-XlRelative<T> from_case(const relpos::test::Wave2Case& c) {
+XlRelative<T> from_case(const relpos::test::EncodingCase& c) {
   const auto& p = c.config.at("position");
   XlConfig config = xl_config(p.at("base").get<double>(), std::nullopt, "self_attn.");
   if (!p.at("max_distance").is_null()) config.max_distance = p.at("max_distance").get<Index>();
@@ -90,16 +90,17 @@ XlRelative<T> from_case(const relpos::test::Wave2Case& c) {
 TYPED_TEST(XlTyped, AttentionMatchesTheReference) {
   using T = TypeParam;
   for (const char* name : {"xl", "xl_clamped_causal", "xl_sparse_ids"}) {
-    const auto c = relpos::test::wave2_case(name);
-    EXPECT_TRUE((relpos::test::matches_wave2_golden<T>(c, from_case<T>(c)))) << name;
+    const auto c = relpos::test::encoding_case(name);
+    EXPECT_TRUE((relpos::test::matches_encoding_golden<T>(c, from_case<T>(c)))) << name;
   }
 }
 
 TYPED_TEST(XlTyped, ScoresDependOnlyOnTheDistance) {
   using T = TypeParam;
-  const auto c = relpos::test::wave2_case("xl_clamped_causal");
+  const auto c = relpos::test::encoding_case("xl_clamped_causal");
   const auto attn = relpos::MultiHeadAttention<T, XlRelative<T>>::load(
-      c.file, "self_attn.", relpos::test::wave2_attention_config(c.config), from_case<T>(c));
+      c.file, "self_attn.", relpos::test::encoding_case_attention_config(c.config),
+      from_case<T>(c));
   const relpos::Tensor3<T> x = c.file.tensor3<T>("input");
   const Index batch = x.dimension(0), len = x.dimension(1);
   relpos::PositionIds shifted(batch, len);
@@ -151,9 +152,10 @@ TEST(XlRelative, BadShapesAndValuesThrowNamingThem) {
 
 // A warm forward allocates nothing: the r rows come from the cached table, no len × len × d.
 TEST(XlRelative, WarmForwardDoesNotAllocate) {
-  const auto c = relpos::test::wave2_case("xl_clamped_causal");
+  const auto c = relpos::test::encoding_case("xl_clamped_causal");
   const auto attn = relpos::MultiHeadAttention<float, XlRelative<float>>::load(
-      c.file, "self_attn.", relpos::test::wave2_attention_config(c.config), from_case<float>(c));
+      c.file, "self_attn.", relpos::test::encoding_case_attention_config(c.config),
+      from_case<float>(c));
   const relpos::Tensor3<float> x = c.file.tensor3<float>("input");
   relpos::Workspace<float> ws;
   relpos::Tensor3<float> out;

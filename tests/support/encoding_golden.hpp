@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Test helper of the second-wave encodings: runs one attention layer on a golden file of
-// tools/golden_wave2.py (RefAttention in float64) and compares its output.
+// Test helper of the t5, alibi, xl and rotary-scaling encodings: runs one attention layer on a
+// golden file of tools/golden_t5_alibi_xl_scaling.py (RefAttention in float64) and compares it.
 #pragma once
 
 #include <cstdint>
@@ -18,27 +18,27 @@
 namespace relpos::test {
 
 template <class T>
-struct Wave2Tol;
+struct EncodingTol;
 template <>
-struct Wave2Tol<float> {
+struct EncodingTol<float> {
   static constexpr double golden = 1e-5;  // float against the float64 reference
 };
 template <>
-struct Wave2Tol<double> {
+struct EncodingTol<double> {
   static constexpr double golden = 1e-10;
 };
 
-/// The golden file tests/data/wave2/attention_<name>.safetensors and its config.
-struct Wave2Case {
+/// The golden file tests/data/t5_alibi_xl_scaling/attention_<name>.safetensors and its config.
+struct EncodingCase {
   io::SafetensorsFile file;
   nlohmann::json config;
 };
-inline Wave2Case wave2_case(const std::string& name) {
-  auto f = golden_file("wave2/attention_" + name + ".safetensors");
+inline EncodingCase encoding_case(const std::string& name) {
+  auto f = golden_file("t5_alibi_xl_scaling/attention_" + name + ".safetensors");
   auto config = nlohmann::json::parse(f.metadata().at("config"));
   return {std::move(f), std::move(config)};
 }
-inline AttentionConfig wave2_attention_config(const nlohmann::json& config) {
+inline AttentionConfig encoding_case_attention_config(const nlohmann::json& config) {
   return {config.at("d_model").get<Index>(), config.at("n_heads").get<Index>(),
           config.at("causal").get<bool>()};
 }
@@ -46,10 +46,10 @@ inline AttentionConfig wave2_attention_config(const nlohmann::json& config) {
 /// Runs the layer (weights self_attn.*) with `enc` on the file's input, padding mask and
 /// position ids, and compares with its `output`.
 template <class T, class Enc>
-::testing::AssertionResult matches_wave2_golden(const Wave2Case& c, Enc enc) {
+::testing::AssertionResult matches_encoding_golden(const EncodingCase& c, Enc enc) {
   const auto& f = c.file;
-  const auto attn =
-      MultiHeadAttention<T, Enc>::load(f, "self_attn.", wave2_attention_config(c.config), enc);
+  const auto attn = MultiHeadAttention<T, Enc>::load(f, "self_attn.",
+                                                     encoding_case_attention_config(c.config), enc);
   const Tensor3<T> x = f.tensor3<T>("input");
   const Index batch = x.dimension(0), len = x.dimension(1);
   const std::vector<std::uint8_t> raw = f.values<std::uint8_t>("padding_mask", {batch, len});
@@ -63,7 +63,7 @@ template <class T, class Enc>
     for (Index i = 0; i < ids.size(); ++i) ids.data()[i] = v[static_cast<std::size_t>(i)];
     in.positions = ids;
   }
-  return all_close(attn.forward(x, in), f.tensor3<double>("output"), Wave2Tol<T>::golden);
+  return all_close(attn.forward(x, in), f.tensor3<double>("output"), EncodingTol<T>::golden);
 }
 
 }  // namespace relpos::test

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""Golden data of the second-wave encodings (tests/data/wave2/), all from tools/reference.py
+"""Golden data of the second-wave encodings (tests/data/t5_alibi_xl_scaling/), all from tools/reference.py
 in float64 with fixed seeds:
 
 * t5_buckets.safetensors: t5_bucket_scalar (the spec's formula line by line) for every
@@ -16,7 +16,7 @@ in float64 with fixed seeds:
   section 3) for t5, alibi, xl and scaled rotary, with padding, causal masks and explicit
   position ids (some spread wide enough to take relpos' sparse path).
 
-    /usr/bin/python3 tools/golden_wave2.py [out_dir]   # default tests/data/wave2
+    /usr/bin/python3 tools/golden_t5_alibi_xl_scaling.py [out_dir]   # default tests/data/t5_alibi_xl_scaling
 """
 
 import json
@@ -223,7 +223,7 @@ def golden_attention(out_dir, name, position, causal=False, d=16, h=4, bsz=2, le
 
 def main(argv):
     out_dir = argv[1] if len(argv) > 1 else os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "wave2")
+        os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "t5_alibi_xl_scaling")
     os.makedirs(out_dir, exist_ok=True)
     golden_t5(out_dir)
     golden_alibi(out_dir)
