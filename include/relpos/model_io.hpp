@@ -13,6 +13,7 @@
 
 #include <relpos/core.hpp>
 #include <relpos/detail/safetensors_header.hpp>
+#include <relpos/detail/shape_checks.hpp>
 #include <relpos/encoder.hpp>
 #include <relpos/io/config.hpp>
 #include <relpos/io/dtype.hpp>
@@ -55,16 +56,6 @@ inline void check_batch_len(const io::SafetensorsFile& f, const io::TensorInfo& 
                       "expected [batch, len] = " + safetensors::shape_string(want) + ", got " +
                           safetensors::shape_string(t.shape));
   }
-}
-
-inline std::string element(Index b, Index i) {
-  // appended piece by piece: "[" + std::to_string(...) trips GCC 12's -Wrestrict at -O3
-  std::string s = "[";
-  s += std::to_string(b);
-  s += ", ";
-  s += std::to_string(i);
-  s += "]";
-  return s;
 }
 
 }  // namespace detail
@@ -122,7 +113,7 @@ ModelInputs<T> read_inputs(const io::SafetensorsFile& file, const io::ModelConfi
         const std::int64_t id = v[static_cast<std::size_t>(b * len + i)];
         if (id < 0 || id >= vocab) {
           st::fail(file.path(), "input_ids",
-                   "id " + std::to_string(id) + " at " + detail::element(b, i) +
+                   "id " + std::to_string(id) + " at " + detail::shape_string(b, i) +
                        " is out of range [0, " + std::to_string(vocab) + ")");
         }
         (*in.input_ids)(b, i) = id;
@@ -151,9 +142,9 @@ ModelInputs<T> read_inputs(const io::SafetensorsFile& file, const io::ModelConfi
       for (Index i = 0; i < len; ++i) {
         const std::int64_t p = v[static_cast<std::size_t>(b * len + i)];
         if (p < 0) {
-          st::fail(
-              file.path(), t.name,
-              "position " + std::to_string(p) + " at " + detail::element(b, i) + " is negative");
+          st::fail(file.path(), t.name,
+                   "position " + std::to_string(p) + " at " + detail::shape_string(b, i) +
+                       " is negative");
         }
         (*in.position_ids)(b, i) = p;
       }

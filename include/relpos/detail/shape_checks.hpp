@@ -12,6 +12,8 @@
 
 namespace relpos::detail {
 
+/// "[rows, cols]", also an element's "[b, i]". Appended piece by piece: "[" + std::to_string(…)
+/// trips GCC 12's -Wrestrict at -O3.
 inline std::string shape_string(Index rows, Index cols) {
   std::string s = "[";
   s += std::to_string(rows);
