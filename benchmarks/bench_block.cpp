@@ -17,12 +17,12 @@
 #include <relpos/attention.hpp>
 #include <relpos/block.hpp>
 #include <relpos/detail/gemm.hpp>
-#include <relpos/detail/naive_attention.hpp>
 #include <relpos/encodings/learned.hpp>
 #include <relpos/encodings/none.hpp>
 #include <relpos/encodings/rotary.hpp>
 #include <relpos/encodings/sinusoidal.hpp>
 #include <relpos/threads.hpp>
+#include "support/naive_attention.hpp"
 
 #include "alloc_counter.hpp"
 #include "block_setup.hpp"
@@ -102,7 +102,7 @@ void BM_AttentionNaive(benchmark::State& state) {
   const relpos::SequenceInputs in{relpos::Positions{len, nullptr}, nullptr};
   const auto before = relpos_bench::alloc_counts();
   for (auto _ : state) {
-    Mat out = relpos::detail::naive_attention<float>(block.self_attn, x, in);
+    Mat out = relpos::test::naive_attention<float>(block.self_attn, x, in);
     benchmark::DoNotOptimize(out.data());
   }
   report(state, relpos_bench::attention_flops<Kind>(len), before);

@@ -15,8 +15,8 @@
 
 #include <benchmark/benchmark.h>
 
-#include <relpos/detail/naive_attention.hpp>
 #include <relpos/threads.hpp>
+#include "support/naive_attention.hpp"
 
 #include "block_setup.hpp"
 
@@ -64,7 +64,7 @@ int child(Op op, Index len) {
       block.self_attn.forward(x, out, in, ws);
       break;
     case Op::naive:
-      out = relpos::detail::naive_attention<float>(block.self_attn, x, in);
+      out = relpos::test::naive_attention<float>(block.self_attn, x, in);
       break;
   }
   benchmark::DoNotOptimize(x.data());

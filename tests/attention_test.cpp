@@ -30,10 +30,10 @@ std::atomic<long> g_eigen_assert_failures{0};
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include <relpos/detail/naive_attention.hpp>
 #include <relpos/detail/skew.hpp>
 #include <relpos/detail/softmax.hpp>
 #include <relpos/threads.hpp>
+#include "support/naive_attention.hpp"
 
 #include "support/counting_new.hpp"
 #include "support/golden.hpp"
@@ -229,7 +229,7 @@ void expect_matches_naive(const NaiveCase& c, Index len, std::uint64_t seed) {
   if (c.padded) in.padding = mask;
   if (c.explicit_ids) in.positions = ids;
   EXPECT_TRUE(relpos::test::all_close(attn.forward(x, in),
-                                      relpos::detail::naive_attention(attn, x, in), Tol<T>::naive));
+                                      relpos::test::naive_attention(attn, x, in), Tol<T>::naive));
 }
 
 TYPED_TEST(AttentionTyped, SkewingEqualsNaiveMaterialisedPath) {
@@ -261,7 +261,7 @@ TYPED_TEST(AttentionTyped, WidelySpreadPositionIdsTakeTheSparsePathAndMatchNaive
   mask(1, 2) = true;
   const BatchInputs in{mask, ids};
   EXPECT_TRUE(relpos::test::all_close(attn.forward(x, in),
-                                      relpos::detail::naive_attention(attn, x, in), Tol<T>::naive));
+                                      relpos::test::naive_attention(attn, x, in), Tol<T>::naive));
 }
 
 // Contiguous positions skip the (len × len) index: the banded gather and scatter must give

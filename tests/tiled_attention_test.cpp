@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // The streaming attention kernel (detail/tiled_attention.hpp) against the naive materialised
-// path (detail/naive_attention.hpp), at lengths that cross many tiles: every encoding, with
+// path (tests/support/naive_attention.hpp), at lengths that cross many tiles: every encoding, with
 // and without clamping, plain / offset / explicit (indexed and sparse) positions, padding
 // (including whole padded key tiles and queries that see nothing) and causal masks. Small tile
 // shapes make short sequences cross many tiles; the module's own shape is checked at a length
@@ -18,7 +18,6 @@
 
 #include <gtest/gtest.h>
 
-#include <relpos/detail/naive_attention.hpp>
 #include <relpos/detail/tiled_attention.hpp>
 #include <relpos/encodings/alibi.hpp>
 #include <relpos/encodings/learned.hpp>
@@ -28,6 +27,7 @@
 #include <relpos/encodings/xl.hpp>
 #include <relpos/kv_cache.hpp>
 #include <relpos/threads.hpp>
+#include "support/naive_attention.hpp"
 
 #include "support/golden.hpp"
 #include "support/random.hpp"
@@ -141,7 +141,7 @@ void expect_kernel_matches_naive(const std::string& what, const Enc& enc, Index 
       in.positions.call_length = *std::max_element(ids.begin(), ids.end()) + 1;
     }
     if (c.padded) in.key_padding = pad.get();
-    const Matrix<T> want = relpos::detail::naive_attention<T>(attn, x, in);
+    const Matrix<T> want = relpos::test::naive_attention<T>(attn, x, in);
 
     const Index d = d_model;
     Matrix<T> qkv = x * attn.in_proj_weight.transpose();
@@ -236,8 +236,8 @@ TYPED_TEST(TiledTyped, ModuleAtItsTileShapeEqualsTheNaivePath) {
     relpos::PaddingMask pad = relpos::PaddingMask::Zero(1, len);
     for (Index j = 300; j < len; j += 7) pad(0, j) = true;
     const relpos::BatchInputs in{pad, nullptr};
-    EXPECT_TRUE(relpos::test::all_close(
-        attn.forward(x, in), relpos::detail::naive_attention(attn, x, in), Tol<T>::naive));
+    EXPECT_TRUE(relpos::test::all_close(attn.forward(x, in),
+                                        relpos::test::naive_attention(attn, x, in), Tol<T>::naive));
   }
 }
 

@@ -19,7 +19,7 @@
 #include <relpos/detail/tiled_attention.hpp>
 #include <relpos/encodings/concept.hpp>
 #include <relpos/encodings/none.hpp>
-#include <relpos/io/safetensors.hpp>
+#include <relpos/tensor_source.hpp>
 #include <relpos/workspace.hpp>
 
 namespace relpos {
@@ -107,19 +107,6 @@ struct BatchInputs {
   }
 };
 
-namespace detail {
-inline void check_batch_width(const char* what, Index got, Index want) {
-  if (got != want) {
-    throw Error(std::string(what) + ": input width (last dimension) expected " +
-                std::to_string(want) + ", got " + std::to_string(got));
-  }
-}
-template <class T>
-void resize_like(Tensor3<T>& out, Index b, Index l, Index d) {
-  if (out.dimension(0) != b || out.dimension(1) != l || out.dimension(2) != d) out.resize(b, l, d);
-}
-}  // namespace detail
-
 /// Self-attention of spec §3, per head h:
 ///   e_ij = (q_i·k_j + [q_i·aK(c_ij)] + [xl]) / sqrt(d_head) + [b_h(c_ij)] + mask,
 ///   α_i = softmax_j(e_ij),  z_i = Σ_j α_ij (v_j + [aV(c_ij)]),  out = concat_h(z) · out_projᵀ +
@@ -171,14 +158,15 @@ class MultiHeadAttention {
   /// The tensors `prefix`in_proj_weight [3d, d], in_proj_bias [3d], out_proj.weight [d, d],
   /// out_proj.bias [d] (prefix e.g. "layers.0.self_attn."); a missing or mis-shaped one
   /// throws Error naming it. The encoding loads its own tensors.
-  static MultiHeadAttention load(const io::SafetensorsFile& file, const std::string& prefix,
-                                 AttentionConfig cfg, Enc enc = Enc()) {
+  template <TensorSource<T> File>
+  static MultiHeadAttention load(const File& file, const std::string& prefix, AttentionConfig cfg,
+                                 Enc enc = Enc()) {
     MultiHeadAttention a(cfg, std::move(enc));
     const Index d = cfg.d_model;
-    a.in_proj_weight = file.matrix<T>(prefix + "in_proj_weight", 3 * d, d);
-    a.in_proj_bias = file.vector<T>(prefix + "in_proj_bias", 3 * d);
-    a.out_proj_weight = file.matrix<T>(prefix + "out_proj.weight", d, d);
-    a.out_proj_bias = file.vector<T>(prefix + "out_proj.bias", d);
+    a.in_proj_weight = file.template matrix<T>(prefix + "in_proj_weight", 3 * d, d);
+    a.in_proj_bias = file.template vector<T>(prefix + "in_proj_bias", 3 * d);
+    a.out_proj_weight = file.template matrix<T>(prefix + "out_proj.weight", d, d);
+    a.out_proj_bias = file.template vector<T>(prefix + "out_proj.bias", d);
     return a;
   }
 

@@ -13,8 +13,8 @@
 #include <relpos/encodings/concept.hpp>
 #include <relpos/encodings/none.hpp>
 #include <relpos/feed_forward.hpp>
-#include <relpos/io/safetensors.hpp>
 #include <relpos/layer_norm.hpp>
+#include <relpos/tensor_source.hpp>
 #include <relpos/workspace.hpp>
 
 namespace relpos {
@@ -65,8 +65,9 @@ struct Block {
 
   /// The tensors of spec §1 under `prefix` (e.g. "layers.0."): self_attn.*, linear1.*,
   /// linear2.*, norm1.*, norm2.*; a missing or mis-shaped one throws Error naming it.
-  static Block load(const io::SafetensorsFile& file, const std::string& prefix,
-                    const BlockConfig& cfg, Enc enc = Enc()) {
+  template <TensorSource<T> File>
+  static Block load(const File& file, const std::string& prefix, const BlockConfig& cfg,
+                    Enc enc = Enc()) {
     Block b(cfg, Enc(enc));
     b.self_attn = MultiHeadAttention<T, Enc>::load(file, prefix + "self_attn.", cfg.attention(),
                                                    std::move(enc));

@@ -14,7 +14,7 @@
 
 #include <relpos/core.hpp>
 #include <relpos/detail/growing_table.hpp>
-#include <relpos/encodings/concept.hpp>
+#include <relpos/distance_rows.hpp>
 
 namespace relpos {
 

@@ -18,8 +18,8 @@
 #include <relpos/detail/shape_checks.hpp>
 #include <relpos/encodings/concept.hpp>
 #include <relpos/encodings/none.hpp>
-#include <relpos/io/safetensors.hpp>
 #include <relpos/layer_norm.hpp>
+#include <relpos/tensor_source.hpp>
 #include <relpos/workspace.hpp>
 
 namespace relpos {
@@ -112,15 +112,15 @@ class Encoder {
   /// input encoding (EncodesInput) is layer 0's. Whether `file` holds tensors this model does
   /// not use is the caller's check (model.hpp). The result passes validate(), the check an
   /// encoder built in code gets: load is one way in, not the only checked one.
-  template <class MakeEncoding>
+  template <TensorSource<T> File, class MakeEncoding>
   requires std::convertible_to<std::invoke_result_t<MakeEncoding&, Index>, Enc>
-  static Encoder load(const io::SafetensorsFile& file, const EncoderConfig& cfg,
-                      MakeEncoding&& make_encoding) {
+  static Encoder load(const File& file, const EncoderConfig& cfg, MakeEncoding&& make_encoding) {
     cfg.validate();
     Encoder e;  // filled layer by layer: no zero stack first (twice the memory of a model)
     e.config = cfg;
     const Index d = cfg.d_model;
-    if (cfg.vocab_size > 0) e.embedding = file.matrix<T>("embed.weight", cfg.vocab_size, d);
+    if (cfg.vocab_size > 0)
+      e.embedding = file.template matrix<T>("embed.weight", cfg.vocab_size, d);
     e.layers.reserve(static_cast<std::size_t>(cfg.n_layers));
     for (Index n = 0; n < cfg.n_layers; ++n) {
       e.layers.push_back(Block<T, Enc>::load(file, "layers." + std::to_string(n) + ".", cfg.block(),
@@ -128,14 +128,15 @@ class Encoder {
     }
     if (cfg.final_norm) e.norm = LayerNorm<T>::load(file, "norm", d, cfg.layer_norm_eps);
     if (cfg.output_head) {
-      e.head_weight = file.matrix<T>("head.weight", cfg.vocab_size, d);
-      e.head_bias = file.vector<T>("head.bias", cfg.vocab_size);
+      e.head_weight = file.template matrix<T>("head.weight", cfg.vocab_size, d);
+      e.head_bias = file.template vector<T>("head.bias", cfg.vocab_size);
     }
     e.validate();
     return e;
   }
   /// The same with a default-constructed encoding in every layer (none, sinusoidal, ...).
-  static Encoder load(const io::SafetensorsFile& file, const EncoderConfig& cfg) {
+  template <TensorSource<T> File>
+  static Encoder load(const File& file, const EncoderConfig& cfg) {
     return load(file, cfg, [](Index) { return Enc(); });
   }
 

@@ -10,7 +10,7 @@
 #include <relpos/core.hpp>
 #include <relpos/detail/gemm.hpp>
 #include <relpos/detail/shape_checks.hpp>
-#include <relpos/io/safetensors.hpp>
+#include <relpos/tensor_source.hpp>
 #include <relpos/workspace.hpp>
 
 namespace relpos {
@@ -41,13 +41,14 @@ struct FeedForward {
 
   /// `prefix`linear1.weight [d_ff, d_model], .bias [d_ff], `prefix`linear2.weight
   /// [d_model, d_ff], .bias [d_model] (prefix e.g. "layers.0.").
-  static FeedForward load(const io::SafetensorsFile& file, const std::string& prefix, Index d_model,
-                          Index d_ff, Activation act) {
+  template <TensorSource<T> File>
+  static FeedForward load(const File& file, const std::string& prefix, Index d_model, Index d_ff,
+                          Activation act) {
     FeedForward f(d_model, d_ff, act);
-    f.linear1_weight = file.matrix<T>(prefix + "linear1.weight", d_ff, d_model);
-    f.linear1_bias = file.vector<T>(prefix + "linear1.bias", d_ff);
-    f.linear2_weight = file.matrix<T>(prefix + "linear2.weight", d_model, d_ff);
-    f.linear2_bias = file.vector<T>(prefix + "linear2.bias", d_model);
+    f.linear1_weight = file.template matrix<T>(prefix + "linear1.weight", d_ff, d_model);
+    f.linear1_bias = file.template vector<T>(prefix + "linear1.bias", d_ff);
+    f.linear2_weight = file.template matrix<T>(prefix + "linear2.weight", d_model, d_ff);
+    f.linear2_bias = file.template vector<T>(prefix + "linear2.bias", d_model);
     return f;
   }
 

@@ -25,7 +25,6 @@
 #include <relpos/encoder.hpp>
 #include <relpos/encodings/concept.hpp>
 #include <relpos/encodings/rotary.hpp>
-#include <relpos/io/rotary_scaling_config.hpp>
 #include <relpos/workspace.hpp>
 
 namespace relpos {
@@ -134,12 +133,12 @@ template <Scalar T>
 void require_length_independent(const Rotary<T>& rotary, const char* what) {
   const auto& scaling = rotary.config().scaling;
   if (!scaling) return;
-  const bool varies = std::holds_alternative<io::DynamicScaling>(*scaling) ||
-                      std::holds_alternative<io::LongropeScaling>(*scaling);
+  const bool varies = std::holds_alternative<DynamicScaling>(*scaling) ||
+                      std::holds_alternative<LongropeScaling>(*scaling);
   if (varies) {
-    const std::string type = std::holds_alternative<io::DynamicScaling>(*scaling)
-                                 ? std::string(io::DynamicScaling::type)
-                                 : std::string(io::LongropeScaling::type);
+    const std::string type = std::holds_alternative<DynamicScaling>(*scaling)
+                                 ? std::string(DynamicScaling::type)
+                                 : std::string(LongropeScaling::type);
     throw Error(std::string(what) + ": rotary scaling '" + type +
                 "' changes its table with the call length, so cached keys cannot be reused "
                 "or re-rotated (linear, ntk, yarn and llama3 can)");

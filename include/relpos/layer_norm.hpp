@@ -8,7 +8,7 @@
 
 #include <relpos/core.hpp>
 #include <relpos/detail/shape_checks.hpp>
-#include <relpos/io/safetensors.hpp>
+#include <relpos/tensor_source.hpp>
 
 namespace relpos {
 
@@ -29,11 +29,11 @@ struct LayerNorm {
   }
 
   /// `prefix`.weight and `prefix`.bias, both [d] (e.g. prefix "layers.0.norm1").
-  static LayerNorm load(const io::SafetensorsFile& file, const std::string& prefix, Index d,
-                        double eps) {
+  template <TensorSource<T> File>
+  static LayerNorm load(const File& file, const std::string& prefix, Index d, double eps) {
     LayerNorm n(d, eps);
-    n.weight = file.vector<T>(prefix + ".weight", d);
-    n.bias = file.vector<T>(prefix + ".bias", d);
+    n.weight = file.template vector<T>(prefix + ".weight", d);
+    n.bias = file.template vector<T>(prefix + ".bias", d);
     return n;
   }
 

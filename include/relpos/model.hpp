@@ -79,34 +79,31 @@ struct ModelOutput {
 /// shape and a floating-point dtype (F32, F64, F16, BF16; converted on load). A missing
 /// tensor, a wrong shape or dtype, and a tensor the model does not use are errors naming it.
 inline void check_model_tensors(const io::ModelConfig& config, const io::SafetensorsFile& file) {
-  namespace st = relpos::detail::safetensors;
   const std::vector<io::TensorSpec> expected = io::expected_tensors(config);
   std::set<std::string_view> names;
   for (const io::TensorSpec& spec : expected) {
     names.insert(spec.name);
     if (!file.contains(spec.name)) {
-      st::fail(file.path(), spec.name,
-               "missing: the config (position type " + std::string(config.position_type()) +
-                   ") needs it, with shape " + st::shape_string(spec.shape));
+      file.fail(spec.name, "missing: the config (position type " +
+                               std::string(config.position_type()) + ") needs it, with shape " +
+                               io::shape_string(spec.shape));
     }
     const io::TensorInfo& info = file.info(spec.name);
     if (info.dtype != io::DType::F32 && info.dtype != io::DType::F64 &&
         info.dtype != io::DType::F16 && info.dtype != io::DType::BF16) {
-      st::fail(file.path(), spec.name,
-               "dtype " + std::string(io::dtype_name(info.dtype)) +
-                   " is not a weight type (F32, F64, F16 or BF16)");
+      file.fail(spec.name, "dtype " + std::string(io::dtype_name(info.dtype)) +
+                               " is not a weight type (F32, F64, F16 or BF16)");
     }
     if (info.shape != spec.shape) {
-      st::fail(
-          file.path(), spec.name,
-          "expected " + st::shape_string(spec.shape) + ", got " + st::shape_string(info.shape));
+      file.fail(spec.name, "expected " + io::shape_string(spec.shape) + ", got " +
+                               io::shape_string(info.shape));
     }
   }
   for (const std::string& name : file.names()) {
     if (names.count(name) == 0) {
-      st::fail(file.path(), name,
-               "not used by this model (position type " + std::string(config.position_type()) +
-                   "): the file does not match config.json");
+      file.fail(name, "not used by this model (position type " +
+                          std::string(config.position_type()) +
+                          "): the file does not match config.json");
     }
   }
 }

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include <relpos/core.hpp>
+#include <relpos/detail/checker.hpp>
 
 namespace relpos::detail {
 
@@ -172,31 +173,5 @@ std::string read_type(const JsonFields& f, const std::array<KeySet, N>& table,
   }
   return type;
 }
-
-class Checker {
- public:
-  Checker(std::string_view source, std::string path) : source_(source), path_(std::move(path)) {}
-  [[noreturn]] void fail(std::string_view key, const std::string& what) const {
-    throw Error(std::string(source_) + ": " + path_ + "." + std::string(key) + ": " + what);
-  }
-  void positive(std::string_view key, double v) const {
-    if (!(v > 0)) fail(key, "must be > 0, got " + num(v));
-  }
-  void at_least(std::string_view key, std::int64_t v, std::int64_t lo) const {
-    if (v < lo) fail(key, "must be >= " + std::to_string(lo) + ", got " + std::to_string(v));
-  }
-  void range(std::string_view key, std::int64_t v, std::int64_t lo, std::int64_t hi) const {
-    at_least(key, v, lo);
-    if (v > hi) fail(key, std::to_string(v) + " exceeds the limit of " + std::to_string(hi));
-  }
-  static std::string num(double v) {
-    std::string s = Json(v).dump();
-    return s;
-  }
-
- private:
-  std::string_view source_;
-  std::string path_;
-};
 
 }  // namespace relpos::detail

@@ -50,6 +50,21 @@ void check_vector(std::string_view field, const V& v, Index size, std::string_vi
   }
 }
 
+/// "block: input width (last dimension) expected 512, got 256": the d_model of a batch.
+inline void check_batch_width(const char* what, Index got, Index want) {
+  if (got != want) {
+    throw Error(std::string(what) + ": input width (last dimension) expected " +
+                std::to_string(want) + ", got " + std::to_string(got));
+  }
+}
+
+/// Gives `out` the shape (b, l, d), reallocating only when it differs: a caller's output
+/// tensor reused across calls costs no allocation.
+template <class T>
+void resize_like(Tensor3<T>& out, Index b, Index l, Index d) {
+  if (out.dimension(0) != b || out.dimension(1) != l || out.dimension(2) != d) out.resize(b, l, d);
+}
+
 /// Runs check(); an Error it throws is thrown again with `prefix` in front of its message,
 /// so a field deep in a stack is named by its path ("layers.1.self_attn.in_proj_weight").
 /// Costs nothing when nothing is wrong.

@@ -12,6 +12,8 @@
 #include <memory>
 
 #include <relpos/core.hpp>
+#include <relpos/distance_rows.hpp>
+#include <relpos/positions.hpp>
 
 namespace relpos {
 
@@ -25,34 +27,6 @@ template <class Derived>
 SharedMatrix<typename Derived::Scalar> share(const Eigen::MatrixBase<Derived>& m) {
   return std::make_shared<const Matrix<typename Derived::Scalar>>(m);
 }
-
-/// The positions p_i of one sequence's tokens (spec §2). Without ids they are 0..len-1.
-/// Distances are always key minus query: δ = p_j − p_i.
-struct Positions {
-  Index len = 0;
-  const std::int64_t* ids = nullptr;  // len entries, or null for the plain 0..len-1
-  // ℓ of spec §4 rotary scaling: the largest position of the whole batch + 1, set by
-  // BatchInputs::item; 0 = derive it from these positions alone
-  std::int64_t call_length = 0;
-
-  std::int64_t operator[](Index i) const { return ids != nullptr ? ids[i] : i; }
-  bool plain() const { return ids == nullptr; }
-};
-
-/// A contiguous block of a cached distance table: rows for the clamped distances
-/// c = first .. first + rows() - 1, each of width d. It holds the table it points into
-/// alive, so a thread that grows the cache never invalidates a reader's rows.
-template <class T>
-struct DistanceRows {
-  std::shared_ptr<const Matrix<T>> table;  // the whole cached table, (n_rows, d)
-  Index offset = 0;                        // row of `table` that holds distance `first`
-  Index first = 0;                         // the smallest clamped distance in the block
-  Index count = 0;                         // number of distances in the block
-
-  ConstMatrixMap<T> view() const {
-    return ConstMatrixMap<T>(table->data() + offset * table->cols(), count, table->cols());
-  }
-};
 
 /// The hooks, each its own concept so attention can test for it.
 ///

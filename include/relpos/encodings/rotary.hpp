@@ -20,7 +20,6 @@
 #include <relpos/detail/growing_table.hpp>
 #include <relpos/encodings/concept.hpp>
 #include <relpos/encodings/rotary_scaling.hpp>
-#include <relpos/io/rotary_scaling_config.hpp>
 
 namespace relpos {
 
@@ -30,7 +29,7 @@ struct RotaryConfig {
   std::optional<Index> rotary_dim{};  // r: rotated components per head, even, 2..d_head;
                                       // absent: d_head (spec §4)
   bool interleaved = false;           // pairing, see Rotary
-  std::optional<io::RotaryScaling> scaling = std::nullopt;  // spec §4 second wave; absent: unscaled
+  std::optional<RotaryScaling> scaling = std::nullopt;  // spec §4 second wave; absent: unscaled
 };
 
 /// RoPE. Each pair (a, b) of a head becomes (a·cosθ − b·sinθ, a·sinθ + b·cosθ) with
@@ -202,7 +201,7 @@ class Rotary {
     }
     config.rotary_dim = r;
     // user errors name the key: "rotary: position.scaling.factor: must be > 0, got 0"
-    if (config.scaling) io::detail::check_scaling(*config.scaling, config.base, r, name);
+    if (config.scaling) detail::check_scaling(*config.scaling, config.base, r, name);
     return config;
   }
 

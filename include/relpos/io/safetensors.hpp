@@ -30,9 +30,13 @@
 #include <relpos/detail/mapped_file.hpp>
 #include <relpos/detail/safetensors_header.hpp>
 #include <relpos/io/dtype.hpp>
-#include <relpos/io/safetensors_writer.hpp>
 
 namespace relpos::io {
+
+/// A tensor shape as the errors write it: "[2, 3]".
+inline std::string shape_string(std::span<const std::int64_t> shape) {
+  return relpos::detail::safetensors::shape_string(shape);
+}
 
 struct TensorInfo {
   std::string name;
@@ -60,6 +64,12 @@ class SafetensorsFile {
   }
 
   const std::string& path() const { return path_; }
+
+  /// Throws Error "<path>: tensor "<name>": <what>", the form of every error about this file,
+  /// for the checks a loader makes beyond the reader's (model.hpp: tensors a config implies).
+  [[noreturn]] void fail(std::string_view tensor, const std::string& what) const {
+    relpos::detail::safetensors::fail(path_, tensor, what);
+  }
 
   /// Tensor names, sorted.
   std::vector<std::string> names() const {

@@ -13,9 +13,10 @@
 
 #include <relpos/attention.hpp>
 #include <relpos/core.hpp>
+#include <relpos/detail/shape_checks.hpp>
 #include <relpos/encodings/concept.hpp>
 
-namespace relpos::detail {
+namespace relpos::test {
 
 /// Attention of one sequence x (len, d_model) by the naive loops, with mha's weights and
 /// encoding. Same contract as MultiHeadAttention::forward.
@@ -112,7 +113,7 @@ template <Scalar T, class Enc>
 Tensor3<T> naive_attention(const MultiHeadAttention<T, Enc>& mha, const Tensor3<T>& x,
                            const BatchInputs& in = {}) {
   const Index batch = x.dimension(0), len = x.dimension(1);
-  check_batch_width("naive attention", x.dimension(2), mha.d_model());
+  detail::check_batch_width("naive attention", x.dimension(2), mha.d_model());
   in.check(batch, len);
   Tensor3<T> out(batch, len, mha.d_model());
   for (Index b = 0; b < batch; ++b)
@@ -120,4 +121,4 @@ Tensor3<T> naive_attention(const MultiHeadAttention<T, Enc>& mha, const Tensor3<
   return out;
 }
 
-}  // namespace relpos::detail
+}  // namespace relpos::test
