@@ -17,7 +17,7 @@ namespace relpos {
 
 /// The feed-forward activation. gelu is the exact form x·Φ(x) = x/2·(1 + erf(x/√2)), torch's
 /// default (approximate="none"), not the tanh approximation.
-enum class Activation { relu, gelu };
+enum class Activation { relu, gelu /* exact, erf-based, as torch's "gelu" */ };
 
 template <Scalar T>
 struct FeedForward {

@@ -24,7 +24,7 @@
 #include <relpos/detail/tiled_attention.hpp>
 #include <relpos/encoder.hpp>
 #include <relpos/encodings/concept.hpp>
-#include <relpos/encodings/rotary.hpp>
+#include <relpos/encodings/rotary.hpp>  // shift_rotary_keys, offered here since the start
 #include <relpos/workspace.hpp>
 
 namespace relpos {
@@ -126,71 +126,6 @@ class KVCache {
   Eigen::Array<bool, Eigen::Dynamic, 1> padded_;  // (capacity)
 };
 
-namespace detail {
-// A rotary table that changes with the call's length (dynamic, longrope) cannot serve a
-// cache: keys rotated with one length's table are not those of another's.
-template <Scalar T>
-void require_length_independent(const Rotary<T>& rotary, const char* what) {
-  const auto& scaling = rotary.config().scaling;
-  if (!scaling) return;
-  const bool varies = std::holds_alternative<DynamicScaling>(*scaling) ||
-                      std::holds_alternative<LongropeScaling>(*scaling);
-  if (varies) {
-    const std::string type = std::holds_alternative<DynamicScaling>(*scaling)
-                                 ? std::string(DynamicScaling::type)
-                                 : std::string(LongropeScaling::type);
-    throw Error(std::string(what) + ": rotary scaling '" + type +
-                "' changes its table with the call length, so cached keys cannot be reused "
-                "or re-rotated (linear, ntk, yarn and llama3 can)");
-  }
-}
-}  // namespace detail
-
-/// Re-rotates rotary keys by δ in place: a key rotated at position p becomes the key rotated
-/// at p + δ, since the rotation by (p + δ)·ω is the rotation by p·ω followed by δ·ω.
-/// keys: (n, n_heads·d_head), as stored in a KVCache; angles δ·ω_m in double, cast once.
-///
-/// Scalings: the unscaled table and those whose inv_freq depends only on the config (linear,
-/// ntk, yarn, llama3) allow it, with the encoding's own scaled ω. An attention factor (yarn)
-/// multiplies cos and sin once, at the first rotation; this rotation uses cos and sin alone,
-/// so it is never applied twice. A table that changes with the call's length (`dynamic`,
-/// `longrope`) does not allow it: Error.
-template <Scalar T, class Keys>
-void shift_rotary_keys(const Rotary<T>& rotary, Keys&& keys, std::int64_t delta, Index n_heads) {
-  detail::require_length_independent(rotary, "shift_rotary_keys");
-  const Index dh = rotary.d_head(), r = rotary.rotary_dim(), half = r / 2;
-  if (keys.cols() != n_heads * dh) {
-    throw Error("shift_rotary_keys: keys: expected " + std::to_string(n_heads * dh) +
-                " columns (n_heads x d_head), got " + std::to_string(keys.cols()));
-  }
-  if (delta == 0 || half == 0 || keys.rows() == 0) return;
-  // ω_m as the encoding rotates with them (scaled where a scaling applies); the call length
-  // does not matter for the length-independent tables allowed here
-  const std::vector<double> omega = rotary.frequencies(1).inv_freq;
-  std::vector<T> cs(static_cast<std::size_t>(2 * half));  // cos | sin of δ·ω_m
-  for (Index m = 0; m < half; ++m) {
-    const double theta = static_cast<double>(delta) * omega[static_cast<std::size_t>(m)];
-    cs[static_cast<std::size_t>(m)] = static_cast<T>(std::cos(theta));
-    cs[static_cast<std::size_t>(half + m)] = static_cast<T>(std::sin(theta));
-  }
-  const T* cos = cs.data();
-  const T* sin = cos + half;
-  const Index stride = rotary.interleaved() ? 2 : 1;
-  const Index partner = rotary.interleaved() ? 1 : half;
-  for (Index i = 0; i < keys.rows(); ++i) {
-    for (Index h = 0; h < n_heads; ++h) {
-      T* head = &keys(i, h * dh);
-      for (Index m = 0; m < half; ++m) {
-        T& a = head[m * stride];
-        T& b = head[m * stride + partner];
-        const T a0 = a;
-        a = a0 * cos[m] - b * sin[m];
-        b = a0 * sin[m] + b * cos[m];
-      }
-    }
-  }
-}
-
 /// Scratch of cached attention (one sequence at a time); grows geometrically, so decoding
 /// token by token allocates O(log n) times in all.
 template <Scalar T>
@@ -264,17 +199,12 @@ class Decoder {
   /// encoder: must outlive the decoder; max_tokens: each layer's cache limit.
   Decoder(const Encoder<T, Enc>& encoder, Index max_tokens) : encoder_(&encoder) {
     encoder.validate();
-    if constexpr (EncodesInput<Enc>) {
-      if (std::string(Enc::name) == "additive") {
-        throw Error(
-            "Decoder: position type additive is defined over a window of indices on "
-            "both sides and cannot be decoded with a cache");
-      }
+    // what the encoding cannot do with a cache, it says (encodings/concept.hpp)
+    if constexpr (requires { Enc::cache_refusal; }) {
+      throw Error(std::string("Decoder: position type ") + Enc::name + " " + Enc::cache_refusal);
     }
-    if constexpr (std::is_same_v<Enc, Rotary<T>>) {
-      for (const Block<T, Enc>& b : encoder.layers) {
-        detail::require_length_independent(b.self_attn.encoding, "Decoder");
-      }
+    if constexpr (ChecksCache<Enc>) {
+      for (const Block<T, Enc>& b : encoder.layers) b.self_attn.encoding.check_cacheable("Decoder");
     }
     for (std::size_t l = 0; l < encoder.layers.size(); ++l) {
       caches_.emplace_back(encoder.d_model(), max_tokens);
@@ -381,10 +311,11 @@ class Decoder {
     if (encoder_->norm) encoder_->norm->forward(out, out);
   }
 
-  /// Rotary only: moves every cached token's position by δ (their keys re-rotated in place,
-  /// see shift_rotary_keys), and next_position() with them; a position that would become
-  /// negative throws Error. Typical use: drop the oldest tokens' effect by shifting by −k.
-  void shift_positions(std::int64_t delta) requires std::is_same_v<Enc, Rotary<T>> {
+  /// Encodings with a shift_keys hook (rotary): moves every cached token's position by δ
+  /// (their keys re-encoded in place, see shift_rotary_keys), and next_position() with them;
+  /// a position that would become negative throws Error. Typical use: drop the oldest
+  /// tokens' effect by shifting by −k.
+  void shift_positions(std::int64_t delta) requires ShiftsKeys<Enc> {
     for (KVCache<T>& c : caches_) {
       for (Index j = 0; j < c.size(); ++j) {
         if (c.position(j) + delta < 0) {
@@ -398,7 +329,7 @@ class Decoder {
       const MultiHeadAttention<T, Enc>& attn = encoder_->layers[l].self_attn;
       // keys: (size, d_model), heads side by side; only the q|k column block holds keys
       auto k = c.keys();
-      shift_rotary_keys(attn.encoding, k, delta, attn.n_heads());
+      attn.encoding.shift_keys(k, delta, attn.n_heads());
       for (Index j = 0; j < c.size(); ++j) c.positions()[j] += delta;
     }
     next_ = std::max<std::int64_t>(0, next_ + delta);

@@ -21,15 +21,6 @@
 #include <relpos/core.hpp>
 #include <relpos/detail/safetensors_header.hpp>
 #include <relpos/encoder.hpp>
-#include <relpos/encodings/absolute.hpp>
-#include <relpos/encodings/additive.hpp>
-#include <relpos/encodings/alibi.hpp>
-#include <relpos/encodings/learned.hpp>
-#include <relpos/encodings/none.hpp>
-#include <relpos/encodings/rotary.hpp>
-#include <relpos/encodings/sinusoidal.hpp>
-#include <relpos/encodings/t5.hpp>
-#include <relpos/encodings/xl.hpp>
 #include <relpos/io/config.hpp>
 #include <relpos/io/dtype.hpp>
 #include <relpos/io/safetensors.hpp>
@@ -66,6 +57,23 @@ inline double physical_memory_bytes() {
   const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
   return pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0.0;
 }
+
+/// Whether the position type of `config` takes explicit position ids (the encoding's trait).
+inline bool takes_position_ids(const io::ModelConfig& config) {
+  return std::visit(
+      [](const auto& p) {
+        return relpos::takes_position_ids<io::EncodingFor<float, std::decay_t<decltype(p)>>>;
+      },
+      config.position);
+}
+
+/// Model's runtime variant: Encoder<T, E<T>> for each encoding E of a list.
+template <class T, class List>
+struct EncodersOf;
+template <class T, template <class> class... Encodings>
+struct EncodersOf<T, EncodingList<Encodings...>> {
+  using type = std::variant<Encoder<T, Encodings<T>>...>;
+};
 }  // namespace detail
 
 /// What a forward pass gives: the encoder output and, with an output head, the logits.
@@ -112,11 +120,8 @@ inline void check_model_tensors(const io::ModelConfig& config, const io::Safeten
 template <Scalar T>
 class Model {
  public:
-  using Encoders =
-      std::variant<Encoder<T, NoPosition<T>>, Encoder<T, AbsoluteSinusoidal<T>>,
-                   Encoder<T, SinusoidalRelative<T>>, Encoder<T, LearnedRelative<T>>,
-                   Encoder<T, Rotary<T>>, Encoder<T, Additive<T>>, Encoder<T, T5Bias<T>>,
-                   Encoder<T, AlibiBias<T>>, Encoder<T, XlRelative<T>>>;
+  /// One Encoder<T, E<T>> per position type of PositionEncodings (io/position_config.hpp).
+  using Encoders = typename detail::EncodersOf<T, PositionEncodings>::type;
 
   /// A model folder: `dir/config.json` and `dir/model.safetensors`.
   static Model load(const std::filesystem::path& dir) {
@@ -209,9 +214,10 @@ class Model {
                   std::to_string(num_threads()) + " threads, more than this machine's " +
                   std::to_string(static_cast<long long>(have / (1 << 20))) + " MiB");
     }
-    // additive is defined over indices (spec §4); refused here, before any work
-    if (ids != nullptr && std::holds_alternative<io::AdditivePosition>(config_.position))
-      throw Error("position_ids: not supported with position type additive");
+    // e.g. additive is defined over indices (spec §4); refused here, before any work
+    if (ids != nullptr && !detail::takes_position_ids(config_))
+      throw Error("position_ids: not supported with position type " +
+                  std::string(config_.position_type()));
   }
 
   static BatchInputs inputs(const PaddingMask* padding_mask, const PositionIds* position_ids) {
@@ -224,22 +230,7 @@ class Model {
   template <class Enc>
   static Encoders checked(const io::ModelConfig& c, Encoder<T, Enc> encoder) {
     io::validate(c);
-    using P = std::conditional_t<
-        std::is_same_v<Enc, NoPosition<T>>, io::NonePosition,
-        std::conditional_t<
-            std::is_same_v<Enc, AbsoluteSinusoidal<T>>, io::AbsolutePosition,
-            std::conditional_t<
-                std::is_same_v<Enc, SinusoidalRelative<T>>, io::SinusoidalPosition,
-                std::conditional_t<
-                    std::is_same_v<Enc, LearnedRelative<T>>, io::LearnedPosition,
-                    std::conditional_t<
-                        std::is_same_v<Enc, Rotary<T>>, io::RotaryPosition,
-                        std::conditional_t<std::is_same_v<Enc, Additive<T>>, io::AdditivePosition,
-                                           std::conditional_t<
-                                               std::is_same_v<Enc, T5Bias<T>>, io::T5Position,
-                                               std::conditional_t<std::is_same_v<Enc, AlibiBias<T>>,
-                                                                  io::AlibiPosition,
-                                                                  io::XlPosition>>>>>>>>;
+    using P = typename Enc::Config;
     if (!std::holds_alternative<P>(c.position)) {
       throw Error("position.type: the config says \"" + std::string(c.position_type()) +
                   "\", the encoder's encoding is \"" + Enc::name + "\"");
@@ -291,7 +282,7 @@ class Model {
     e.n_heads = c.n_heads;
     e.n_layers = c.n_layers;
     e.d_ff = c.d_ff;
-    e.activation = c.activation == io::Activation::gelu ? Activation::gelu : Activation::relu;
+    e.activation = c.activation;
     e.norm_first = c.norm_first;
     e.layer_norm_eps = c.layer_norm_eps;
     e.final_norm = c.final_norm;
@@ -301,86 +292,15 @@ class Model {
     return e;
   }
 
-  // One encoding object shared (copied: its tables are shared) by every layer.
-  template <class Enc>
-  static Encoders with_shared(const io::SafetensorsFile& file, const EncoderConfig& e, Enc enc) {
-    return Encoder<T, Enc>::load(file, e, [&](Index) { return enc; });
-  }
-
   static Encoders build(const io::ModelConfig& c, const io::SafetensorsFile& file) {
     io::validate(c);
     check_model_tensors(c, file);
     const EncoderConfig e = encoder_config(c);
-    const Index d_head = c.d_head();
+    const ModelShape shape = c.position_context();
     return std::visit(
         [&](const auto& p) -> Encoders {
-          using P = std::decay_t<decltype(p)>;
-          if constexpr (std::is_same_v<P, io::NonePosition>) {
-            return Encoder<T, NoPosition<T>>::load(file, e);
-          } else if constexpr (std::is_same_v<P, io::AbsolutePosition>) {
-            return with_shared(file, e, AbsoluteSinusoidal<T>(c.d_model, {p.base}));
-          } else if constexpr (std::is_same_v<P, io::SinusoidalPosition>) {
-            return with_shared(
-                file, e, SinusoidalRelative<T>(d_head, {p.base, p.max_distance, p.keys, p.values}));
-          } else if constexpr (std::is_same_v<P, io::LearnedPosition>) {
-            return Encoder<T, LearnedRelative<T>>::load(file, e, [&](Index n) {
-              const std::string prefix = "layers." + std::to_string(n) + ".self_attn.";
-              const Index rows = 2 * p.max_distance + 1;
-              const LearnedConfig lc{p.max_distance, p.keys, p.values, prefix};
-              return LearnedRelative<T>(
-                  d_head, lc,
-                  p.keys ? file.matrix<T>(prefix + "relative_key", rows, d_head) : Matrix<T>(),
-                  p.values ? file.matrix<T>(prefix + "relative_value", rows, d_head) : Matrix<T>());
-            });
-          } else if constexpr (std::is_same_v<P, io::RotaryPosition>) {
-            RotaryConfig rc;
-            rc.base = p.base;
-            rc.rotary_dim = p.rotary_dim;  // absent: d_head (spec §4)
-            rc.interleaved = p.interleaved;
-            rc.scaling = p.scaling;
-            return with_shared(file, e, Rotary<T>(d_head, rc));
-          } else if constexpr (std::is_same_v<P, io::AdditivePosition>) {
-            AdditiveConfig ac;
-            ac.window = p.window;
-            ac.max_distance = p.max_distance;
-            ac.base = p.base;
-            if (p.source == io::AdditiveSource::learned) {
-              ac.source = AdditiveSource::learned;
-              const Index rows = 2 * p.max_distance.value_or(0) + 1;
-              return with_shared(
-                  file, e,
-                  Additive<T>(c.d_model, ac, file.matrix<T>("position.weight", rows, c.d_model)));
-            }
-            ac.source = AdditiveSource::sinusoidal;
-            return with_shared(file, e, Additive<T>(c.d_model, ac));
-          } else if constexpr (std::is_same_v<P, io::T5Position>) {
-            // one table for all layers (spec §1): the layers share the copies' table
-            T5Config tc;
-            tc.num_buckets = p.num_buckets;
-            tc.max_distance = p.max_distance;
-            tc.bidirectional = p.bidirectional;  // absent: !causal, as the spec says
-            tc.causal = c.causal;
-            return with_shared(
-                file, e,
-                T5Bias<T>(c.n_heads, tc,
-                          share(file.matrix<T>(tc.tensor_name, p.num_buckets, c.n_heads))));
-          } else if constexpr (std::is_same_v<P, io::AlibiPosition>) {
-            return with_shared(file, e, AlibiBias<T>(c.n_heads, AlibiConfig{p.max_bias}));
-          } else {
-            static_assert(std::is_same_v<P, io::XlPosition>);
-            // u and v shared by all layers, r_net per layer
-            const SharedMatrix<T> u = share(file.matrix<T>("position.r_w_bias", c.n_heads, d_head));
-            const SharedMatrix<T> v = share(file.matrix<T>("position.r_r_bias", c.n_heads, d_head));
-            return Encoder<T, XlRelative<T>>::load(file, e, [&](Index n) {
-              XlConfig xc;
-              xc.base = p.base;
-              xc.max_distance = p.max_distance;
-              xc.tensor_prefix = "layers." + std::to_string(n) + ".self_attn.";
-              return XlRelative<T>(
-                  c.d_model, c.n_heads, xc,
-                  file.matrix<T>(xc.tensor_prefix + "r_net.weight", c.d_model, c.d_model), u, v);
-            });
-          }
+          using Enc = io::EncodingFor<T, std::decay_t<decltype(p)>>;
+          return Encoder<T, Enc>::load(file, e, Enc::loader(p, shape, file));
         },
         c.position);
   }

@@ -132,9 +132,10 @@ ModelInputs<T> read_inputs(const io::SafetensorsFile& file, const io::ModelConfi
     const io::TensorInfo& t = file.info("position_ids");
     detail::check_dtype(file, t, {io::DType::I64, io::DType::I32});
     detail::check_batch_len(file, t, batch, len);
-    if (std::holds_alternative<io::AdditivePosition>(config.position)) {
+    if (!detail::takes_position_ids(config)) {
       st::fail(file.path(), t.name,
-               "not supported with position type additive (defined over indices)");
+               "not supported with position type " + std::string(config.position_type()) +
+                   " (defined over indices)");
     }
     const std::vector<std::int64_t> v = file.values<std::int64_t>("position_ids");
     in.position_ids = PositionIds(batch, len);

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// The umbrella header of relpos: includes every public header, holds no code.
+// The umbrella header of relpos: includes every public header, holds no code. The encodings
+// come with their list, io/position_config.hpp.
 #pragma once
 
 #include <relpos/attention.hpp>
@@ -7,17 +8,8 @@
 #include <relpos/core.hpp>
 #include <relpos/distance_table.hpp>
 #include <relpos/encoder.hpp>
-#include <relpos/encodings/absolute.hpp>
-#include <relpos/encodings/additive.hpp>
-#include <relpos/encodings/alibi.hpp>
 #include <relpos/encodings/concept.hpp>
-#include <relpos/encodings/learned.hpp>
-#include <relpos/encodings/none.hpp>
-#include <relpos/encodings/rotary.hpp>
 #include <relpos/encodings/rotary_scaling.hpp>
-#include <relpos/encodings/sinusoidal.hpp>
-#include <relpos/encodings/t5.hpp>
-#include <relpos/encodings/xl.hpp>
 #include <relpos/feed_forward.hpp>
 #include <relpos/io/config.hpp>
 #include <relpos/io/config_limits.hpp>

@@ -6,7 +6,10 @@
 #pragma once
 
 #include <concepts>
+#include <cstdint>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include <relpos/core.hpp>
 
@@ -18,6 +21,13 @@ template <class Source, class T>
 concept TensorSource = requires(const Source& source, std::string_view name, Index n) {
   { source.template matrix<T>(name, n, n) } -> std::convertible_to<Matrix<T>>;
   { source.template vector<T>(name, n) } -> std::convertible_to<Vector<T>>;
+};
+
+/// A tensor a model file must hold: its name and shape (PyTorch layout, [out, in]).
+struct TensorSpec {
+  std::string name;
+  std::vector<std::int64_t> shape;
+  bool operator==(const TensorSpec&) const = default;
 };
 
 }  // namespace relpos

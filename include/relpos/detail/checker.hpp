@@ -43,7 +43,14 @@ class Checker {
     at_least(key, v, lo);
     if (v > hi) fail(key, std::to_string(v) + " exceeds the limit of " + std::to_string(hi));
   }
+  /// `who` needs an even `dim` ("xl needs an even d_model, got 9"), reported on "type".
+  void even(std::string_view who, std::string_view dim, std::int64_t v) const {
+    if (v % 2 != 0)
+      fail("type",
+           std::string(who) + " needs an even " + std::string(dim) + ", got " + std::to_string(v));
+  }
   static std::string num(double v) { return number_text(v); }
+  std::string_view source() const { return source_; }
 
  private:
   std::string_view source_;

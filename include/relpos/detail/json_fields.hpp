@@ -174,4 +174,18 @@ std::string read_type(const JsonFields& f, const std::array<KeySet, N>& table,
   return type;
 }
 
+/// Writes `key` when the optional holds a value (absent optionals are left out).
+template <class V>
+void put_optional(Json& j, const char* key, const std::optional<V>& v) {
+  if (v) j[key] = *v;
+}
+
+/// The config.json form of one encoding's Config (the `position` object), specialized beside
+/// each encoding in io/positions/<name>.hpp:
+///   static constexpr KeySet keys{name, {...}};  the keys besides "type", in file order;
+///   static Config read(const JsonFields& f, std::string_view source);  defaults where absent;
+///   static void write(Json& j, const Config& p);  every key, absent optionals left out.
+template <class Config>
+struct PositionJson;
+
 }  // namespace relpos::detail

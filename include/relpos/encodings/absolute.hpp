@@ -21,6 +21,7 @@ namespace relpos {
 /// The keys of spec §4 `absolute`.
 struct AbsoluteConfig {
   double base = 10000;  // ω_m = base^(−2m/d_model); > 0
+  bool operator==(const AbsoluteConfig&) const = default;
 };
 
 /// PE(p)[2m] = sin(p·ω_m), PE(p)[2m+1] = cos(p·ω_m) (interleaved sin/cos, as in the
@@ -34,7 +35,19 @@ template <Scalar T>
 class AbsoluteSinusoidal {
  public:
   using Scalar = T;
+  using Config = AbsoluteConfig;
   static constexpr const char* name = "absolute";
+
+  // The model-file side (encodings/concept.hpp): config.json's checks; one encoding shared
+  // by every layer (the first block uses it).
+  static void check(const AbsoluteConfig& p, const ModelShape& m, const detail::Checker& c) {
+    c.positive("base", p.base);
+    c.even(name, "d_model", m.d_model);
+  }
+  template <TensorSource<T> Source>
+  static auto loader(const AbsoluteConfig& p, const ModelShape& m, const Source&) {
+    return [shared = AbsoluteSinusoidal(m.d_model, p)](Index) { return shared; };
+  }
 
   /// d_model: the model width, even. Throws relpos::Error naming the key on a bad value.
   AbsoluteSinusoidal(Index d_model, const AbsoluteConfig& config = {})

@@ -10,12 +10,14 @@
 #include <random>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <relpos/core.hpp>
 #include <relpos/detail/encoding_checks.hpp>
 #include <relpos/detail/sinusoid.hpp>
 #include <relpos/distance_table.hpp>
 #include <relpos/encodings/concept.hpp>
+#include <relpos/io/config_limits.hpp>
 
 namespace relpos {
 
@@ -31,6 +33,7 @@ struct AdditiveConfig {
   std::optional<Index> window{};      // w >= 0, required: N(i) = {j : |j − i| <= w}
   std::optional<Index> max_distance;  // K >= 0; required with the learned source
   double base = 10000;                // sinusoidal source: ω_m = base^(−2m/d_model); > 0
+  bool operator==(const AdditiveConfig&) const = default;
 };
 
 /// The additive formula, computed as a running sum over the distance table: for token i the
@@ -55,7 +58,42 @@ template <Scalar T>
 class Additive {
  public:
   using Scalar = T;
+  using Config = AdditiveConfig;
   static constexpr const char* name = "additive";
+
+  // Defined over indices (spec §4): explicit position ids are an error, and a window that
+  // looks ahead cannot be decoded token by token (encodings/concept.hpp's traits).
+  static constexpr bool takes_position_ids = false;
+  static constexpr const char* cache_refusal =
+      "is defined over a window of indices on both sides and cannot be decoded with a cache";
+
+  // The model-file side (encodings/concept.hpp): config.json's checks, the learned source's
+  // position.weight, one encoding for the first block.
+  static void check(const AdditiveConfig& p, const ModelShape& m, const detail::Checker& c) {
+    if (!p.window) c.fail("window", "required key is missing");
+    c.range("window", *p.window, 0, io::kMaxDistance);
+    if (p.max_distance) c.range("max_distance", *p.max_distance, 0, io::kMaxDistance);
+    if (p.source == AdditiveSource::learned && !p.max_distance)
+      c.fail("max_distance", "required with the learned source");
+    if (p.source == AdditiveSource::sinusoidal) {
+      c.positive("base", p.base);
+      c.even("the sinusoidal additive source", "d_model", m.d_model);
+    }
+  }
+  static std::vector<TensorSpec> tensors(const AdditiveConfig& p, const ModelShape& m) {
+    if (p.source != AdditiveSource::learned) return {};
+    return {{"position.weight", {2 * p.max_distance.value_or(0) + 1, m.d_model}}};
+  }
+  template <TensorSource<T> Source>
+  static auto loader(const AdditiveConfig& p, const ModelShape& m, const Source& source) {
+    const Additive shared =
+        p.source == AdditiveSource::learned
+            ? Additive(
+                  m.d_model, p,
+                  source.template matrix<T>("position.weight", 2 * *p.max_distance + 1, m.d_model))
+            : Additive(m.d_model, p);
+    return [shared](Index) { return shared; };
+  }
 
   /// The sinusoidal source. d_model even. Throws relpos::Error naming the key.
   Additive(Index d_model, const AdditiveConfig& config)

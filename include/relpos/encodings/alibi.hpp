@@ -16,6 +16,7 @@ namespace relpos {
 /// The keys of spec §4 `alibi`.
 struct AlibiConfig {
   double max_bias = 8.0;  // b > 0: the slopes run from 2^(−b/n) down to 2^(−b)
+  bool operator==(const AlibiConfig&) const = default;
 };
 
 /// ALiBi's head slopes m_h in double. With n a power of two, m_h = 2^(−b·(h+1)/n);
@@ -47,7 +48,18 @@ template <Scalar T>
 class AlibiBias {
  public:
   using Scalar = T;
+  using Config = AlibiConfig;
   static constexpr const char* name = "alibi";
+
+  // The model-file side (encodings/concept.hpp): config.json's check; no tensors, one
+  // encoding shared by every layer.
+  static void check(const AlibiConfig& p, const ModelShape&, const detail::Checker& c) {
+    c.positive("max_bias", p.max_bias);
+  }
+  template <TensorSource<T> Source>
+  static auto loader(const AlibiConfig& p, const ModelShape& m, const Source&) {
+    return [shared = AlibiBias(m.n_heads, p)](Index) { return shared; };
+  }
 
   /// Throws relpos::Error naming the key on a bad value.
   AlibiBias(Index n_heads, const AlibiConfig& config = {}) : config_(config) {

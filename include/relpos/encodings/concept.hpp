@@ -10,10 +10,13 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <vector>
 
 #include <relpos/core.hpp>
+#include <relpos/detail/checker.hpp>
 #include <relpos/distance_rows.hpp>
 #include <relpos/positions.hpp>
+#include <relpos/tensor_source.hpp>
 
 namespace relpos {
 
@@ -108,5 +111,58 @@ concept Encoding = requires {
 template <class E>
 inline constexpr bool has_attention_hooks =
     TransformsQK<E> || HasKeyTerm<E> || HasValueTerm<E> || HasScoreBias<E> || HasHeadKeyTerm<E>;
+
+/// Decoding with a cache (kv_cache.hpp), hooks an encoding may have:
+/// check_cacheable(what): throws Error (prefixed `what`) when cached keys of this instance
+///   cannot be reused (rotary with a table that changes with the call length).
+/// shift_keys(keys, δ, n_heads): moves cached keys (n, n_heads·d_head) by δ positions in
+///   place (rotary); Decoder::shift_positions exists for encodings that have it.
+template <class E>
+concept ChecksCache = requires(const E& e, const char* what) {
+  e.check_cacheable(what);
+};
+template <class E>
+concept ShiftsKeys = requires(const E& e, MatrixRef<typename E::Scalar> keys, std::int64_t delta,
+                              Index n_heads) {
+  e.shift_keys(keys, delta, n_heads);
+};
+
+/// What an encoding does not support, declared in its own header as a static constant
+/// (absent: supported):
+///   static constexpr bool takes_position_ids = false;  explicit position ids are an error
+///     (Model and read_inputs refuse them before any work);
+///   static constexpr const char* cache_refusal = "...";  Decoder refuses the encoding,
+///     the text saying why ("Decoder: position type <name> <cache_refusal>").
+template <class E>
+inline constexpr bool takes_position_ids = [] {
+  if constexpr (requires { E::takes_position_ids; })
+    return bool(E::takes_position_ids);
+  else
+    return true;
+}();
+
+// ---- The model-file side of an encoding ---------------------------------------------------
+// Model (model.hpp) and config.json (io/position_config.hpp) reach every encoding through the
+// type list in io/position_config.hpp and these static members, so an encoding's config,
+// checks, tensors and loading live in its own header (its JSON keys beside it, in
+// io/positions/<name>.hpp) and nothing else names it:
+//   using Config = XConfig;   the `position` object of config.json for this type, with the
+//     spec's defaults; equality-comparable, one Config per encoding.
+//   static void check(const Config&, const ModelShape&, const detail::Checker&);
+//     config.json's rules against the model's sizes (optional: none has none).
+//   static std::vector<TensorSpec> tensors(const Config&, const ModelShape&);
+//   static std::vector<TensorSpec> layer_tensors(const Config&, const ModelShape&, Index n);
+//     the tensors it adds to the model file, once and per layer n (both optional).
+//   template <TensorSource<T> S> static auto loader(const Config&, const ModelShape&, const S&);
+//     reads its tensors and gives make(n) → the encoding of layer n.
+
+/// The model sizes an encoding's config is checked against and its tensors are shaped by.
+struct ModelShape {
+  std::int64_t d_model = 0;
+  std::int64_t n_heads = 0;
+  std::int64_t n_layers = 0;
+  bool causal = false;
+  std::int64_t d_head() const { return d_model / n_heads; }
+};
 
 }  // namespace relpos

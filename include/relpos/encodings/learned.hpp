@@ -9,11 +9,13 @@
 #include <random>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <relpos/core.hpp>
 #include <relpos/detail/encoding_checks.hpp>
 #include <relpos/distance_table.hpp>
 #include <relpos/encodings/concept.hpp>
+#include <relpos/io/config_limits.hpp>
 
 namespace relpos {
 
@@ -23,6 +25,8 @@ struct LearnedConfig {
   bool keys = true;                     // a relative_key table, aK, added to the scores
   bool values = true;                   // a relative_value table, aV, added to the outputs
   std::string tensor_prefix{};          // e.g. "layers.0.self_attn." so errors name the tensor
+                                        // (not a config.json key: the loader sets it per layer)
+  bool operator==(const LearnedConfig&) const = default;
 };
 
 /// Learned relative rows: two (2K + 1, d_head) tables, row c + K for clamped distance c
@@ -35,7 +39,38 @@ template <Scalar T>
 class LearnedRelative {
  public:
   using Scalar = T;
+  using Config = LearnedConfig;
   static constexpr const char* name = "learned";
+
+  // The model-file side (encodings/concept.hpp): config.json's checks, the two tables of
+  // each layer (layers.{n}.self_attn.relative_key / relative_value) and their loading.
+  static void check(const LearnedConfig& p, const ModelShape&, const detail::Checker& c) {
+    if (!p.max_distance) c.fail("max_distance", "required key is missing");
+    c.range("max_distance", *p.max_distance, 0, io::kMaxDistance);
+  }
+  static std::vector<TensorSpec> layer_tensors(const LearnedConfig& p, const ModelShape& m,
+                                               Index n) {
+    std::vector<TensorSpec> out;
+    const std::string prefix = layer_prefix(n);
+    const std::int64_t rows = 2 * p.max_distance.value_or(0) + 1;
+    if (p.keys) out.push_back({prefix + "relative_key", {rows, m.d_head()}});
+    if (p.values) out.push_back({prefix + "relative_value", {rows, m.d_head()}});
+    return out;
+  }
+  template <TensorSource<T> Source>
+  static auto loader(const LearnedConfig& p, const ModelShape& m, const Source& source) {
+    return [p, d_head = m.d_head(), &source](Index n) {
+      LearnedConfig lc = p;
+      lc.tensor_prefix = layer_prefix(n);
+      const Index rows = 2 * *p.max_distance + 1;
+      return LearnedRelative(
+          d_head, lc,
+          p.keys ? source.template matrix<T>(lc.tensor_prefix + "relative_key", rows, d_head)
+                 : Matrix<T>(),
+          p.values ? source.template matrix<T>(lc.tensor_prefix + "relative_value", rows, d_head)
+                   : Matrix<T>());
+    };
+  }
 
   /// From tensors: relative_key / relative_value, each (2K + 1, d_head) when its flag is
   /// on and empty (0 × 0) when off. Throws relpos::Error naming the tensor on a bad shape:
@@ -91,6 +126,8 @@ class LearnedRelative {
   std::size_t cached_bytes() const { return key_.cached_bytes() + value_.cached_bytes(); }
 
  private:
+  static std::string layer_prefix(Index n) { return "layers." + std::to_string(n) + ".self_attn."; }
+
   static LearnedConfig validated(Index d_head, const LearnedConfig& config) {
     if (d_head < 1) {
       throw Error(std::string(name) + ".d_head: expected >= 1, got " + std::to_string(d_head));

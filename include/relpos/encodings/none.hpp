@@ -8,10 +8,21 @@
 
 namespace relpos {
 
+/// The keys of spec §4 `none`: there are none.
+struct NoneConfig {
+  bool operator==(const NoneConfig&) const = default;
+};
+
 template <Scalar T>
 struct NoPosition {
   using Scalar = T;
+  using Config = NoneConfig;
   static constexpr const char* name = "none";
+
+  template <TensorSource<T> Source>
+  static auto loader(const NoneConfig&, const ModelShape&, const Source&) {
+    return [](Index) { return NoPosition(); };
+  }
 };
 
 static_assert(Encoding<NoPosition<float>>, "NoPosition must satisfy the Encoding concept");

@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include <relpos/core.hpp>
@@ -30,6 +31,7 @@ struct RotaryConfig {
                                       // absent: d_head (spec §4)
   bool interleaved = false;           // pairing, see Rotary
   std::optional<RotaryScaling> scaling = std::nullopt;  // spec §4 second wave; absent: unscaled
+  bool operator==(const RotaryConfig&) const = default;
 };
 
 /// RoPE. Each pair (a, b) of a head becomes (a·cosθ − b·sinθ, a·sinθ + b·cosθ) with
@@ -64,7 +66,28 @@ template <Scalar T>
 class Rotary {
  public:
   using Scalar = T;
+  using Config = RotaryConfig;
   static constexpr const char* name = "rotary";
+
+  // The model-file side (encodings/concept.hpp): config.json's checks (rotary_dim against
+  // d_head, the scaling's own); one encoding shared by every layer.
+  static void check(const RotaryConfig& p, const ModelShape& m, const detail::Checker& c) {
+    const std::int64_t d_head = m.d_head();
+    c.positive("base", p.base);
+    const std::int64_t r = p.rotary_dim.value_or(d_head);
+    const std::string what =
+        p.rotary_dim ? "" : " (rotary_dim defaults to d_head = " + std::to_string(d_head) + ")";
+    if (r < 2) c.fail("rotary_dim", "must be >= 2, got " + std::to_string(r) + what);
+    if (r % 2 != 0) c.fail("rotary_dim", "must be even, got " + std::to_string(r) + what);
+    if (r > d_head)
+      c.fail("rotary_dim",
+             "must be <= d_head = " + std::to_string(d_head) + ", got " + std::to_string(r));
+    if (p.scaling) detail::check_scaling(*p.scaling, p.base, r, c.source());
+  }
+  template <TensorSource<T> Source>
+  static auto loader(const RotaryConfig& p, const ModelShape& m, const Source&) {
+    return [shared = Rotary(m.d_head(), p)](Index) { return shared; };
+  }
 
   /// d_head: the width of one head. Throws relpos::Error naming the key on a bad value.
   /// At most this many length-dependent tables (dynamic, longrope) are kept.
@@ -105,6 +128,27 @@ class Rotary {
   /// inv_freq and the attention factor of a call of length ℓ (largest position + 1).
   RotaryFrequencies frequencies(std::int64_t call_length) const {
     return table_for(call_length)->freq;
+  }
+
+  /// A table that changes with the call's length (dynamic, longrope) cannot serve a cache:
+  /// keys rotated with one length's table are not those of another's. Throws Error then.
+  void check_cacheable(const char* what) const {
+    const auto& scaling = config_.scaling;
+    if (!scaling) return;
+    const bool varies = std::holds_alternative<DynamicScaling>(*scaling) ||
+                        std::holds_alternative<LongropeScaling>(*scaling);
+    if (varies) {
+      const std::string type = std::holds_alternative<DynamicScaling>(*scaling)
+                                   ? std::string(DynamicScaling::type)
+                                   : std::string(LongropeScaling::type);
+      throw Error(std::string(what) + ": rotary scaling '" + type +
+                  "' changes its table with the call length, so cached keys cannot be reused "
+                  "or re-rotated (linear, ntk, yarn and llama3 can)");
+    }
+  }
+  /// Cached keys moved by δ positions in place: shift_rotary_keys.
+  void shift_keys(MatrixRef<T> keys, std::int64_t delta, Index n_heads) const {
+    shift_rotary_keys(*this, keys, delta, n_heads);
   }
 
   /// Rotates every head of q and k in place. q, k: (len, n_heads·d_head), head h in
@@ -295,7 +339,53 @@ class Rotary {
   std::shared_ptr<LengthTables> by_length_;  // dynamic, longrope: shared by copies
 };
 
-static_assert(Encoding<Rotary<float>> && TransformsQK<Rotary<float>>,
-              "Rotary must provide transform_qk");
+/// Re-rotates rotary keys by δ in place: a key rotated at position p becomes the key rotated
+/// at p + δ, since the rotation by (p + δ)·ω is the rotation by p·ω followed by δ·ω.
+/// keys: (n, n_heads·d_head), as stored in a KVCache; angles δ·ω_m in double, cast once.
+///
+/// Scalings: the unscaled table and those whose inv_freq depends only on the config (linear,
+/// ntk, yarn, llama3) allow it, with the encoding's own scaled ω. An attention factor (yarn)
+/// multiplies cos and sin once, at the first rotation; this rotation uses cos and sin alone,
+/// so it is never applied twice. A table that changes with the call's length (`dynamic`,
+/// `longrope`) does not allow it: Error.
+template <Scalar T, class Keys>
+void shift_rotary_keys(const Rotary<T>& rotary, Keys&& keys, std::int64_t delta, Index n_heads) {
+  rotary.check_cacheable("shift_rotary_keys");
+  const Index dh = rotary.d_head(), r = rotary.rotary_dim(), half = r / 2;
+  if (keys.cols() != n_heads * dh) {
+    throw Error("shift_rotary_keys: keys: expected " + std::to_string(n_heads * dh) +
+                " columns (n_heads x d_head), got " + std::to_string(keys.cols()));
+  }
+  if (delta == 0 || half == 0 || keys.rows() == 0) return;
+  // ω_m as the encoding rotates with them (scaled where a scaling applies); the call length
+  // does not matter for the length-independent tables allowed here
+  const std::vector<double> omega = rotary.frequencies(1).inv_freq;
+  std::vector<T> cs(static_cast<std::size_t>(2 * half));  // cos | sin of δ·ω_m
+  for (Index m = 0; m < half; ++m) {
+    const double theta = static_cast<double>(delta) * omega[static_cast<std::size_t>(m)];
+    cs[static_cast<std::size_t>(m)] = static_cast<T>(std::cos(theta));
+    cs[static_cast<std::size_t>(half + m)] = static_cast<T>(std::sin(theta));
+  }
+  const T* cos = cs.data();
+  const T* sin = cos + half;
+  const Index stride = rotary.interleaved() ? 2 : 1;
+  const Index partner = rotary.interleaved() ? 1 : half;
+  for (Index i = 0; i < keys.rows(); ++i) {
+    for (Index h = 0; h < n_heads; ++h) {
+      T* head = &keys(i, h * dh);
+      for (Index m = 0; m < half; ++m) {
+        T& a = head[m * stride];
+        T& b = head[m * stride + partner];
+        const T a0 = a;
+        a = a0 * cos[m] - b * sin[m];
+        b = a0 * sin[m] + b * cos[m];
+      }
+    }
+  }
+}
+
+static_assert(Encoding<Rotary<float>> && TransformsQK<Rotary<float>> &&
+                  ChecksCache<Rotary<float>> && ShiftsKeys<Rotary<float>>,
+              "Rotary must provide transform_qk and the cache hooks");
 
 }  // namespace relpos

@@ -12,6 +12,7 @@
 #include <relpos/detail/sinusoid.hpp>
 #include <relpos/distance_table.hpp>
 #include <relpos/encodings/concept.hpp>
+#include <relpos/io/config_limits.hpp>
 
 namespace relpos {
 
@@ -21,6 +22,7 @@ struct SinusoidalConfig {
   std::optional<Index> max_distance;  // K >= 0: distances clamped to [−K, K]; none = no clamp
   bool keys = true;                   // add q_i · s(c) to the score (aK = s)
   bool values = false;                // add Σ_j α_ij s(c) to the output (aV = s)
+  bool operator==(const SinusoidalConfig&) const = default;
 };
 
 /// Relative sinusoidal rows s(c)[2m] = sin(c·ω_m), s(c)[2m+1] = cos(c·ω_m) (interleaved
@@ -34,7 +36,20 @@ template <Scalar T>
 class SinusoidalRelative {
  public:
   using Scalar = T;
+  using Config = SinusoidalConfig;
   static constexpr const char* name = "sinusoidal";
+
+  // The model-file side (encodings/concept.hpp): config.json's checks; one table shared by
+  // every layer.
+  static void check(const SinusoidalConfig& p, const ModelShape& m, const detail::Checker& c) {
+    c.positive("base", p.base);
+    if (p.max_distance) c.range("max_distance", *p.max_distance, 0, io::kMaxDistance);
+    c.even(name, "d_head", m.d_head());
+  }
+  template <TensorSource<T> Source>
+  static auto loader(const SinusoidalConfig& p, const ModelShape& m, const Source&) {
+    return [shared = SinusoidalRelative(m.d_head(), p)](Index) { return shared; };
+  }
 
   /// d_head: the row width, even. Throws relpos::Error naming the key on a bad value.
   SinusoidalRelative(Index d_head, const SinusoidalConfig& config = {})

@@ -10,9 +10,11 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <relpos/core.hpp>
 #include <relpos/encodings/concept.hpp>
+#include <relpos/io/config_limits.hpp>
 
 namespace relpos {
 
@@ -23,12 +25,25 @@ struct T5Config {
   Index max_distance = 128;             // M > E = B'/2: distances from M on share the last bucket
   std::optional<bool> bidirectional{};  // absent: !causal (spec §4)
   bool causal = false;                  // the attention layer's flag; only sets the default above,
-                                        // and the layer checks it against its own
+                                        // and the layer checks it against its own (not a
+                                        // config.json key: the model's `causal` is)
   std::string tensor_name = "position.relative_attention_bias";
 
   /// bidirectional as given, else the spec's default: not causal.
   bool is_bidirectional() const { return bidirectional.value_or(!causal); }
+  bool is_bidirectional(bool causal_model) const { return bidirectional.value_or(!causal_model); }
+  bool operator==(const T5Config&) const = default;
 };
+
+/// The bucket rule's sizes, one rule for config.json and code: B' = B/2 buckets per side when
+/// bidirectional (so B >= 4), else B' = B (B >= 2); E = B'/2 distances get a bucket each, and
+/// the log bucket divides by ln(M/E), so M must exceed E.
+inline Index t5_min_buckets(bool bidirectional) {
+  return bidirectional ? 4 : 2;
+}
+inline Index t5_exact_range(Index num_buckets, bool bidirectional) {
+  return (bidirectional ? num_buckets / 2 : num_buckets) / 2;
+}
 
 /// T5's bucket of δ = p_j − p_i (key minus query), exactly as spec §4: integers throughout,
 /// the log taken only where n >= E (never log 0). Bidirectional: buckets [0, B/2) for
@@ -65,7 +80,32 @@ template <Scalar T>
 class T5Bias {
  public:
   using Scalar = T;
+  using Config = T5Config;
   static constexpr const char* name = "t5";
+
+  // The model-file side (encodings/concept.hpp): config.json's checks, the one
+  // relative_attention_bias [num_buckets, n_heads] of all layers, and its loading.
+  static void check(const T5Config& p, const ModelShape& m, const detail::Checker& c) {
+    const bool bidirectional = p.is_bidirectional(m.causal);
+    c.range("num_buckets", p.num_buckets, t5_min_buckets(bidirectional), io::kMaxDimension);
+    const std::int64_t e = t5_exact_range(p.num_buckets, bidirectional);
+    if (p.max_distance <= e)
+      c.fail("max_distance", "must be > num_buckets' exact range E = " + std::to_string(e) +
+                                 ", got " + std::to_string(p.max_distance));
+    c.range("max_distance", p.max_distance, e + 1, io::kMaxDistance);
+  }
+  static std::vector<TensorSpec> tensors(const T5Config& p, const ModelShape& m) {
+    return {{p.tensor_name, {p.num_buckets, m.n_heads}}};
+  }
+  template <TensorSource<T> Source>
+  static auto loader(const T5Config& p, const ModelShape& m, const Source& source) {
+    T5Config tc = p;
+    tc.causal = m.causal;  // bidirectional, when absent, follows the model (spec §4)
+    // one table for all layers (spec §1): the layers share the copies' table
+    return [shared = T5Bias(m.n_heads, tc,
+                            share(source.template matrix<T>(tc.tensor_name, p.num_buckets,
+                                                            m.n_heads)))](Index) { return shared; };
+  }
 
   /// relative_attention_bias: (num_buckets, n_heads), shared (share() makes one; every
   /// layer gets the same pointer, as spec §1 has one table). Throws relpos::Error naming the
@@ -113,13 +153,13 @@ class T5Bias {
     const std::string key = std::string(name) + ".";
     if (n_heads < 1) throw Error(key + "n_heads: expected >= 1, got " + std::to_string(n_heads));
     const bool bidirectional = config.is_bidirectional();
-    const Index min_buckets = bidirectional ? 4 : 2;
+    const Index min_buckets = t5_min_buckets(bidirectional);
     if (config.num_buckets < min_buckets) {
       throw Error(key + "num_buckets: expected >= " + std::to_string(min_buckets) +
                   (bidirectional ? " (bidirectional)" : "") + ", got " +
                   std::to_string(config.num_buckets));
     }
-    const Index e = (bidirectional ? config.num_buckets / 2 : config.num_buckets) / 2;
+    const Index e = t5_exact_range(config.num_buckets, bidirectional);
     if (config.max_distance <= e) {
       throw Error(key + "max_distance: must be > the exact-bucket range E = " + std::to_string(e) +
                   ", got " + std::to_string(config.max_distance));

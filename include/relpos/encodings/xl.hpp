@@ -15,6 +15,7 @@
 #include <relpos/core.hpp>
 #include <relpos/distance_table.hpp>
 #include <relpos/encodings/concept.hpp>
+#include <relpos/io/config_limits.hpp>
 
 namespace relpos {
 
@@ -22,7 +23,9 @@ namespace relpos {
 struct XlConfig {
   double base = 10000;                // ω_k = base^(−2k/d_model); > 0
   std::optional<Index> max_distance;  // K >= 0: Δ clamped to [−K, K]; absent: no clamping
-  std::string tensor_prefix;          // e.g. "layers.0.self_attn." for r_net.weight
+  std::string tensor_prefix;          // e.g. "layers.0.self_attn." for r_net.weight (not a
+                                      // config.json key: the loader sets it per layer)
+  bool operator==(const XlConfig&) const = default;
 };
 
 /// R(Δ)[k] = sin(Δ·ω_k), R(Δ)[D/2 + k] = cos(Δ·ω_k), k < D/2, ω_k = base^(−2k/D): the
@@ -49,7 +52,39 @@ template <Scalar T>
 class XlRelative {
  public:
   using Scalar = T;
+  using Config = XlConfig;
   static constexpr const char* name = "xl";
+
+  // The model-file side (encodings/concept.hpp): config.json's checks; u and v
+  // (position.r_w_bias, position.r_r_bias: [n_heads, d_head]) shared by all layers, each
+  // layer's r_net.weight [d_model, d_model], and their loading.
+  static void check(const XlConfig& p, const ModelShape& m, const detail::Checker& c) {
+    c.positive("base", p.base);
+    if (p.max_distance) c.range("max_distance", *p.max_distance, 0, io::kMaxDistance);
+    c.even(name, "d_model", m.d_model);
+  }
+  static std::vector<TensorSpec> tensors(const XlConfig&, const ModelShape& m) {
+    return {{"position.r_w_bias", {m.n_heads, m.d_head()}},
+            {"position.r_r_bias", {m.n_heads, m.d_head()}}};
+  }
+  static std::vector<TensorSpec> layer_tensors(const XlConfig&, const ModelShape& m, Index n) {
+    return {{layer_prefix(n) + "r_net.weight", {m.d_model, m.d_model}}};
+  }
+  template <TensorSource<T> Source>
+  static auto loader(const XlConfig& p, const ModelShape& m, const Source& source) {
+    const Index d_head = m.d_head();
+    const SharedMatrix<T> u =
+        share(source.template matrix<T>("position.r_w_bias", m.n_heads, d_head));
+    const SharedMatrix<T> v =
+        share(source.template matrix<T>("position.r_r_bias", m.n_heads, d_head));
+    return [p, m, u, v, &source](Index n) {
+      XlConfig xc = p;
+      xc.tensor_prefix = layer_prefix(n);
+      return XlRelative(
+          m.d_model, m.n_heads, xc,
+          source.template matrix<T>(xc.tensor_prefix + "r_net.weight", m.d_model, m.d_model), u, v);
+    };
+  }
 
   /// r_net_weight: (d_model, d_model) [out, in]; u, v: (n_heads, d_head). Throws
   /// relpos::Error naming the key or tensor on a bad value or shape.
@@ -73,6 +108,8 @@ class XlRelative {
   std::size_t cached_bytes() const { return table_.cached_bytes(); }
 
  private:
+  static std::string layer_prefix(Index n) { return "layers." + std::to_string(n) + ".self_attn."; }
+
   static XlConfig validated(Index d_model, Index n_heads, const XlConfig& config) {
     const std::string key = std::string(name) + ".";
     if (n_heads < 1 || d_model < 1 || d_model % n_heads != 0) {

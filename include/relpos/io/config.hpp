@@ -18,11 +18,12 @@
 
 #include <relpos/core.hpp>
 #include <relpos/detail/json_fields.hpp>
+#include <relpos/feed_forward.hpp>
 #include <relpos/io/position_config.hpp>
 
 namespace relpos::io {
 
-enum class Activation { relu, gelu /* exact, erf-based, as torch's "gelu" */ };
+using relpos::Activation;  // relu, or gelu: exact, erf-based, as torch's "gelu"
 
 /// The hyper-parameters of spec §1; members carry the table's defaults.
 struct ModelConfig {
@@ -40,9 +41,7 @@ struct ModelConfig {
   Position position = NonePosition{};
 
   std::int64_t d_head() const { return d_model / n_heads; }
-  std::string_view position_type() const {
-    return std::visit([](const auto& p) { return p.type; }, position);
-  }
+  std::string_view position_type() const { return io::position_type(position); }
   /// The rotary dimension r in use (rotary_dim, or d_head when absent); 0 when not rotary.
   std::int64_t rotary_dim() const {
     const auto* r = std::get_if<RotaryPosition>(&position);

@@ -1,255 +1,137 @@
 // SPDX-License-Identifier: MIT
-// The `position` object of config.json (spec §4, both waves): one struct per position type and
-// per rotary scaling type, in std::variants, with their strict reading, their checks against
-// the model's sizes, the tensors they add and their JSON form. Keys of one type are refused in
-// another, so a config never silently means something else.
+// The `position` object of config.json (spec §4, both waves) and the one list of position
+// types. Everything here is generated from that list: the config variant, the key table
+// ("unknown key" messages), the reading, the checks, the tensors and the JSON form. Each
+// type's own part lives with it: its struct, defaults, checks, tensors and loading in
+// encodings/<name>.hpp, its keys' JSON in io/positions/<name>.hpp.
 #pragma once
 
 #include <array>
-#include <cmath>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <variant>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include <relpos/core.hpp>
+#include <relpos/detail/checker.hpp>
 #include <relpos/detail/json_fields.hpp>
+#include <relpos/encodings/concept.hpp>
 #include <relpos/io/config_limits.hpp>
+#include <relpos/io/positions/absolute.hpp>
+#include <relpos/io/positions/additive.hpp>
+#include <relpos/io/positions/alibi.hpp>
+#include <relpos/io/positions/learned.hpp>
+#include <relpos/io/positions/none.hpp>
+#include <relpos/io/positions/rotary.hpp>
+#include <relpos/io/positions/sinusoidal.hpp>
+#include <relpos/io/positions/t5.hpp>
+#include <relpos/io/positions/xl.hpp>
 #include <relpos/io/rotary_scaling_config.hpp>
 
-namespace relpos::io {
+namespace relpos {
 
-// ---- Position types (spec §4) ------------------------------------------------------------
+namespace detail {
+// The first E<T> of the list whose Config is `Config`, as a type_identity.
+template <class T, class Config, template <class> class E, template <class> class... Rest>
+constexpr auto find_encoding() {
+  if constexpr (std::is_same_v<typename E<T>::Config, Config>) {
+    return std::type_identity<E<T>>{};
+  } else {
+    static_assert(sizeof...(Rest) > 0, "a Config that no encoding of the list has");
+    return find_encoding<T, Config, Rest...>();
+  }
+}
+}  // namespace detail
 
-/// No positional information.
-struct NonePosition {
-  static constexpr std::string_view type = "none";
-  bool operator==(const NonePosition&) const = default;
-};
-/// Vaswani et al.: PE(p) added to the first block's input, interleaved sin/cos over d_model.
-struct AbsolutePosition {
-  static constexpr std::string_view type = "absolute";
-  double base = 10000.0;  // > 0; d_model must be even
-  bool operator==(const AbsolutePosition&) const = default;
-};
-/// Fixed relative sinusoid s(c) over d_head as aK and/or aV.
-struct SinusoidalPosition {
-  static constexpr std::string_view type = "sinusoidal";
-  double base = 10000.0;                     // > 0; d_head must be even
-  std::optional<std::int64_t> max_distance;  // K >= 0; absent: no clamping
-  bool keys = true;                          // aK = s
-  bool values = false;                       // aV = s
-  bool operator==(const SinusoidalPosition&) const = default;
-};
-/// Shaw et al. 2018: learned rows relative_key / relative_value[c + K] per layer.
-struct LearnedPosition {
-  static constexpr std::string_view type = "learned";
-  std::int64_t max_distance = 0;  // K >= 0, required
-  bool keys = true;               // tensor layers.{n}.self_attn.relative_key
-  bool values = true;             // tensor layers.{n}.self_attn.relative_value
-  bool operator==(const LearnedPosition&) const = default;
-};
-/// Su et al. 2021: q and k rotated by p·inv_freq_m.
-struct RotaryPosition {
-  static constexpr std::string_view type = "rotary";
-  double base = 10000.0;                   // > 0
-  std::optional<std::int64_t> rotary_dim;  // r: even, 2 <= r <= d_head; absent: d_head
-  bool interleaved = false;  // false: x[m] with x[m + r/2] (NeoX); true: x[2m] with x[2m+1] (GPT-J)
-  std::optional<RotaryScaling> scaling;
-  bool operator==(const RotaryPosition&) const = default;
-};
-enum class AdditiveSource { sinusoidal, learned };
-/// x̃_i = x_i + Σ_{|j−i| <= window} r(clamp(j − i, −K, K)) on the first block's input.
-struct AdditivePosition {
-  static constexpr std::string_view type = "additive";
-  AdditiveSource source = AdditiveSource::sinusoidal;  // required
-  std::int64_t window = 0;                             // >= 0, required
-  std::optional<std::int64_t> max_distance;            // K >= 0; required with the learned source
-  double base = 10000.0;                               // > 0 (sinusoidal source; d_model even)
-  bool operator==(const AdditivePosition&) const = default;
-};
-/// Raffel et al. 2020: a learned bias per head and log-spaced distance bucket.
-struct T5Position {
-  static constexpr std::string_view type = "t5";
-  std::int64_t num_buckets = 32;      // B >= 2 (>= 4 when bidirectional)
-  std::int64_t max_distance = 128;    // M > E = B'/2
-  std::optional<bool> bidirectional;  // absent: !causal
-  bool is_bidirectional(bool causal) const { return bidirectional.value_or(!causal); }
-  bool operator==(const T5Position&) const = default;
-};
-/// Press et al. 2022: b_h(δ) = −m_h·|δ|, geometric slopes from max_bias.
-struct AlibiPosition {
-  static constexpr std::string_view type = "alibi";
-  double max_bias = 8.0;  // > 0
-  bool operator==(const AlibiPosition&) const = default;
-};
-/// Dai et al. 2019: R(Δ) over d_model (halves sin | cos), Δ = p_i − p_j, u and v biases.
-struct XlPosition {
-  static constexpr std::string_view type = "xl";
-  double base = 10000.0;                     // > 0; d_model must be even
-  std::optional<std::int64_t> max_distance;  // K >= 0; absent: no clamping
-  bool operator==(const XlPosition&) const = default;
-};
-using Position =
-    std::variant<NonePosition, AbsolutePosition, SinusoidalPosition, LearnedPosition,
-                 RotaryPosition, AdditivePosition, T5Position, AlibiPosition, XlPosition>;
-
-/// A tensor a model file must hold: its name and shape (PyTorch layout, [out, in]).
-struct TensorSpec {
-  std::string name;
-  std::vector<std::int64_t> shape;
-  bool operator==(const TensorSpec&) const = default;
+/// A list of encoding templates (E<T> for a scalar T) and what is generated from it.
+template <template <class> class... Encodings>
+struct EncodingList {
+  static constexpr std::size_t size = sizeof...(Encodings);
+  /// config.json's `position`: one Config per encoding, in list order.
+  using Configs = std::variant<typename Encodings<float>::Config...>;
+  /// The encoding (for scalar T) whose Config is `Config`.
+  template <class T, class Config>
+  using For = typename decltype(detail::find_encoding<T, Config, Encodings...>())::type;
 };
 
+/// Every position type of spec §4. Adding one: its header encodings/<name>.hpp (the
+/// encoding with its Config and the static members of encodings/concept.hpp), its keys in
+/// io/positions/<name>.hpp, and one include above plus one entry here. Model, config.json,
+/// the decoder and attention follow from the list and the encoding's hooks and traits.
+using PositionEncodings =
+    EncodingList<NoPosition, AbsoluteSinusoidal, SinusoidalRelative, LearnedRelative, Rotary,
+                 Additive, T5Bias, AlibiBias, XlRelative>;
+
+namespace io {
+
+/// config.json's `position`: the Config of one of PositionEncodings (NonePosition = NoneConfig,
+/// T5Position = T5Config, ...: the encodings' own structs).
+using Position = PositionEncodings::Configs;
+/// The encoding (for scalar T) that a position config P configures.
+template <class T, class P>
+using EncodingFor = PositionEncodings::For<T, P>;
+
+using relpos::TensorSpec;
 /// What the position checks need from the rest of the config.
-struct PositionContext {
-  std::int64_t d_model = 0;
-  std::int64_t n_heads = 0;
-  std::int64_t n_layers = 0;
-  bool causal = false;
-  std::int64_t d_head() const { return d_model / n_heads; }
-};
+using PositionContext = relpos::ModelShape;
+
+/// The position type's name ("t5"), as config.json writes it.
+inline std::string_view position_type(const Position& position) {
+  return std::visit(
+      [](const auto& p) -> std::string_view {
+        return relpos::detail::PositionJson<std::decay_t<decltype(p)>>::keys.type;
+      },
+      position);
+}
 
 namespace detail {
 
+using relpos::detail::Checker;
 using relpos::detail::Json;
 using relpos::detail::JsonFields;
+using relpos::detail::KeySet;
+using relpos::detail::PositionJson;
 
-inline constexpr std::array<KeySet, 9> kPositionKeys{{
-    {"none", {}},
-    {"absolute", {"base"}},
-    {"sinusoidal", {"base", "max_distance", "keys", "values"}},
-    {"learned", {"max_distance", "keys", "values"}},
-    {"rotary", {"base", "rotary_dim", "interleaved", "scaling"}},
-    {"additive", {"source", "window", "max_distance", "base"}},
-    {"t5", {"num_buckets", "max_distance", "bidirectional"}},
-    {"alibi", {"max_bias"}},
-    {"xl", {"base", "max_distance"}},
-}};
+template <class Configs>
+struct PositionTable;
+template <class... Configs>
+struct PositionTable<std::variant<Configs...>> {
+  static constexpr std::array<KeySet, sizeof...(Configs)> keys{PositionJson<Configs>::keys...};
+  static Position read(const JsonFields& f, std::string_view type, std::string_view source) {
+    std::optional<Position> out;
+    ((type == PositionJson<Configs>::keys.type
+          ? (void)out.emplace(PositionJson<Configs>::read(f, source))
+          : void()),
+     ...);
+    RELPOS_ASSERT(out.has_value(), "read_position: read_type let an unknown type through");
+    return *std::move(out);
+  }
+};
+
+/// The keys of every position type besides "type": the source of "unknown key" messages.
+inline constexpr auto kPositionKeys = PositionTable<Position>::keys;
+
 inline Position read_position(const Json& j, std::string_view source) {
   const JsonFields f(j, source, "position");
   const std::string type = relpos::detail::read_type(f, kPositionKeys, "position type");
-  if (type == "none") return NonePosition{};
-  if (type == "absolute") return AbsolutePosition{.base = f.number("base").value_or(10000.0)};
-  if (type == "sinusoidal") {
-    SinusoidalPosition p;
-    p.base = f.number("base").value_or(p.base);
-    p.max_distance = f.integer("max_distance");
-    p.keys = f.boolean("keys").value_or(p.keys);
-    p.values = f.boolean("values").value_or(p.values);
-    return p;
-  }
-  if (type == "learned") {
-    LearnedPosition p;
-    p.max_distance = f.required(f.integer("max_distance"), "max_distance");
-    p.keys = f.boolean("keys").value_or(p.keys);
-    p.values = f.boolean("values").value_or(p.values);
-    return p;
-  }
-  if (type == "rotary") {
-    RotaryPosition p;
-    p.base = f.number("base").value_or(p.base);
-    p.rotary_dim = f.integer("rotary_dim");
-    p.interleaved = f.boolean("interleaved").value_or(p.interleaved);
-    if (f.has("scaling")) p.scaling = read_scaling(f.object()["scaling"], source);
-    return p;
-  }
-  if (type == "additive") {
-    AdditivePosition p;
-    const std::string src = f.required(f.string("source"), "source");
-    if (src == "sinusoidal") {
-      p.source = AdditiveSource::sinusoidal;
-    } else if (src == "learned") {
-      p.source = AdditiveSource::learned;
-    } else {
-      f.fail("source", "expected \"sinusoidal\" or \"learned\", got \"" + src + "\"");
-    }
-    p.window = f.required(f.integer("window"), "window");
-    p.max_distance = f.integer("max_distance");
-    p.base = f.number("base").value_or(p.base);
-    return p;
-  }
-  if (type == "t5") {
-    T5Position p;
-    p.num_buckets = f.integer("num_buckets").value_or(p.num_buckets);
-    p.max_distance = f.integer("max_distance").value_or(p.max_distance);
-    p.bidirectional = f.boolean("bidirectional");
-    return p;
-  }
-  if (type == "alibi") return AlibiPosition{.max_bias = f.number("max_bias").value_or(8.0)};
-  XlPosition p;
-  p.base = f.number("base").value_or(p.base);
-  p.max_distance = f.integer("max_distance");
-  return p;
+  return PositionTable<Position>::read(f, type, source);
 }
 
 // ---- checks ----------------------------------------------------------------------------------
 
+/// The position's own rules against the model's sizes (the encoding's static check()).
 inline void check_position(const Position& position, const PositionContext& m,
                            std::string_view source) {
   const Checker c(source, "position");
-  const std::int64_t d_head = m.d_head();
-  const auto distance = [&](std::string_view key, const std::optional<std::int64_t>& k) {
-    if (k) c.range(key, *k, 0, kMaxDistance);
-  };
-  const auto even_model = [&](std::string_view why) {
-    if (m.d_model % 2 != 0)
-      c.fail("type", std::string(why) + " needs an even d_model, got " + std::to_string(m.d_model));
-  };
   std::visit(
       [&](const auto& p) {
-        using P = std::decay_t<decltype(p)>;
-        if constexpr (std::is_same_v<P, AbsolutePosition>) {
-          c.positive("base", p.base);
-          even_model("absolute");
-        } else if constexpr (std::is_same_v<P, SinusoidalPosition>) {
-          c.positive("base", p.base);
-          distance("max_distance", p.max_distance);
-          if (d_head % 2 != 0)
-            c.fail("type", "sinusoidal needs an even d_head, got " + std::to_string(d_head));
-        } else if constexpr (std::is_same_v<P, LearnedPosition>) {
-          distance("max_distance", p.max_distance);
-        } else if constexpr (std::is_same_v<P, RotaryPosition>) {
-          c.positive("base", p.base);
-          const std::int64_t r = p.rotary_dim.value_or(d_head);
-          const std::string what =
-              p.rotary_dim ? ""
-                           : " (rotary_dim defaults to d_head = " + std::to_string(d_head) + ")";
-          if (r < 2) c.fail("rotary_dim", "must be >= 2, got " + std::to_string(r) + what);
-          if (r % 2 != 0) c.fail("rotary_dim", "must be even, got " + std::to_string(r) + what);
-          if (r > d_head)
-            c.fail("rotary_dim",
-                   "must be <= d_head = " + std::to_string(d_head) + ", got " + std::to_string(r));
-          if (p.scaling) check_scaling(*p.scaling, p.base, r, source);
-        } else if constexpr (std::is_same_v<P, AdditivePosition>) {
-          c.range("window", p.window, 0, kMaxDistance);
-          distance("max_distance", p.max_distance);
-          if (p.source == AdditiveSource::learned && !p.max_distance)
-            c.fail("max_distance", "required with the learned source");
-          if (p.source == AdditiveSource::sinusoidal) {
-            c.positive("base", p.base);
-            even_model("the sinusoidal additive source");
-          }
-        } else if constexpr (std::is_same_v<P, T5Position>) {
-          const bool bidirectional = p.is_bidirectional(m.causal);
-          c.range("num_buckets", p.num_buckets, bidirectional ? 4 : 2, kMaxDimension);
-          const std::int64_t e = (bidirectional ? p.num_buckets / 2 : p.num_buckets) / 2;
-          // the log bucket divides by ln(M/E): M must exceed the exact range E
-          if (p.max_distance <= e)
-            c.fail("max_distance", "must be > num_buckets' exact range E = " + std::to_string(e) +
-                                       ", got " + std::to_string(p.max_distance));
-          c.range("max_distance", p.max_distance, e + 1, kMaxDistance);
-        } else if constexpr (std::is_same_v<P, AlibiPosition>) {
-          c.positive("max_bias", p.max_bias);
-        } else if constexpr (std::is_same_v<P, XlPosition>) {
-          c.positive("base", p.base);
-          distance("max_distance", p.max_distance);
-          even_model("xl");
-        }
+        using E = EncodingFor<float, std::decay_t<decltype(p)>>;
+        if constexpr (requires { E::check(p, m, c); }) E::check(p, m, c);
       },
       position);
 }
@@ -259,33 +141,29 @@ inline void check_position(const Position& position, const PositionContext& m,
 /// The tensors the position encoding adds to a model, in file order (spec §1).
 inline std::vector<TensorSpec> position_tensors(const Position& position,
                                                 const PositionContext& m) {
-  std::vector<TensorSpec> out;
-  const std::int64_t d = m.d_model, h = m.n_heads, dh = m.d_head();
-  if (const auto* a = std::get_if<AdditivePosition>(&position);
-      a != nullptr && a->source == AdditiveSource::learned)
-    out.push_back({"position.weight", {2 * a->max_distance.value_or(0) + 1, d}});
-  if (const auto* t = std::get_if<T5Position>(&position))
-    out.push_back({"position.relative_attention_bias", {t->num_buckets, h}});
-  if (std::holds_alternative<XlPosition>(position)) {
-    out.push_back({"position.r_w_bias", {h, dh}});
-    out.push_back({"position.r_r_bias", {h, dh}});
-  }
-  return out;
+  return std::visit(
+      [&](const auto& p) -> std::vector<TensorSpec> {
+        using E = EncodingFor<float, std::decay_t<decltype(p)>>;
+        if constexpr (requires { E::tensors(p, m); })
+          return E::tensors(p, m);
+        else
+          return {};
+      },
+      position);
 }
 
 /// The tensors of layer n that belong to the position encoding.
 inline std::vector<TensorSpec> position_layer_tensors(const Position& position,
                                                       const PositionContext& m, std::int64_t n) {
-  std::vector<TensorSpec> out;
-  const std::string prefix = "layers." + std::to_string(n) + ".self_attn.";
-  if (const auto* l = std::get_if<LearnedPosition>(&position)) {
-    const std::int64_t rows = 2 * l->max_distance + 1;
-    if (l->keys) out.push_back({prefix + "relative_key", {rows, m.d_head()}});
-    if (l->values) out.push_back({prefix + "relative_value", {rows, m.d_head()}});
-  }
-  if (std::holds_alternative<XlPosition>(position))
-    out.push_back({prefix + "r_net.weight", {m.d_model, m.d_model}});
-  return out;
+  return std::visit(
+      [&](const auto& p) -> std::vector<TensorSpec> {
+        using E = EncodingFor<float, std::decay_t<decltype(p)>>;
+        if constexpr (requires { E::layer_tensors(p, m, n); })
+          return E::layer_tensors(p, m, n);
+        else
+          return {};
+      },
+      position);
 }
 
 /// The number of parameters the position encoding adds, in double so that no hostile size
@@ -306,49 +184,12 @@ inline double position_parameter_count(const Position& position, const PositionC
 
 /// The JSON form of a position; every key written, absent optionals left out.
 inline nlohmann::ordered_json position_to_json(const Position& position) {
-  using Json = nlohmann::ordered_json;
-  const auto opt = [](Json& j, const char* key, const auto& v) {
-    if (v) j[key] = *v;
-  };
-  Json j;
-  std::visit(
-      [&](const auto& p) {
-        using P = std::decay_t<decltype(p)>;
-        j["type"] = std::string(P::type);
-        if constexpr (std::is_same_v<P, AbsolutePosition>) {
-          j["base"] = p.base;
-        } else if constexpr (std::is_same_v<P, SinusoidalPosition>) {
-          j["base"] = p.base;
-          opt(j, "max_distance", p.max_distance);
-          j["keys"] = p.keys;
-          j["values"] = p.values;
-        } else if constexpr (std::is_same_v<P, LearnedPosition>) {
-          j["max_distance"] = p.max_distance;
-          j["keys"] = p.keys;
-          j["values"] = p.values;
-        } else if constexpr (std::is_same_v<P, RotaryPosition>) {
-          j["base"] = p.base;
-          opt(j, "rotary_dim", p.rotary_dim);
-          j["interleaved"] = p.interleaved;
-          if (p.scaling) j["scaling"] = scaling_to_json(*p.scaling);
-        } else if constexpr (std::is_same_v<P, AdditivePosition>) {
-          j["source"] = p.source == AdditiveSource::learned ? "learned" : "sinusoidal";
-          j["window"] = p.window;
-          opt(j, "max_distance", p.max_distance);
-          j["base"] = p.base;
-        } else if constexpr (std::is_same_v<P, T5Position>) {
-          j["num_buckets"] = p.num_buckets;
-          j["max_distance"] = p.max_distance;
-          opt(j, "bidirectional", p.bidirectional);
-        } else if constexpr (std::is_same_v<P, AlibiPosition>) {
-          j["max_bias"] = p.max_bias;
-        } else if constexpr (std::is_same_v<P, XlPosition>) {
-          j["base"] = p.base;
-          opt(j, "max_distance", p.max_distance);
-        }
-      },
-      position);
+  nlohmann::ordered_json j;
+  j["type"] = std::string(position_type(position));
+  std::visit([&](const auto& p) { detail::PositionJson<std::decay_t<decltype(p)>>::write(j, p); },
+             position);
   return j;
 }
 
-}  // namespace relpos::io
+}  // namespace io
+}  // namespace relpos
