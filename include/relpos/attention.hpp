@@ -240,7 +240,7 @@ class MultiHeadAttention {
     detail::check_batch_width("attention", x.dimension(2), d_model());
     in.check(batch, len);
     detail::resize_like(out, batch, len, d_model());
-    detail::for_each_item(batch, ws, [&](Index b, SequenceWorkspace<T>& sw) {
+    ws.for_each_item(batch, [&](Index b, SequenceWorkspace<T>& sw) {
       forward(item(x, b), item(out, b), in.item(b, len), sw);
     });
   }

@@ -135,7 +135,7 @@ struct Block {
     validate();
     detail::check_batch_width("block", x.dimension(2), d_model());
     in.check(batch, len);
-    detail::for_each_item(batch, ws, [&](Index b, SequenceWorkspace<T>& sw) {
+    ws.for_each_item(batch, [&](Index b, SequenceWorkspace<T>& sw) {
       forward(item(x, b), in.item(b, len), sw);
     });
   }

@@ -216,7 +216,7 @@ class Encoder {
     detail::check_batch_width("encoder", x.dimension(2), d_model());
     in.check(batch, len);
     detail::resize_like(out, batch, len, d_model());
-    detail::for_each_item(batch, ws, [&](Index b, SequenceWorkspace<T>& sw) {
+    ws.for_each_item(batch, [&](Index b, SequenceWorkspace<T>& sw) {
       auto h = item(out, b);  // (len, d_model)
       h = item(x, b);
       run_stack(h, in.item(b, len), sw);
@@ -241,7 +241,7 @@ class Encoder {
     }
     in.check(batch, len);
     detail::resize_like(out, batch, len, d_model());
-    detail::for_each_item(batch, ws, [&](Index b, SequenceWorkspace<T>& sw) {
+    ws.for_each_item(batch, [&](Index b, SequenceWorkspace<T>& sw) {
       auto h = item(out, b);  // (len, d_model)
       for (Index i = 0; i < len; ++i) h.row(i) = embedding.row(ids(b, i));
       run_stack(h, in.item(b, len), sw);

@@ -75,16 +75,14 @@ struct Workspace {
   void ensure_slots(int n) {
     if (items.size() < static_cast<std::size_t>(n)) items.resize(static_cast<std::size_t>(n));
   }
+
+  /// fn(b, SequenceWorkspace&) for each item b < batch, items in parallel, each with the
+  /// slot's scratch: the batch loop of every layer's forward.
+  template <class F>
+  void for_each_item(Index batch, F&& fn) {
+    ensure_slots(detail::slots_needed());
+    detail::parallel_for(batch, [&](Index b, int slot) { fn(b, item(slot)); });
+  }
 };
 
-namespace detail {
-
-/// fn(b, SequenceWorkspace&) for each item b of a batch, items in parallel.
-template <Scalar T, class F>
-void for_each_item(Index batch, Workspace<T>& ws, F&& fn) {
-  ws.ensure_slots(slots_needed());
-  parallel_for(batch, [&](Index b, int slot) { fn(b, ws.item(slot)); });
-}
-
-}  // namespace detail
 }  // namespace relpos
