@@ -174,6 +174,7 @@ BENCHMARK_TEMPLATE(BM_Block, Learned)->Apply(lengths);
 BENCHMARK_TEMPLATE(BM_Block, Rotary)->Apply(lengths);
 BENCHMARK_TEMPLATE(BM_Block, relpos_bench::T5)->Apply(lengths);
 BENCHMARK_TEMPLATE(BM_Block, relpos_bench::Alibi)->Apply(lengths);
+BENCHMARK_TEMPLATE(BM_Block, relpos_bench::Kerple)->Apply(lengths);
 BENCHMARK_TEMPLATE(BM_Block, relpos_bench::Xl)->Apply(lengths);
 BENCHMARK_TEMPLATE(BM_Block, None)->Apply(long_lengths);
 BENCHMARK_TEMPLATE(BM_Block, Learned)->Apply(long_lengths);

@@ -12,6 +12,7 @@
 
 #include <relpos/block.hpp>
 #include <relpos/encodings/alibi.hpp>
+#include <relpos/encodings/kerple.hpp>
 #include <relpos/encodings/learned.hpp>
 #include <relpos/encodings/none.hpp>
 #include <relpos/encodings/rotary.hpp>
@@ -80,6 +81,16 @@ struct Alibi {  // linear bias −m_h·|δ|, no tensors
   using Enc = relpos::AlibiBias<float>;
   static constexpr const char* name = "alibi";
   static Enc make() { return Enc(kHeads); }
+  static double extra_flops(Index len) { return static_cast<double>(len) * len * kHeads; }
+};
+
+struct Kerple {  // log kernel −r1_h·ln(1 + r2_h·|δ|): a logarithm per distance and head
+  using Enc = relpos::KerpleBias<float>;
+  static constexpr const char* name = "kerple";
+  static Enc make() {
+    const auto r = relpos::share(relpos::Matrix<float>::Constant(kHeads, 1, 0.5f));
+    return Enc(kHeads, {.form = relpos::KerpleForm::log}, r, r);
+  }
   static double extra_flops(Index len) { return static_cast<double>(len) * len * kHeads; }
 };
 

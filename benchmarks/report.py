@@ -92,6 +92,14 @@ def main():
             rows.append((f"block {e.lower()} / block none, len {n}",
                          f"{blk[key] * 1e3:.1f} / {blk[f'BM_Block<None>/len:{n}'] * 1e3:.1f} ms", r,
                          f"<= {limit} (was {today})", verdict(r, limit)))
+    # issue 16: kerple (a logarithm per distance and head, gathered like alibi) beside none
+    for n in (512, 2048):
+        key = f"BM_Block<relpos_bench::Kerple>/len:{n}"
+        if key in blk:
+            r = blk[key] / blk[f"BM_Block<None>/len:{n}"]
+            rows.append((f"block kerple / block none, len {n}",
+                         f"{blk[key] * 1e3:.1f} / {blk[f'BM_Block<None>/len:{n}'] * 1e3:.1f} ms", r,
+                         "<= 1.1", verdict(r, 1.1)))
     for n in (2048, 8192):
         for name, what in (("BM_RotaryApply", "half pairing"),
                            ("BM_RotaryApplyConfig/interleaved", "interleaved"),

@@ -114,6 +114,7 @@ def config_seeds():
                                            "max_distance": 16})).encode()
     seeds["valid_alibi"] = json.dumps(config({"type": "alibi", "max_bias": 8})).encode()
     seeds["valid_xl"] = json.dumps(config({"type": "xl", "max_distance": 4})).encode()
+    seeds["valid_kerple"] = json.dumps(config({"type": "kerple", "form": "power"})).encode()
     bad = {
         "bad_malformed": b'{"d_model": 4,',
         "bad_unknown_key": json.dumps(config({"type": "none"}, dropout=0.1)).encode(),

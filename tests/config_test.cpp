@@ -219,7 +219,7 @@ TEST(Config, PositionKeysBelongToTheirType) {
       {with_position(R"({"base": 10})"), "config.json: position.type: required key is missing"},
       {with_position(R"({"type": "cope"})"),
        "config.json: position.type: unknown position type \"cope\" (expected one of none, "
-       "absolute, sinusoidal, learned, rotary, additive, t5, alibi, xl)"},
+       "absolute, sinusoidal, learned, rotary, additive, t5, alibi, xl, kerple)"},
       {with_position(R"({"type": "rotary", "window": 3})"),
        "config.json: position.window: not a key of position type \"rotary\" (it belongs to "
        "additive)"},
@@ -293,6 +293,15 @@ TEST(Config, PositionValuesAreChecked) {
        "config.json: position.max_distance: must be > num_buckets' exact range E = 16, got 16"},
       {with_position(R"({"type": "alibi", "max_bias": 0})"),
        "config.json: position.max_bias: must be > 0, got 0.0"},
+      {with_position(R"({"type": "kerple"})"),
+       "config.json: position.form: required key is missing"},
+      {with_position(R"({"type": "kerple", "form": "exp"})"),
+       "config.json: position.form: expected \"log\" or \"power\", got \"exp\""},
+      {with_position(R"({"type": "kerple", "form": 2})"),
+       "config.json: position.form: expected a string, got an integer 2"},
+      {with_position(R"({"type": "kerple", "form": "log", "max_bias": 8})"),
+       "config.json: position.max_bias: not a key of position type \"kerple\" (it belongs to "
+       "alibi)"},
   });
 }
 
@@ -391,6 +400,8 @@ TEST(Config, EveryTypeRoundTrips) {
       R"({"type": "t5", "num_buckets": 16, "max_distance": 64, "bidirectional": true})",
       R"({"type": "alibi", "max_bias": 4.0})",
       R"({"type": "xl", "base": 1000.0, "max_distance": 9})",
+      R"({"type": "kerple", "form": "log"})",
+      R"({"type": "kerple", "form": "power"})",
   };
   for (const std::string& p : positions) {
     const std::string text = "{" + top + R"("position": )" + p + "}";
@@ -411,6 +422,7 @@ TEST(Config, ParameterCountMatchesExpectedTensors) {
       R"({"type": "additive", "source": "learned", "window": 3, "max_distance": 4})",
       R"({"type": "t5"})",
       R"({"type": "xl"})",
+      R"({"type": "kerple", "form": "power"})",
   };
   for (const std::string& p : positions) {
     const ModelConfig c = parse_config(
@@ -452,6 +464,10 @@ TEST(Config, ExpectedTensorsFollowTheSpecNames) {
   const ModelConfig t5 =
       parse_config(with(R"("position": {"type": "t5", "num_buckets": 8, "max_distance": 20})"));
   EXPECT_EQ(expected_tensors(t5).front(), (TensorSpec{"position.relative_attention_bias", {8, 4}}));
+  const ModelConfig k = parse_config(with(R"("position": {"type": "kerple", "form": "log"})"));
+  const std::vector<TensorSpec> tk = expected_tensors(k);
+  EXPECT_EQ(tk[0], (TensorSpec{"position.kerple_r1", {4}}));
+  EXPECT_EQ(tk[1], (TensorSpec{"position.kerple_r2", {4}}));
 }
 
 TEST(Config, LoadConfigNamesThePath) {

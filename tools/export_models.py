@@ -14,7 +14,7 @@ C++ float path can be compared within ~1e-5 and a double path much tighter. They
   (a) torch.nn.TransformerEncoder itself (its state dict saved as-is, position type none);
   (b) tools/reference.py's RefEncoder for every position type and option.
 tests/data/models/index.json lists every case: its description, position type and wave
-(2 = the spec's second wave: t5, alibi, xl, rotary scaling).
+(2 = the spec's second wave: t5, alibi, xl, rotary scaling; 3 = the third: kerple).
 
     /usr/bin/python3 tools/export_models.py [--out tests/data/models]
 """
@@ -304,6 +304,13 @@ def cases():
             "long_factor": [2.0, 4.0, 8.0, 16.0], "original_max_position_embeddings": 4,
             "max_position_embeddings": 4, "attention_factor": 1.25}}),
          "rotary, LongRoPE with len 7 > L0 4: long factors, explicit attention factor", {}),
+        # third wave -----------------------------------------------------------------
+        ("kerple_log", cfg({"type": "kerple", "form": "log"}, n_heads=4),
+         "KERPLE log kernel, 4 heads, r1 and r2 shared by both layers", {}),
+        ("kerple_power_causal", cfg({"type": "kerple", "form": "power"}, causal=True,
+                                    norm_first=True),
+         "KERPLE power kernel, causal, pre-norm, explicit position ids",
+         {"position_ids": packed}),
     ]
     return out
 
@@ -335,7 +342,7 @@ def main(argv=None):
         ptype = config["position"]["type"]
         second = ptype in ("t5", "alibi", "xl") or "scaling" in config["position"]
         index[name] = {"description": description, "position": ptype,
-                       "wave": 2 if second else 1}
+                       "wave": 3 if ptype == "kerple" else 2 if second else 1}
         worst = max(worst, f32_err)
         print(f"{name}: float32 run differs by {f32_err:.1e}; {description}")
     with open(os.path.join(out_dir, "index.json"), "w") as f:

@@ -196,6 +196,10 @@ def golden_attention(out_dir, name, position, causal=False, d=16, h=4, bsz=2, le
     with torch.no_grad():
         for p in list(attn.parameters()) + list(shared.parameters()):
             p.copy_(torch.randn_like(p) * scale)
+        if cfg["position"]["type"] == "kerple":
+            # back inside the domain of §4: r1, r2 in [0.05, 2] (r2 <= 2 for the power form)
+            for p in (shared.kerple_r1, shared.kerple_r2):
+                p.copy_(0.05 + 1.95 * torch.rand_like(p))
     x = torch.randn(bsz, length, d, dtype=torch.float64)
     pad = torch.zeros(bsz, length, dtype=torch.bool)
     for b, n in enumerate(pads):

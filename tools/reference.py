@@ -16,7 +16,8 @@ fused. Section numbers below refer to /work/shared/spec/model-format.md (docs/ i
   §4  the position types: none, absolute (Vaswani et al. 2017), sinusoidal (relative),
       learned (Shaw et al. 2018), rotary (Su et al. 2021), additive; second wave: t5
       (Raffel et al. 2020), alibi (Press et al. 2022), xl (Dai et al. 2019) and the rotary
-      `scaling` variants (linear, ntk, dynamic, yarn, llama3, longrope).
+      `scaling` variants (linear, ntk, dynamic, yarn, llama3, longrope); third wave:
+      kerple (Chi et al. 2022, log and power forms).
 
 Use:
     model = RefEncoder(config).double()
@@ -64,6 +65,7 @@ POSITION_DEFAULTS = {
     "t5": {"num_buckets": 32, "max_distance": 128, "bidirectional": None},
     "alibi": {"max_bias": 8.0},
     "xl": {"base": 10000.0, "max_distance": None},
+    "kerple": {"form": _REQUIRED},
 }
 
 # §4 second wave: keys of each rotary scaling type and their defaults.
@@ -157,6 +159,8 @@ def parse_config(config):
         b_half = pos["num_buckets"] // 2 if pos["bidirectional"] else pos["num_buckets"]
         if pos["max_distance"] <= b_half // 2:
             raise ValueError("t5: max_distance must be greater than the exact-bucket count")
+    if ptype == "kerple" and pos["form"] not in ("log", "power"):
+        raise ValueError(f"kerple.form: expected log or power, got {pos['form']!r}")
     cfg["position"] = pos
     return cfg
 
@@ -345,6 +349,10 @@ class PositionParams(torch.nn.Module):
         if pos["type"] == "xl":
             self.r_w_bias = torch.nn.Parameter(0.1 * torch.randn(n_heads, d_head))
             self.r_r_bias = torch.nn.Parameter(0.1 * torch.randn(n_heads, d_head))
+        if pos["type"] == "kerple":
+            # inside the domain of §4 (r1, r2 > 0, r2 <= 2 in the power form)
+            self.kerple_r1 = torch.nn.Parameter(0.1 + 1.9 * torch.rand(n_heads))
+            self.kerple_r2 = torch.nn.Parameter(0.1 + 1.9 * torch.rand(n_heads))
 
 
 class RefAttention(torch.nn.Module):
@@ -388,7 +396,7 @@ class RefAttention(torch.nn.Module):
         return None, None
 
     def _bias(self, delta, shared, dtype):
-        """b_h(delta) added after the scaling: [B, H, L, L], or None (§4 t5, alibi)."""
+        """b_h(delta) added after the scaling: [B, H, L, L], or None (§4 t5, alibi, kerple)."""
         pos = self.cfg["position"]
         if pos["type"] == "t5":
             bucket = t5_bucket(delta, pos["num_buckets"], pos["max_distance"],
@@ -397,6 +405,14 @@ class RefAttention(torch.nn.Module):
         if pos["type"] == "alibi":
             slopes = torch.tensor(alibi_slopes(self.n_heads, pos["max_bias"]), dtype=dtype)
             return -slopes[None, :, None, None] * delta.abs().to(dtype)[:, None]
+        if pos["type"] == "kerple":
+            # Chi et al. 2022, symmetric in delta: -r1 ln(1 + r2 |delta|) or -r1 |delta|^r2
+            r1 = shared.kerple_r1[None, :, None, None]
+            r2 = shared.kerple_r2[None, :, None, None]
+            dist = delta.abs().to(dtype)[:, None]  # [B, 1, L, L]
+            if pos["form"] == "log":
+                return -r1 * torch.log(1 + r2 * dist)
+            return -r1 * dist ** r2
         return None
 
     def forward(self, x, visible, positions, rotary, shared):
@@ -673,6 +689,23 @@ def selftest():
             want = _loop_attention(attn, x, positions)
         err = (got - want).abs().max().item()
         _check(f"loop attention {pcfg}", err < 1e-12, f"max err {err:.2e}")
+
+    # kerple: the einsum-shaped bias against the formula of §4, one scalar at a time
+    for form in ("log", "power"):
+        m = RefEncoder({"d_model": 8, "n_heads": 2, "n_layers": 1, "d_ff": 4,
+                        "position": {"type": "kerple", "form": form}})
+        delta = torch.tensor([[[0, 3, -7], [-3, 0, 11], [7, -11, 0]]])
+        bias = m.layers[0].self_attn._bias(delta, m.position, torch.float64)
+        r1, r2 = m.position.kerple_r1.tolist(), m.position.kerple_r2.tolist()
+        worst = 0.0
+        for h in range(2):
+            for i in range(3):
+                for j in range(3):
+                    a = abs(int(delta[0, i, j]))
+                    want = (-r1[h] * math.log(1 + r2[h] * a) if form == "log"
+                            else -r1[h] * a ** r2[h])
+                    worst = max(worst, abs(float(bias[0, h, i, j]) - want))
+        _check(f"kerple {form} bias", worst < 1e-14, f"max err {worst:.2e}")
 
     # t5 buckets: the check values of §4
     bi = {-200: 15, -64: 14, -16: 10, -8: 8, -7: 7, -1: 1, 0: 0, 1: 17, 8: 24, 16: 26,

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
-// Test helper of the t5, alibi, xl and rotary-scaling encodings: runs one attention layer on a
-// golden file of tools/golden_t5_alibi_xl_scaling.py (RefAttention in float64) and compares it.
+// Test helper of the score-bias and rotary-scaling encodings (t5, alibi, xl, kerple): runs one
+// attention layer on a golden file of tools/golden_t5_alibi_xl_scaling.py or
+// tools/golden_kerple.py (RefAttention in float64) and compares it.
 #pragma once
 
 #include <cstdint>
@@ -28,13 +29,14 @@ struct EncodingTol<double> {
   static constexpr double golden = 1e-10;
 };
 
-/// The golden file tests/data/t5_alibi_xl_scaling/attention_<name>.safetensors and its config.
+/// The golden file tests/data/<folder>/attention_<name>.safetensors and its config.
 struct EncodingCase {
   io::SafetensorsFile file;
   nlohmann::json config;
 };
-inline EncodingCase encoding_case(const std::string& name) {
-  auto f = golden_file("t5_alibi_xl_scaling/attention_" + name + ".safetensors");
+inline EncodingCase encoding_case(const std::string& name,
+                                  const std::string& folder = "t5_alibi_xl_scaling") {
+  auto f = golden_file(folder + "/attention_" + name + ".safetensors");
   auto config = nlohmann::json::parse(f.metadata().at("config"));
   return {std::move(f), std::move(config)};
 }
