@@ -32,7 +32,8 @@ Matrix<T> naive_attention(const MultiHeadAttention<T, Enc>& mha, ConstMatrixRef<
   if constexpr (TransformsQK<Enc>) mha.encoding.transform_qk(q, k, p, n_heads);
 
   // the materialised relative tables, [i][j] -> aK(c_ij) / aV(c_ij): (len, len, d_head)
-  const bool keys = key_term_active(mha.encoding), values = value_term_active(mha.encoding);
+  const bool keys = detail::key_term_active(mha.encoding),
+             values = detail::value_term_active(mha.encoding);
   Eigen::Tensor<T, 3, Eigen::RowMajor> a_k(keys ? len : 0, len, dh);
   Eigen::Tensor<T, 3, Eigen::RowMajor> a_v(values ? len : 0, len, dh);
   for (Index i = 0; i < len; ++i) {
