@@ -18,6 +18,8 @@
 #include <relpos/model.hpp>
 #include <relpos/rotary_layout.hpp>
 
+#include "cli.hpp"
+
 namespace {
 
 constexpr const char* kUsage =
@@ -29,6 +31,7 @@ Rewrites a rotary model folder (config.json + model.safetensors) for the given r
 The q and k rows of every layers.N.self_attn.in_proj_weight / in_proj_bias are permuted per
 head over the rotary dims and config.json's `interleaved` is set; the output computes the same
 as the input. The output folder is created; existing files in it are overwritten.
+Each option is given at most once, as --flag VALUE or --flag=VALUE.
 )";
 
 int fail(const std::string& message, int status = 1) {
@@ -37,26 +40,17 @@ int fail(const std::string& message, int status = 1) {
 }
 
 int run(int argc, char** argv) {
-  std::string model, output, layout;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      std::cout << kUsage;
-      return 0;
-    }
-    if (i + 1 >= argc) return fail(arg + ": unknown option or missing value (see --help)", 2);
-    if (arg == "--model") {
-      model = argv[++i];
-    } else if (arg == "--output") {
-      output = argv[++i];
-    } else if (arg == "--layout") {
-      layout = argv[++i];
-    } else {
-      return fail(arg + ": unknown option (see --help)", 2);
-    }
+  const relpos_cli::Args args =
+      relpos_cli::parse(argc, argv, {{"--model", true}, {"--output", true}, {"--layout", true}});
+  if (args.help) {
+    std::cout << kUsage;
+    return 0;
   }
+  const std::string model = args.get("--model").value_or("");
+  const std::string output = args.get("--output").value_or("");
+  const std::string layout = args.get("--layout").value_or("");
   if (model.empty() || output.empty() || layout.empty()) {
-    return fail("--model, --output and --layout are required (see --help)", 2);
+    return fail("--model, --output and --layout are required (see relpos-convert --help)", 2);
   }
   if (layout != "half" && layout != "interleaved") {
     return fail("--layout: expected half or interleaved, got '" + layout + "'", 2);
@@ -113,6 +107,8 @@ int run(int argc, char** argv) {
 int main(int argc, char** argv) {
   try {
     return run(argc, argv);
+  } catch (const relpos_cli::UsageError& e) {
+    return fail(e.message + " (see relpos-convert --help)", 2);
   } catch (const std::exception& e) {
     return fail(e.what());
   }

@@ -22,6 +22,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli.hpp"
 #include "support/svg.hpp"
 
 namespace {
@@ -79,25 +80,39 @@ double accuracy(const relpos::Model<float>& model, const Task& task,
   return static_cast<double>(correct) / static_cast<double>(batch * len);
 }
 
+constexpr const char* kUsage =
+    R"(usage: relpos-demo [--models DIR] [--out DIR] [--text TEXT] [--check]
+
+Runs every example model at lengths 16 ... 512 and prints the accuracy table; draws the
+pictures (SVG) into the output folder.
+  --models DIR  the example models (default: examples/models of the source tree)
+  --out DIR     where the pictures go (default: ./relpos-demo)
+  --text TEXT   the sample text of the attention heatmaps
+  --check       exit non-zero unless the accuracy at the training lengths (<= 32) is the one
+                PyTorch measured (accuracy.json) to one position
+  --help        this text
+Each option is given at most once, as --flag VALUE or --flag=VALUE.
+)";
+
 }  // namespace
 
 int main(int argc, char** argv) try {
-  fs::path models = RELPOS_EXAMPLE_MODELS_DIR, out = "relpos-demo";
-  bool check = false;
-  std::string text = "relative positions carry to longer inputs";
-  for (int a = 1; a < argc; ++a) {
-    const std::string arg = argv[a];
-    if ((arg == "--models" || arg == "--out") && a + 1 < argc) {
-      (arg == "--models" ? models : out) = argv[++a];
-    } else if (arg == "--text" && a + 1 < argc) {
-      text = argv[++a];
-    } else if (arg == "--check") {
-      check = true;
-    } else {
-      std::cerr << "usage: relpos-demo [--models DIR] [--out DIR] [--text TEXT] [--check]\n";
-      return 2;
-    }
+  relpos_cli::Args args;
+  try {
+    args = relpos_cli::parse(
+        argc, argv, {{"--models", true}, {"--out", true}, {"--text", true}, {"--check", false}});
+  } catch (const relpos_cli::UsageError& e) {
+    std::cerr << "relpos-demo: " << e.message << " (see relpos-demo --help)\n";
+    return 2;
   }
+  if (args.help) {
+    std::cout << kUsage;
+    return 0;
+  }
+  const fs::path models = args.get("--models").value_or(RELPOS_EXAMPLE_MODELS_DIR);
+  const fs::path out = args.get("--out").value_or("relpos-demo");
+  const std::string text = args.get("--text").value_or("relative positions carry to longer inputs");
+  const bool check = args.has("--check");
   const Task task = read_task(models);
   fs::create_directories(out);
 

@@ -18,6 +18,7 @@
 #include <relpos/model_io.hpp>
 #include <relpos/threads.hpp>
 
+#include "cli.hpp"
 #include "relpos_encode_embedded.hpp"
 
 namespace {
@@ -37,6 +38,7 @@ Runs a relpos Transformer encoder (config.json + model.safetensors, see docs/mod
                   `logits` (F32 [batch, len, vocab_size]); without it, print a summary
   --threads N     worker threads (default: all cores)
   --help          this text
+Each option is given at most once, as --flag VALUE or --flag=VALUE.
 )";
 
 struct Options {
@@ -45,55 +47,29 @@ struct Options {
   bool help = false;
 };
 
-// A command-line mistake: exit status 2, one line, then a hint.
-struct UsageError {
-  std::string message;
-};
+using relpos_cli::UsageError;
 
 Options parse_args(int argc, char** argv) {
+  const relpos_cli::Args args = relpos_cli::parse(argc, argv,
+                                                  {{"--model", true},
+                                                   {"--input", true},
+                                                   {"--text", true},
+                                                   {"--output", true},
+                                                   {"--threads", true}});
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    std::optional<std::string> inline_value;
-    if (arg.rfind("--", 0) == 0) {
-      if (const auto eq = arg.find('='); eq != std::string::npos) {
-        inline_value = arg.substr(eq + 1);
-        arg.resize(eq);
-      }
-    }
-    if (arg == "--help" || arg == "-h") {
-      o.help = true;
-      continue;
-    }
-    const auto value = [&]() -> std::string {
-      if (inline_value) return *inline_value;
-      if (i + 1 >= argc) throw UsageError{arg + " needs a value"};
-      return argv[++i];
-    };
-    const auto once = [&](std::optional<std::string>& slot) {
-      if (slot) throw UsageError{arg + " given twice"};
-      slot = value();
-    };
-    if (arg == "--model") {
-      once(o.model);
-    } else if (arg == "--input") {
-      once(o.input);
-    } else if (arg == "--text") {
-      once(o.text);
-    } else if (arg == "--output") {
-      once(o.output);
-    } else if (arg == "--threads") {
-      const std::string v = value();
-      int n = 0;
-      const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
-      if (ec != std::errc() || end != v.data() + v.size() || n < 1 || n > 1024)
-        throw UsageError{"--threads: expected an integer from 1 to 1024, got \"" + v + "\""};
-      o.threads = n;
-    } else {
-      throw UsageError{"unknown argument \"" + arg + "\""};
-    }
-  }
+  o.help = args.help;
   if (o.help) return o;
+  o.model = args.get("--model");
+  o.input = args.get("--input");
+  o.text = args.get("--text");
+  o.output = args.get("--output");
+  if (const auto v = args.get("--threads")) {
+    int n = 0;
+    const auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), n);
+    if (ec != std::errc() || end != v->data() + v->size() || n < 1 || n > 1024)
+      throw UsageError{"--threads: expected an integer from 1 to 1024, got \"" + *v + "\""};
+    o.threads = n;
+  }
   if (o.input && o.text) throw UsageError{"give --input or --text, not both"};
   if (!o.input && !o.text) throw UsageError{"nothing to encode: give --input FILE or --text TEXT"};
   if (o.output && o.output->empty()) throw UsageError{"--output: empty file name"};

@@ -63,10 +63,11 @@ class Scratch {
   fs::path dir_;
 };
 
-// Runs relpos-encode with `args` in folder `cwd`, capturing stdout and stderr.
-Result run(const std::vector<std::string>& args, const fs::path& cwd) {
+// Runs program `exe` with `args` in folder `cwd`, capturing stdout and stderr.
+Result run_program(const std::string& exe, const std::vector<std::string>& args,
+                   const fs::path& cwd) {
   const fs::path out = cwd / ".stdout", err = cwd / ".stderr";
-  std::vector<std::string> argv_s = {RELPOS_ENCODE_EXE};
+  std::vector<std::string> argv_s = {exe};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
   std::vector<char*> argv;
   for (std::string& a : argv_s) argv.push_back(a.data());
@@ -89,6 +90,11 @@ Result run(const std::vector<std::string>& args, const fs::path& cwd) {
   fs::remove(out);
   fs::remove(err);
   return r;
+}
+
+// Runs relpos-encode.
+Result run(const std::vector<std::string>& args, const fs::path& cwd) {
+  return run_program(RELPOS_ENCODE_EXE, args, cwd);
 }
 
 double worst(const std::vector<double>& actual, const std::vector<double>& expected) {
@@ -264,7 +270,7 @@ TEST(EncodeCli, MalformedInputsFailWithOneLine) {
       {{"--threads", "2x", "--text", "a"},
        2,
        "--threads: expected an integer from 1 to 1024, got \"2x\" (see relpos-encode --help)"},
-      {{"--text", "a", "--colour"}, 2, "unknown argument \"--colour\" (see relpos-encode --help)"},
+      {{"--text", "a", "--colour"}, 2, "unknown option --colour (see relpos-encode --help)"},
       {{"--text", "a", "--model"}, 2, "--model needs a value (see relpos-encode --help)"},
       {{"--text", "a", "--text", "b"}, 2, "--text given twice (see relpos-encode --help)"},
   };
@@ -354,6 +360,86 @@ TEST(EncodeCli, DefaultModelRunsFromAnyFolder) {
   int right = 0;
   for (std::size_t i = 3; i < text.size(); ++i) right += predicted[i] == text[i - 3];
   EXPECT_GE(right, int(0.9 * double(text.size() - 3))) << predicted;
+}
+
+// ---- the command line all example programs share (examples/cli.hpp) ----
+
+struct Program {
+  std::string exe, name;
+  std::string value_flag;  // one of its flags that takes a value
+};
+
+std::vector<Program> programs() {
+  return {{RELPOS_ENCODE_EXE, "relpos-encode", "--text"},
+          {RELPOS_CONVERT_EXE, "relpos-convert", "--model"},
+          {RELPOS_DEMO_EXE, "relpos-demo", "--models"}};
+}
+
+// Each mistake is one line on stderr, "<program>: <what> (see <program> --help)", status 2,
+// nothing on stdout; --help and -h print the usage on stdout with status 0, whatever follows.
+TEST(ExampleCli, SameRulesInEveryProgram) {
+  const Scratch s;
+  for (const Program& p : programs()) {
+    SCOPED_TRACE(p.name);
+    const std::string f = p.value_flag;
+    const std::vector<std::pair<std::vector<std::string>, std::string> > mistakes = {
+        {{"--colour"}, "unknown option --colour"},
+        {{"--colour=red"}, "unknown option --colour"},
+        {{f, "a", "--colour", "x"}, "unknown option --colour"},
+        {{f}, f + " needs a value"},
+        {{f, "a", f, "b"}, f + " given twice"},
+        {{f + "=a", f, "b"}, f + " given twice"},
+        {{"stray"}, "unexpected argument \"stray\""},
+        {{"--help=yes"}, "--help takes no value"},
+    };
+    for (const auto& [args, message] : mistakes) {
+      SCOPED_TRACE(args.front());
+      const Result r = run_program(p.exe, args, s.dir());
+      EXPECT_EQ(r.status, 2);
+      EXPECT_EQ(r.err, p.name + ": " + message + " (see " + p.name + " --help)\n");
+      EXPECT_EQ(r.out, "");
+    }
+    for (const std::vector<std::string>& help :
+         {std::vector<std::string>{"--help"}, {"-h"}, {f, "a", "--help", "--colour"}}) {
+      const Result r = run_program(p.exe, help, s.dir());
+      EXPECT_EQ(r.status, 0);
+      EXPECT_EQ(r.out.rfind("usage: " + p.name + " ", 0), 0u) << r.out;
+      EXPECT_NE(r.out.find("--flag VALUE or --flag=VALUE"), std::string::npos) << r.out;
+      EXPECT_EQ(r.err, "");
+    }
+  }
+}
+
+// --flag=value is --flag value, in every program.
+TEST(ExampleCli, FlagEqualsValue) {
+  const Scratch s;
+  // relpos-encode: the value of --model= is the folder that runs
+  const fs::path dir = kModels / "none_ids_head";
+  const Result e = run(
+      {"--model=" + dir.string(), "--input=" + (dir / "io.safetensors").string(), "--threads=1"},
+      s.dir());
+  ASSERT_EQ(e.status, 0) << e.err;
+  EXPECT_NE(e.out.find("output: [2, 7, 16], logits [2, 7, 50]"), std::string::npos) << e.out;
+  EXPECT_EQ(run({"--text=a", "--threads=0"}, s.dir()).err,
+            "relpos-encode: --threads: expected an integer from 1 to 1024, got \"0\" (see "
+            "relpos-encode --help)\n");
+  // relpos-convert: the converted folder is where --output= says
+  const fs::path src = kModels / "rotary_partial_interleaved";
+  const Result c = run_program(
+      RELPOS_CONVERT_EXE,
+      {"--model=" + src.string(), "--output=" + (s.dir() / "half").string(), "--layout=half"},
+      s.dir());
+  ASSERT_EQ(c.status, 0) << c.err;
+  EXPECT_TRUE(fs::exists(s.dir() / "half" / "model.safetensors"));
+  // relpos-demo: the models folder read is the one --models= names; a switch takes no value
+  const Result d =
+      run_program(RELPOS_DEMO_EXE, {"--models=" + (s.dir() / "nowhere").string()}, s.dir());
+  EXPECT_EQ(d.status, 1);
+  EXPECT_EQ(d.err,
+            "relpos-demo: " + (s.dir() / "nowhere" / "accuracy.json").string() + ": cannot open\n");
+  const Result d2 = run_program(RELPOS_DEMO_EXE, {"--check=yes"}, s.dir());
+  EXPECT_EQ(d2.status, 2);
+  EXPECT_EQ(d2.err, "relpos-demo: --check takes no value (see relpos-demo --help)\n");
 }
 
 }  // namespace

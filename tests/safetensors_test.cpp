@@ -20,6 +20,7 @@
 #include <gtest/gtest.h>
 
 #include <relpos/io/safetensors.hpp>
+#include <relpos/io/safetensors_writer.hpp>
 
 #include "support/golden.hpp"
 
@@ -115,16 +116,136 @@ TEST(SafetensorsRead, FloatDtypesMatchTorchBitForBit) {
 
 TEST(SafetensorsRead, HalfSpecialsAreTheIeeeValues) {
   // Independent of any file: the definition of binary16 and bfloat16.
-  EXPECT_EQ(relpos::detail::half_to_float(0x0001), std::ldexp(1.0f, -24));
-  EXPECT_EQ(relpos::detail::half_to_float(0x03ff), std::ldexp(1023.0f, -24));
-  EXPECT_EQ(relpos::detail::half_to_float(0x0400), std::ldexp(1.0f, -14));
-  EXPECT_EQ(relpos::detail::half_to_float(0x7bff), 65504.0f);
-  EXPECT_TRUE(std::signbit(relpos::detail::half_to_float(0x8000)));
-  EXPECT_EQ(relpos::detail::half_to_float(0xfc00), -std::numeric_limits<float>::infinity());
-  EXPECT_TRUE(std::isnan(relpos::detail::half_to_float(0x7c01)));
-  EXPECT_EQ(relpos::detail::bfloat16_to_float(0x0001), std::ldexp(1.0f, -133));
-  EXPECT_EQ(relpos::detail::bfloat16_to_float(0x3f80), 1.0f);
-  EXPECT_EQ(relpos::detail::bfloat16_to_float(0xff80), -std::numeric_limits<float>::infinity());
+  namespace st = relpos::detail::safetensors;
+  EXPECT_EQ(st::f16_to_float(0x0001), std::ldexp(1.0f, -24));
+  EXPECT_EQ(st::f16_to_float(0x03ff), std::ldexp(1023.0f, -24));
+  EXPECT_EQ(st::f16_to_float(0x0400), std::ldexp(1.0f, -14));
+  EXPECT_EQ(st::f16_to_float(0x7bff), 65504.0f);
+  EXPECT_TRUE(std::signbit(st::f16_to_float(0x8000)));
+  EXPECT_EQ(st::f16_to_float(0xfc00), -std::numeric_limits<float>::infinity());
+  EXPECT_TRUE(std::isnan(st::f16_to_float(0x7c01)));
+  EXPECT_EQ(st::bf16_to_float(0x0001), std::ldexp(1.0f, -133));
+  EXPECT_EQ(st::bf16_to_float(0x3f80), 1.0f);
+  EXPECT_EQ(st::bf16_to_float(0xff80), -std::numeric_limits<float>::infinity());
+}
+
+// ---- F16 and BF16 through Eigen::half and Eigen::bfloat16, every bit pattern ------------
+
+// binary16 by its definition, in double (exact): sign, 5 exponent bits (bias 15), 10 bits of
+// mantissa; subnormals are mantissa * 2^-24. NaN (exponent 31, mantissa != 0) is left out.
+double f16_by_definition(std::uint16_t h) {
+  const int exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ff;
+  const double sign = (h & 0x8000) != 0 ? -1.0 : 1.0;
+  if (exponent == 0x1f) return sign * std::numeric_limits<double>::infinity();
+  if (exponent == 0) return sign * std::ldexp(double(mantissa), -24);
+  return sign * std::ldexp(1024.0 + mantissa, exponent - 25);
+}
+
+std::uint16_t bits16(Eigen::half h) {
+  return Eigen::numext::bit_cast<std::uint16_t>(h);
+}
+std::uint16_t bits16(Eigen::bfloat16 b) {
+  return std::bit_cast<std::uint16_t>(b);
+}
+
+// All 65536 F16 patterns: the reader's float is the binary16 value (NaNs: quiet, payload in
+// the top mantissa bits, as PyTorch), and F16 -> float -> F16 gives the pattern back; a NaN
+// stays a NaN (its payload may not survive: F16C keeps it, Eigen's software path and PyTorch
+// do not).
+TEST(SafetensorsHalf, EveryF16PatternIsExactAndRoundTrips) {
+  namespace st = relpos::detail::safetensors;
+  for (std::uint32_t i = 0; i < 65536; ++i) {
+    const auto h = static_cast<std::uint16_t>(i);
+    const float f = st::f16_to_float(h);
+    const bool nan = (h & 0x7c00) == 0x7c00 && (h & 0x3ff) != 0;
+    if (nan) {
+      const std::uint32_t want =
+          (std::uint32_t(h & 0x8000) << 16) | 0x7fc00000u | (std::uint32_t(h & 0x3ff) << 13);
+      ASSERT_EQ(bits(f), want) << "F16 " << std::hex << i;
+      ASSERT_TRUE(Eigen::numext::isnan(Eigen::half(f))) << "F16 " << std::hex << i;
+    } else {
+      ASSERT_EQ(double(f), f16_by_definition(h)) << "F16 " << std::hex << i;
+      ASSERT_EQ(std::signbit(f), (h & 0x8000) != 0) << "F16 " << std::hex << i;
+      ASSERT_EQ(bits16(Eigen::half(f)), h) << "F16 " << std::hex << i;
+    }
+  }
+}
+
+// All 65536 BF16 patterns: the float is the pattern shifted into the top half (NaNs bit for
+// bit, as PyTorch), and BF16 -> float -> BF16 gives the pattern back; a NaN stays a NaN
+// (Eigen makes every NaN 0x7fc0 or 0xffc0).
+TEST(SafetensorsHalf, EveryBf16PatternIsExactAndRoundTrips) {
+  namespace st = relpos::detail::safetensors;
+  for (std::uint32_t i = 0; i < 65536; ++i) {
+    const auto b = static_cast<std::uint16_t>(i);
+    const float f = st::bf16_to_float(b);
+    ASSERT_EQ(bits(f), i << 16) << "BF16 " << std::hex << i;
+    if (std::isnan(f)) {
+      ASSERT_TRUE(Eigen::numext::isnan(Eigen::bfloat16(f))) << "BF16 " << std::hex << i;
+    } else {
+      ASSERT_EQ(bits16(Eigen::bfloat16(f)), b) << "BF16 " << std::hex << i;
+    }
+  }
+}
+
+// float -> F16 and float -> BF16 round as PyTorch's .to(torch.float16 / torch.bfloat16) does,
+// on the values where rounding is hard: ties to even, overflow to inf, subnormals
+// (tools/make_half_rounding.py). NaN bits differ between PyTorch's own code paths, so a NaN
+// only has to stay a NaN.
+TEST(SafetensorsHalf, FloatRoundsToF16AndBf16AsPyTorch) {
+  const SafetensorsFile f = golden_file("safetensors/float_to_half.safetensors");
+  const auto input = f.values<std::int32_t>("input.f32_bits");
+  const auto f16 = f.values<std::int32_t>("f16_bits");
+  const auto bf16 = f.values<std::int32_t>("bf16_bits");
+  ASSERT_EQ(f16.size(), input.size());
+  ASSERT_EQ(bf16.size(), input.size());
+  ASSERT_GT(input.size(), 200u);
+  int nans = 0;
+  for (std::size_t k = 0; k < input.size(); ++k) {
+    const float x = std::bit_cast<float>(input[k]);
+    SCOPED_TRACE(::testing::Message() << "element " << k << ", float bits " << std::hex
+                                      << std::uint32_t(input[k]) << ", " << x);
+    if (std::isnan(x)) {
+      ++nans;
+      EXPECT_TRUE(Eigen::numext::isnan(Eigen::half(x)));
+      EXPECT_TRUE(Eigen::numext::isnan(Eigen::bfloat16(x)));
+      continue;
+    }
+    EXPECT_EQ(bits16(Eigen::half(x)), f16[k]);
+    EXPECT_EQ(bits16(Eigen::bfloat16(x)), bf16[k]);
+  }
+  EXPECT_GT(nans, 0);
+}
+
+// The writer stores Eigen::half and Eigen::bfloat16 as F16 and BF16, and the reader gives
+// every pattern back, as float and as double.
+TEST(SafetensorsHalf, WriterAndReaderKeepEveryPattern) {
+  std::vector<Eigen::half> h(65536);
+  std::vector<Eigen::bfloat16> b(65536);
+  for (std::uint32_t i = 0; i < 65536; ++i) {
+    h[i] = Eigen::numext::bit_cast<Eigen::half>(static_cast<std::uint16_t>(i));
+    b[i] = std::bit_cast<Eigen::bfloat16>(static_cast<std::uint16_t>(i));
+  }
+  SafetensorsWriter w;
+  w.add("h", h, {65536});
+  w.add("b", b, {256, 256});
+  const auto bytes = w.bytes();
+  const SafetensorsFile f = SafetensorsFile::from_bytes(bytes, "halves.safetensors");
+  EXPECT_EQ(f.info("h").dtype, DType::F16);
+  EXPECT_EQ(f.info("b").dtype, DType::BF16);
+  namespace st = relpos::detail::safetensors;
+  const auto hf = f.values<float>("h"), bf = f.values<float>("b");
+  const auto hd = f.values<double>("h");
+  for (std::uint32_t i = 0; i < 65536; ++i) {
+    const auto p = static_cast<std::uint16_t>(i);
+    ASSERT_EQ(bits(hf[i]), bits(st::f16_to_float(p))) << std::hex << i;
+    ASSERT_EQ(bits(bf[i]), i << 16) << std::hex << i;
+    if (std::isnan(hf[i])) {
+      ASSERT_TRUE(std::isnan(hd[i])) << std::hex << i;
+    } else {
+      ASSERT_EQ(hd[i], f16_by_definition(p)) << std::hex << i;
+    }
+  }
 }
 
 TEST(SafetensorsRead, IntegerDtypesWidenExactly) {

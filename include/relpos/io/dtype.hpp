@@ -10,6 +10,8 @@
 #include <string_view>
 #include <type_traits>
 
+#include <relpos/detail/eigen.hpp>
+
 namespace relpos::io {
 
 enum class DType { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL };
@@ -38,13 +40,18 @@ constexpr std::optional<DType> parse_dtype(std::string_view name) {
   return std::nullopt;
 }
 
-/// The dtype that stores C++ type T as it is in memory (float -> F32, bool -> BOOL, ...).
+/// The dtype that stores C++ type T as it is in memory (float -> F32, bool -> BOOL,
+/// Eigen::half -> F16, Eigen::bfloat16 -> BF16, ...).
 template <class T>
 constexpr DType dtype_of() {
   if constexpr (std::is_same_v<T, double>)
     return DType::F64;
   else if constexpr (std::is_same_v<T, float>)
     return DType::F32;
+  else if constexpr (std::is_same_v<T, Eigen::half>)
+    return DType::F16;
+  else if constexpr (std::is_same_v<T, Eigen::bfloat16>)
+    return DType::BF16;
   else if constexpr (std::is_same_v<T, std::int64_t>)
     return DType::I64;
   else if constexpr (std::is_same_v<T, std::int32_t>)

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <array>
 #include <bit>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -26,10 +27,31 @@
 #include <vector>
 
 #include <relpos/core.hpp>
-#include <relpos/detail/half.hpp>
 #include <relpos/detail/mapped_file.hpp>
 #include <relpos/detail/safetensors_header.hpp>
 #include <relpos/io/dtype.hpp>
+
+namespace relpos::detail::safetensors {
+
+// F16 (IEEE binary16) and BF16 to float through Eigen's types: every value of either format is
+// a float, so nothing rounds (tests/safetensors_test.cpp checks all 65536 patterns of each).
+// The one thing added to Eigen: a signalling F16 NaN (0x7c01 ... 0x7dff, and negative) comes
+// out of Eigen 3.4's software path still signalling (0x7c01 -> 0x7f802000), while the F16C
+// path (_cvtsh_ss, which Eigen 3.4 takes only under clang with -mf16c/-march=x86-64-v3 and up)
+// and PyTorch quiet it (0x7fc02000). Setting the quiet bit gives PyTorch's bits with every
+// compiler and ISA; the payload is kept either way.
+inline float f16_to_float(std::uint16_t bits) {
+  const float f = static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(bits));
+  if (!std::isnan(f)) return f;
+  return std::bit_cast<float>(std::bit_cast<std::uint32_t>(f) | 0x00400000u);
+}
+
+// BF16 is the top half of a float's bit pattern: Eigen shifts it, NaNs bit for bit (as PyTorch).
+inline float bf16_to_float(std::uint16_t bits) {
+  return static_cast<float>(Eigen::numext::bit_cast<Eigen::bfloat16>(bits));
+}
+
+}  // namespace relpos::detail::safetensors
 
 namespace relpos::io {
 
@@ -348,14 +370,12 @@ class SafetensorsFile {
           return;
         case DType::F16:
           for (std::size_t i = 0; i < n; ++i) {
-            dst[i] = static_cast<T>(
-                relpos::detail::half_to_float(st::load_le<std::uint16_t>(p + 2 * i)));
+            dst[i] = static_cast<T>(st::f16_to_float(st::load_le<std::uint16_t>(p + 2 * i)));
           }
           return;
         case DType::BF16:
           for (std::size_t i = 0; i < n; ++i) {
-            dst[i] = static_cast<T>(
-                relpos::detail::bfloat16_to_float(st::load_le<std::uint16_t>(p + 2 * i)));
+            dst[i] = static_cast<T>(st::bf16_to_float(st::load_le<std::uint16_t>(p + 2 * i)));
           }
           return;
         default:

@@ -60,8 +60,10 @@ class SafetensorsWriter {
         Entry{dtype, std::move(shape), std::vector<unsigned char>(bytes.begin(), bytes.end())});
   }
 
-  /// Adds row-major elements of a C++ type with a dtype (float, double, int64/32/16/8, uint8,
-  /// bool), stored as dtype_of<T>().
+  /// Adds row-major elements of a C++ type with a dtype (float, double, Eigen::half,
+  /// Eigen::bfloat16, int64/32/16/8, uint8, bool), stored as dtype_of<T>(). To store F16 or
+  /// BF16, convert with Eigen (`m.cast<Eigen::half>()`): it rounds float to nearest even, as
+  /// PyTorch's `.to(torch.float16)` does (tests/safetensors_test.cpp).
   template <class T>
   void add(std::string name, std::span<const T> values, std::vector<std::int64_t> shape) {
     std::vector<unsigned char> bytes(values.size() * sizeof(T));
