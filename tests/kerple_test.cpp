@@ -8,8 +8,8 @@
 
 #include <cmath>
 #include <cstddef>
-#include <filesystem>
 #include <cstdint>
+#include <filesystem>
 #include <limits>
 #include <string>
 #include <type_traits>
@@ -89,8 +89,8 @@ KerpleBias<T> from_case(const relpos::test::EncodingCase& c) {
 TYPED_TEST(KerpleTyped, AttentionMatchesTheReference) {
   using T = TypeParam;
   // both forms; 6 heads with a causal mask; ids spread wide enough for the sparse path
-  for (const char* name : {"log", "power", "log_causal_h6", "power_causal", "log_sparse_ids",
-                           "power_sparse_ids"}) {
+  for (const char* name :
+       {"log", "power", "log_causal_h6", "power_causal", "log_sparse_ids", "power_sparse_ids"}) {
     const auto c = relpos::test::encoding_case(name, "kerple");
     EXPECT_TRUE((relpos::test::matches_encoding_golden<T>(c, from_case<T>(c)))) << name;
   }

@@ -60,11 +60,9 @@ class KerpleBias {
   }
   template <TensorSource<T> Source>
   static auto loader(const KerpleConfig& p, const ModelShape& m, const Source& source) {
-    return [shared = KerpleBias(m.n_heads, p,
-                                share(source.template vector<T>(r1_tensor, m.n_heads)),
-                                share(source.template vector<T>(r2_tensor, m.n_heads)))](Index) {
-      return shared;
-    };
+    return [shared = KerpleBias(
+                m.n_heads, p, share(source.template vector<T>(r1_tensor, m.n_heads)),
+                share(source.template vector<T>(r2_tensor, m.n_heads)))](Index) { return shared; };
   }
 
   /// r1, r2: n_heads numbers each, as a column ([n_heads, 1], what share(file.vector(...))
@@ -120,11 +118,10 @@ class KerpleBias {
   static std::vector<double> per_head(const SharedMatrix<T>& table, const char* tensor,
                                       Index n_heads) {
     if (!table || table->size() != n_heads || (table->rows() != 1 && table->cols() != 1)) {
-      throw Error(std::string(tensor) + ": expected [n_heads=" + std::to_string(n_heads) +
-                  "], got " +
-                  (table ? "[" + std::to_string(table->rows()) + ", " +
-                               std::to_string(table->cols()) + "]"
-                         : std::string("nothing")));
+      throw Error(
+          std::string(tensor) + ": expected [n_heads=" + std::to_string(n_heads) + "], got " +
+          (table ? "[" + std::to_string(table->rows()) + ", " + std::to_string(table->cols()) + "]"
+                 : std::string("nothing")));
     }
     std::vector<double> out(static_cast<std::size_t>(n_heads));
     for (Index h = 0; h < n_heads; ++h) out[static_cast<std::size_t>(h)] = table->data()[h];
