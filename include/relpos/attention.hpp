@@ -31,12 +31,7 @@ struct AttentionConfig {
   bool causal = false;  // key j visible to query i only when j <= i, by index (spec §2)
 
   Index d_head() const { return d_model / n_heads; }
-  void validate() const {
-    if (d_model < 1 || n_heads < 1 || d_model % n_heads != 0) {
-      throw Error("attention: d_model (" + std::to_string(d_model) + ") must be a positive " +
-                  "multiple of n_heads (" + std::to_string(n_heads) + ")");
-    }
-  }
+  void validate() const { detail::check_head_split("attention", d_model, n_heads); }
 };
 
 /// What one sequence brings besides its activations (spec §2).

@@ -53,10 +53,7 @@ struct EncoderConfig {
     positive("n_heads", n_heads);
     positive("n_layers", n_layers);
     positive("d_ff", d_ff);
-    if (d_model % n_heads != 0) {
-      throw Error("d_model (" + std::to_string(d_model) + ") must be divisible by n_heads (" +
-                  std::to_string(n_heads) + ")");
-    }
+    detail::check_head_split("encoder", d_model, n_heads);
     if (!(layer_norm_eps > 0)) {
       throw Error("layer_norm_eps: expected > 0, got " + std::to_string(layer_norm_eps));
     }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include <relpos/core.hpp>
+#include <relpos/detail/shape_checks.hpp>
 
 namespace relpos {
 
@@ -37,10 +38,7 @@ inline RotaryLayout rotary_layout(bool interleaved) {
 inline std::vector<Index> rotary_layout_permutation(Index d_model, Index n_heads,
                                                     std::optional<Index> rotary_dim,
                                                     RotaryLayout from, RotaryLayout to) {
-  if (d_model < 1 || n_heads < 1 || d_model % n_heads != 0) {
-    throw Error("rotary layout: d_model (" + std::to_string(d_model) +
-                ") must be a positive multiple of n_heads (" + std::to_string(n_heads) + ")");
-  }
+  detail::check_head_split("rotary layout", d_model, n_heads);
   const Index d_head = d_model / n_heads;
   const Index r = rotary_dim.value_or(d_head);
   if (r < 2 || r > d_head || r % 2 != 0) {

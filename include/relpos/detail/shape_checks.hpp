@@ -23,6 +23,16 @@ inline std::string shape_string(Index rows, Index cols) {
   return s;
 }
 
+/// "attention: d_model (32) must be a positive multiple of n_heads (3)": the one rule by which
+/// a width splits into heads (d_head = d_model / n_heads), for every module built in code.
+/// (config.json states the same rule in its own key-path form, io/config.hpp.)
+inline void check_head_split(std::string_view owner, Index d_model, Index n_heads) {
+  if (d_model < 1 || n_heads < 1 || d_model % n_heads != 0) {
+    throw Error(std::string(owner) + ": d_model (" + std::to_string(d_model) +
+                ") must be a positive multiple of n_heads (" + std::to_string(n_heads) + ")");
+  }
+}
+
 /// "d_ff: expected >= 1, got -1", prefixed by `owner` (e.g. "FeedForward: ").
 inline void check_positive(std::string_view owner, std::string_view key, Index value) {
   if (value < 1) {

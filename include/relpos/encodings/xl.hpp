@@ -13,6 +13,7 @@
 #include <vector>
 
 #include <relpos/core.hpp>
+#include <relpos/detail/shape_checks.hpp>
 #include <relpos/distance_table.hpp>
 #include <relpos/encodings/concept.hpp>
 #include <relpos/io/config_limits.hpp>
@@ -112,10 +113,7 @@ class XlRelative {
 
   static XlConfig validated(Index d_model, Index n_heads, const XlConfig& config) {
     const std::string key = std::string(name) + ".";
-    if (n_heads < 1 || d_model < 1 || d_model % n_heads != 0) {
-      throw Error(key + "d_model: expected a positive multiple of n_heads (" +
-                  std::to_string(n_heads) + "), got " + std::to_string(d_model));
-    }
+    detail::check_head_split(name, d_model, n_heads);
     if (d_model % 2 != 0) {
       throw Error(key + "d_model: expected even (sin | cos halves), got " +
                   std::to_string(d_model));
