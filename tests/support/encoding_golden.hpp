@@ -68,4 +68,20 @@ template <class T, class Enc>
   return all_close(attn.forward(x, in), f.tensor3<double>("output"), EncodingTol<T>::golden);
 }
 
+/// The layer of case `c` with `enc` gives the same output when every position is shifted to
+/// p_i = offset + i: a property of any encoding whose scores depend on j − i only.
+template <class T, class Enc>
+::testing::AssertionResult shift_changes_nothing(const EncodingCase& c, Enc enc,
+                                                 std::int64_t offset, double tol) {
+  const auto attn = MultiHeadAttention<T, Enc>::load(
+      c.file, "self_attn.", encoding_case_attention_config(c.config), std::move(enc));
+  const Tensor3<T> x = c.file.tensor3<T>("input");
+  const Index batch = x.dimension(0), len = x.dimension(1);
+  PositionIds shifted(batch, len);
+  for (Index b = 0; b < batch; ++b) {
+    for (Index i = 0; i < len; ++i) shifted(b, i) = offset + i;
+  }
+  return all_close(attn.forward(x, {nullptr, shifted}), attn.forward(x), tol);
+}
+
 }  // namespace relpos::test
