@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <initializer_list>
 #include <limits>
 #include <random>
@@ -286,6 +287,46 @@ TEST(HostileModel, InfInWeightsPropagatesToTheOutput) {
       EXPECT_FALSE(all_finite(tiny_model(name, inf).forward(ids).output));
     }
   }
+}
+
+// A model file is refused by the same rule, naming the tensor and the head.
+TEST(HostileModel, KerpleValuesOutsideTheDomainAreRefusedNamingTensorAndHead) {
+  namespace fs = std::filesystem;
+  const fs::path src = fs::path(RELPOS_TEST_DATA_DIR) / "models" / "kerple_power_causal";
+  const fs::path dir = fs::temp_directory_path() / "relpos_kerple_test";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  fs::copy_file(src / "config.json", dir / "config.json");
+  const auto rewrite = [&](const std::string& tensor, Index head, float value) {
+    const auto f = relpos::io::SafetensorsFile::open((src / "model.safetensors").string());
+    relpos::io::SafetensorsWriter w;
+    for (const std::string& name : f.names()) {
+      const relpos::io::TensorInfo& info = f.info(name);
+      std::vector<float> v = f.values<float>(name);
+      if (name == tensor) v[static_cast<std::size_t>(head)] = value;
+      w.add(name, v, info.shape);
+    }
+    w.write((dir / "model.safetensors").string());
+  };
+  const auto error = [&]() -> std::string {
+    try {
+      (void)relpos::Model<float>::load(dir.string());
+      return "";
+    } catch (const relpos::Error& e) {
+      return e.what();
+    }
+  };
+  rewrite("position.kerple_r2", 1, 2.5F);
+  EXPECT_NE(error().find("position.kerple_r2[1]: must be <= 2 in the power form, got 2.5"),
+            std::string::npos)
+      << error();
+  rewrite("position.kerple_r1", 0, -0.25F);
+  EXPECT_NE(error().find("position.kerple_r1[0]: must be a finite number > 0, got -0.25"),
+            std::string::npos)
+      << error();
+  rewrite("position.kerple_r2", 0, 2.0F);  // the boundary is inside
+  EXPECT_EQ(error(), "");
+  fs::remove_all(dir);
 }
 
 }  // namespace
