@@ -16,6 +16,8 @@
 
 #include <relpos/relpos.hpp>
 
+#include "support/expect_error.hpp"
+
 namespace {
 
 using relpos::Index;
@@ -26,15 +28,7 @@ using relpos::Vector;
 constexpr Index kD = 32, kHeads = 4, kDHead = kD / kHeads, kFf = 64;
 
 // f() must throw relpos::Error whose message contains `needle`.
-void expect_error(const std::function<void()>& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no relpos::Error; expected one containing \"" << needle << "\"";
-  } catch (const relpos::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos)
-        << "message: " << e.what() << "\nexpected to contain: " << needle;
-  }
-}
+using relpos::test::expect_error;
 
 relpos::BlockConfig block_config(bool causal = false) {
   return {.d_model = kD, .n_heads = kHeads, .d_ff = kFf, .causal = causal};

@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include "support/expect_error.hpp"
 #include "support/golden.hpp"
 
 namespace {
@@ -116,14 +117,7 @@ TYPED_TEST(LearnedTest, AFlagThatIsOffHasNoTable) {
   EXPECT_EQ(r.value_rows(-2, 2).count, 5);
 }
 
-void expect_error(const std::function<void()>& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no relpos::Error; expected one containing \"" << needle << "\"";
-  } catch (const relpos::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
+using relpos::test::expect_error;
 
 TEST(LearnedErrors, WrongShapesAndKeysAreNamed) {
   const Matrix<float> ok = Matrix<float>::Zero(9, 16);

@@ -11,6 +11,7 @@
 
 #include <gtest/gtest.h>
 
+#include "support/expect_error.hpp"
 #include "support/golden.hpp"
 
 namespace {
@@ -149,14 +150,7 @@ TYPED_TEST(SinusoidalTest, ViewIsToeplitz) {
   }
 }
 
-void expect_error(const std::function<void()>& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no relpos::Error; expected one containing \"" << needle << "\"";
-  } catch (const relpos::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
+using relpos::test::expect_error;
 
 TEST(SinusoidalErrors, BadConfigurationsNameTheirKey) {
   expect_error([] { SinusoidalRelative<float>(5); }, "sinusoidal.d_head: expected an even size");
