@@ -82,7 +82,7 @@ class Rotary {
     if (r > d_head)
       c.fail("rotary_dim",
              "must be <= d_head = " + std::to_string(d_head) + ", got " + std::to_string(r));
-    if (p.scaling) detail::check_scaling(*p.scaling, p.base, r, c.source());
+    if (p.scaling) check_scaling(*p.scaling, p.base, r, c.source());
   }
   template <TensorSource<T> Source>
   static auto loader(const RotaryConfig& p, const ModelShape& m, const Source&) {
@@ -245,7 +245,7 @@ class Rotary {
     }
     config.rotary_dim = r;
     // user errors name the key: "rotary: position.scaling.factor: must be > 0, got 0"
-    if (config.scaling) detail::check_scaling(*config.scaling, config.base, r, name);
+    if (config.scaling) check_scaling(*config.scaling, config.base, r, name);
     return config;
   }
 
