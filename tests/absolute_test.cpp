@@ -89,10 +89,11 @@ using relpos::test::expect_error;
 
 TEST(AbsoluteErrors, BadConfigurationsAndInputsAreNamed) {
   expect_error([] { AbsoluteSinusoidal<float>(7); },
-               "absolute.d_model: expected an even size >= 2 (sin/cos pairs), got 7");
+               "absolute: position.type: absolute needs an even d_model, got 7");
   AbsoluteConfig c;
   c.base = -1;
-  expect_error([&] { AbsoluteSinusoidal<double>(8, c); }, "absolute.base: expected > 0, got -1");
+  expect_error([&] { AbsoluteSinusoidal<double>(8, c); },
+               "absolute: position.base: must be > 0, got -1.0");
   const AbsoluteSinusoidal<float> pe(8);
   Matrix<float> x = Matrix<float>::Zero(2, 6);
   expect_error([&] { pe.add_to_input(x, Positions{2}); },

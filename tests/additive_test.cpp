@@ -160,20 +160,22 @@ using relpos::test::expect_error;
 
 TEST(AdditiveErrors, BadConfigurationsAndInputsAreNamed) {
   expect_error([] { Additive<float>(6, AdditiveConfig{}); },
-               "additive.window: required (w >= 0), not given");
-  expect_error([] { Additive<float>(7, sinusoidal(2)); },
-               "additive.d_model: expected an even size");
+               "additive: position.window: required key is missing");
+  expect_error(
+      [] { Additive<float>(7, sinusoidal(2)); },
+      "additive: position.type: the sinusoidal additive source needs an even d_model, got 7");
   expect_error([] { Additive<float>(6, sinusoidal(2, -1)); },
-               "additive.max_distance: expected >= 0, got -1");
-  expect_error([] { Additive<float>(6, sinusoidal(2, {}, 0)); }, "additive.base: expected > 0");
+               "additive: position.max_distance: must be >= 0, got -1");
+  expect_error([] { Additive<float>(6, sinusoidal(2, {}, 0)); },
+               "additive: position.base: must be > 0, got 0.0");
   expect_error([] { Additive<float>(6, learned(2, 2)); },
-               "additive.source: the learned source needs position.weight");
+               "additive: position.source: the learned source needs position.weight");
   expect_error([] { Additive<float>(6, sinusoidal(2), Matrix<float>::Zero(5, 6)); },
-               "additive.source: position.weight given, but the source is sinusoidal");
+               "additive: position.source: position.weight given, but the source is sinusoidal");
   AdditiveConfig no_k = learned(2, 0);
   no_k.max_distance.reset();
   expect_error([&] { Additive<float>(6, no_k, Matrix<float>::Zero(5, 6)); },
-               "additive.max_distance: required with the learned source");
+               "additive: position.max_distance: required with the learned source");
   expect_error([] { Additive<float>(6, learned(2, 2), Matrix<float>::Zero(4, 6)); },
                "position.weight: expected [2K+1=5, 6], got [4, 6]");
   const Additive<float> enc(6, sinusoidal(2));

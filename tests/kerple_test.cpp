@@ -143,7 +143,7 @@ TEST(KerpleBias, ShapesAndTheRequiredFormAreChecked) {
     KerpleBias<float> enc(3, {}, column<float>(three), column<float>(three));
     ADD_FAILURE() << "no error without a form";
   } catch (const relpos::Error& e) {
-    EXPECT_EQ(std::string(e.what()), "kerple.form: required (\"log\" or \"power\"), not given");
+    EXPECT_EQ(std::string(e.what()), "kerple: position.form: required key is missing");
   }
   try {
     KerpleBias<float> enc(3, {.form = KerpleForm::log}, nullptr, column<float>(three));

@@ -134,9 +134,9 @@ TEST(LearnedErrors, WrongShapesAndKeysAreNamed) {
   expect_error([&] { LearnedRelative<float>(16, config(4), Matrix<float>(), ok); },
                "relative_key: expected [2K+1=9, 16], got [0, 0]");
   expect_error([] { LearnedRelative<float>::random(16, LearnedConfig{}, 1); },
-               "learned.max_distance: required (K >= 0), not given");
+               "learned: position.max_distance: required key is missing");
   expect_error([] { LearnedRelative<double>::random(0, config(2), 1); },
-               "learned.d_head: expected >= 1, got 0");
+               "learned: d_head: expected >= 1, got 0");
   expect_error([] { LearnedRelative<float>::random(4, config(2), 1).key_view(-2); },
                "len: expected >= 0, got -2");
 }

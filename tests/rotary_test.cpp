@@ -264,13 +264,17 @@ using relpos::test::expect_error;
 
 TEST(RotaryErrors, BadConfigurationsAndInputsAreNamed) {
   expect_error([] { Rotary<float>(8, cfg(10, false)); },
-               "rotary.rotary_dim: expected in [2, d_head = 8], got 10");
+               "rotary: position.rotary_dim: must be <= d_head = 8, got 10");
   expect_error([] { Rotary<float>(8, cfg(3, false)); },
-               "rotary.rotary_dim: expected even (pairs are rotated), got 3");
-  expect_error([] { Rotary<float>(8, cfg(-2, false)); }, "rotary.rotary_dim");
-  expect_error([] { Rotary<float>(5); }, "got 5 (the default, d_head)");
-  expect_error([] { Rotary<float>(0); }, "rotary.d_head: expected >= 1, got 0");
-  expect_error([] { Rotary<double>(8, cfg(8, false, 0.0)); }, "rotary.base: expected > 0, got 0");
+               "rotary: position.rotary_dim: must be even, got 3");
+  expect_error([] { Rotary<float>(8, cfg(-2, false)); },
+               "rotary: position.rotary_dim: must be >= 2, got -2");
+  expect_error(
+      [] { Rotary<float>(5); },
+      "rotary: position.rotary_dim: must be even, got 5 (rotary_dim defaults to d_head = 5)");
+  expect_error([] { Rotary<float>(0); }, "rotary: d_head: expected >= 1, got 0");
+  expect_error([] { Rotary<double>(8, cfg(8, false, 0.0)); },
+               "rotary: position.base: must be > 0, got 0.0");
   const Rotary<float> rope(8);
   Matrix<float> x = Matrix<float>::Zero(3, 16);
   expect_error([&] { rope.rotate(x, Positions{3}, 3); },

@@ -149,17 +149,17 @@ TEST(T5Bias, BadValuesThrowNamingTheKeyOrTensor) {
   EXPECT_NE(message([] {
               T5Bias<float>(2, {.num_buckets = 3, .max_distance = 8, .bidirectional = true},
                             relpos::share(Matrix<float>::Zero(3, 2)));
-            }).find("t5.num_buckets: expected >= 4 (bidirectional), got 3"),
+            }).find("t5: position.num_buckets: must be >= 4, got 3"),
             std::string::npos);
   EXPECT_NE(message([] {
               T5Bias<float>(2, {.num_buckets = 1, .max_distance = 8, .bidirectional = false},
                             relpos::share(Matrix<float>::Zero(1, 2)));
-            }).find("t5.num_buckets: expected >= 2, got 1"),
+            }).find("t5: position.num_buckets: must be >= 2, got 1"),
             std::string::npos);
   EXPECT_NE(message([] {
               T5Bias<float>(2, {.num_buckets = 32, .max_distance = 8, .bidirectional = true},
                             relpos::share(Matrix<float>::Zero(32, 2)));
-            }).find("t5.max_distance: must be > the exact-bucket range E = 8, got 8"),
+            }).find("t5: position.max_distance: must be > num_buckets' exact range E = 8, got 8"),
             std::string::npos);
   EXPECT_NE(message([] {
               T5Bias<float>(2, {.num_buckets = 8, .max_distance = 12},

@@ -128,16 +128,16 @@ TEST(XlRelative, BadShapesAndValuesThrowNamingThem) {
             std::string::npos);
   EXPECT_NE(message([&] {
               XlRelative<float>(8, 2, xl_config(-1.0), Matrix<float>::Zero(8, 8), u, u);
-            }).find("xl.base"),
+            }).find("xl: position.base: must be > 0, got -1.0"),
             std::string::npos);
   EXPECT_NE(message([&] {
               XlRelative<float>(8, 2, xl_config(10000.0, -2), Matrix<float>::Zero(8, 8), u, u);
-            }).find("xl.max_distance: expected >= 0, got -2"),
+            }).find("xl: position.max_distance: must be >= 0, got -2"),
             std::string::npos);
   auto u3 = std::make_shared<const Matrix<float>>(Matrix<float>::Zero(3, 1));
   EXPECT_NE(message([&] {
               XlRelative<float>(3, 3, {}, Matrix<float>::Zero(3, 3), u3, u3);
-            }).find("xl.d_model: expected even"),
+            }).find("xl: position.type: xl needs an even d_model, got 3"),
             std::string::npos);
 }
 
