@@ -13,6 +13,11 @@ gradients are exactly what backward(dout) must give), the forward `output`, and
 * feed_forward_relu.safetensors, feed_forward_gelu.safetensors: linear2(act(linear1(x))) with
   F.relu and F.gelu (exact, erf), as torch.nn.TransformerEncoderLayer's feed-forward.
 
+* attention_none.safetensors, attention_none_causal.safetensors: one layer of
+  tools/reference.py's RefAttention (spec section 3, position type none) over 3 items with right
+  padding of 0, 3 and all 7 tokens (every row of the last item sees no key: its weights are 0,
+  spec section 2), without and with the causal mask; tensors `self_attn.*`, `padding_mask` U8.
+
 The loss files:
 
 * cross_entropy.safetensors: F.cross_entropy(logits, targets, ignore_index=-100,
@@ -35,6 +40,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import safetensors_py  # noqa: E402
+from reference import RefAttention, parse_config  # noqa: E402
 
 DT = torch.float64
 
@@ -94,6 +100,35 @@ def golden_modules(out_dir):
                     ["linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias"], x)
 
 
+def golden_attention(out_dir, causal):
+    torch.manual_seed(155)
+    torch.set_default_dtype(DT)
+    d, h, bsz, length, pads = 8, 2, 3, 7, (0, 3, 7)
+    cfg = parse_config({"d_model": d, "n_heads": h, "n_layers": 1, "d_ff": 4, "causal": causal,
+                        "position": {"type": "none"}})
+    attn = RefAttention(cfg)
+    randomize(attn)
+    x = torch.randn(bsz, length, d, dtype=DT).requires_grad_(True)
+    pad = torch.zeros(bsz, length, dtype=torch.bool)
+    for b, n in enumerate(pads):
+        pad[b, length - n:] = n > 0
+    visible = (~pad)[:, None, :].expand(bsz, length, length).clone()
+    if causal:
+        visible &= torch.tril(torch.ones(length, length, dtype=torch.bool))
+    positions = torch.arange(length).expand(bsz, length).clone()
+    out, _ = attn(x, visible, positions, None, None)
+    dout = torch.randn_like(out)
+    (out * dout).sum().backward()
+    tensors = {"input": x, "dout": dout, "output": out, "grad.input": x.grad,
+               "padding_mask": pad.to(torch.uint8)}
+    for name, p in attn.named_parameters():
+        tensors[f"self_attn.{name}"] = p
+        tensors[f"grad.self_attn.{name}"] = p.grad
+    torch.set_default_dtype(torch.float32)
+    suffix = "_causal" if causal else ""
+    save(os.path.join(out_dir, f"attention_none{suffix}.safetensors"), tensors)
+
+
 def golden_losses(out_dir):
     torch.manual_seed(152)
     batch, length, vocab = 3, 4, 7
@@ -147,6 +182,8 @@ def main():
     golden_modules(out_dir)
     golden_losses(out_dir)
     golden_tail(out_dir)
+    golden_attention(out_dir, causal=False)
+    golden_attention(out_dir, causal=True)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <relpos/attention.hpp>
+#include <relpos/attention_grad.hpp>
 #include <relpos/block.hpp>
 #include <relpos/core.hpp>
 #include <relpos/distance_table.hpp>
