@@ -383,6 +383,10 @@ TEST(Grad, ParameterGradientsAccumulate) {
   relpos::backward(norm, saved, dout, dx, twice);
   EXPECT_TRUE(relpos::test::all_close(twice.weight, 2 * once.weight, 1e-15, 1e-15));
   EXPECT_TRUE(relpos::test::all_close(twice.bias, 2 * once.bias, 1e-15, 1e-15));
+  // dx may be dy itself (the documented in-place use)
+  Matrix<double> in_place = dout;
+  relpos::backward(norm, saved, in_place, in_place, once);
+  EXPECT_EQ(in_place, dx);
 }
 
 // The README's fragment (Gradients), as it is written there
