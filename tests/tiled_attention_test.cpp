@@ -40,15 +40,15 @@ using relpos::MultiHeadAttention;
 using relpos::detail::TileShape;
 
 template <class T>
-struct Tol;
+struct TiledTol;
 template <>
-struct Tol<float> {
+struct TiledTol<float> {
   // two float paths that sum hundreds of keys in different orders (online softmax, tiles):
   // a few ulps of O(1) outputs; the double runs check the same cases at 1e-12
   static constexpr double naive = 4e-6;
 };
 template <>
-struct Tol<double> {
+struct TiledTol<double> {
   static constexpr double naive = 1e-12;
 };
 
@@ -160,12 +160,12 @@ void expect_kernel_matches_naive(const std::string& what, const Enc& enc, Index 
                                               .key_padding = in.key_padding};
     relpos::detail::TiledAttention<T, Enc>(attn.encoding, n_heads, d / n_heads, shape)
         .run(qkv.leftCols(d), qkv.middleCols(d, d), qkv.rightCols(d), g, z, scratch);
-    EXPECT_TRUE(relpos::test::all_close(z, want, Tol<T>::naive));
+    EXPECT_TRUE(relpos::test::all_close(z, want, TiledTol<T>::naive));
     EXPECT_TRUE(z.allFinite());
   }
 }
 
-constexpr Index kDModel = 16, kHeads = 2, kDHead = 8;
+constexpr Index kTiledDModel = 16, kTiledHeads = 2, kTiledDHead = 8;
 
 template <class T>
 std::vector<std::pair<std::string, std::function<void(Index, TileShape)>>> all_encodings() {
@@ -173,35 +173,36 @@ std::vector<std::pair<std::string, std::function<void(Index, TileShape)>>> all_e
   std::vector<std::pair<std::string, Fn>> v;
   auto add = [&](std::string name, auto enc) {
     v.emplace_back(name, [name, enc](Index len, TileShape shape) {
-      expect_kernel_matches_naive<T>(name, enc, kDModel, kHeads, len, shape, 40);
+      expect_kernel_matches_naive<T>(name, enc, kTiledDModel, kTiledHeads, len, shape, 40);
     });
   };
   add("none", relpos::NoPosition<T>());
-  add("learned K=5", relpos::LearnedRelative<T>::random(kDHead, {5, true, true, ""}, 3, 0.5));
+  add("learned K=5", relpos::LearnedRelative<T>::random(kTiledDHead, {5, true, true, ""}, 3, 0.5));
   add("learned K=200 keys",
-      relpos::LearnedRelative<T>::random(kDHead, {200, true, false, ""}, 4, 0.5));
+      relpos::LearnedRelative<T>::random(kTiledDHead, {200, true, false, ""}, 4, 0.5));
   add("sinusoidal unclamped k+v",
-      relpos::SinusoidalRelative<T>(kDHead, {100.0, std::nullopt, true, true}));
+      relpos::SinusoidalRelative<T>(kTiledDHead, {100.0, std::nullopt, true, true}));
   add("sinusoidal K=4 values",
-      relpos::SinusoidalRelative<T>(kDHead, {100.0, Index(4), false, true}));
-  add("rotary", relpos::Rotary<T>(kDHead, {100.0, std::nullopt, false}));
+      relpos::SinusoidalRelative<T>(kTiledDHead, {100.0, Index(4), false, true}));
+  add("rotary", relpos::Rotary<T>(kTiledDHead, {100.0, std::nullopt, false}));
   {
     std::mt19937_64 gen(5);
-    Matrix<T> table(8, kHeads);
+    Matrix<T> table(8, kTiledHeads);
     fill_normal(table, gen, 1.0);
-    add("t5", relpos::T5Bias<T>(kHeads, {8, 20, true}, relpos::share(std::move(table))));
+    add("t5", relpos::T5Bias<T>(kTiledHeads, {8, 20, true}, relpos::share(std::move(table))));
   }
-  add("alibi", relpos::AlibiBias<T>(kHeads, {4.0}));
+  add("alibi", relpos::AlibiBias<T>(kTiledHeads, {4.0}));
   std::mt19937_64 gen(6);
-  auto u = std::make_shared<Matrix<T>>(kHeads, kDHead);
-  auto vb = std::make_shared<Matrix<T>>(kHeads, kDHead);
+  auto u = std::make_shared<Matrix<T>>(kTiledHeads, kTiledDHead);
+  auto vb = std::make_shared<Matrix<T>>(kTiledHeads, kTiledDHead);
   fill_normal(*u, gen, 0.5);
   fill_normal(*vb, gen, 0.5);
-  Matrix<T> r_net(kDModel, kDModel);
-  fill_normal(r_net, gen, 1.0 / std::sqrt(double(kDModel)));
-  add("xl K=6", relpos::XlRelative<T>(kDModel, kHeads, {100.0, Index(6), ""}, r_net, u, vb));
+  Matrix<T> r_net(kTiledDModel, kTiledDModel);
+  fill_normal(r_net, gen, 1.0 / std::sqrt(double(kTiledDModel)));
+  add("xl K=6",
+      relpos::XlRelative<T>(kTiledDModel, kTiledHeads, {100.0, Index(6), ""}, r_net, u, vb));
   add("xl unclamped",
-      relpos::XlRelative<T>(kDModel, kHeads, {100.0, std::nullopt, ""}, r_net, u, vb));
+      relpos::XlRelative<T>(kTiledDModel, kTiledHeads, {100.0, std::nullopt, ""}, r_net, u, vb));
   return v;
 }
 
@@ -236,8 +237,8 @@ TYPED_TEST(TiledTyped, ModuleAtItsTileShapeEqualsTheNaivePath) {
     relpos::PaddingMask pad = relpos::PaddingMask::Zero(1, len);
     for (Index j = 300; j < len; j += 7) pad(0, j) = true;
     const relpos::BatchInputs in{pad, nullptr};
-    EXPECT_TRUE(relpos::test::all_close(attn.forward(x, in),
-                                        relpos::test::naive_attention(attn, x, in), Tol<T>::naive));
+    EXPECT_TRUE(relpos::test::all_close(
+        attn.forward(x, in), relpos::test::naive_attention(attn, x, in), TiledTol<T>::naive));
   }
 }
 
@@ -245,21 +246,23 @@ TYPED_TEST(TiledTyped, ModuleAtItsTileShapeEqualsTheNaivePath) {
 TYPED_TEST(TiledTyped, QueriesThatSeeNothingGetZero) {
   using T = TypeParam;
   const auto attn =
-      layer<T>(kDModel, kHeads, false,
-               relpos::LearnedRelative<T>::random(kDHead, {3, true, true, ""}, 1, 0.5), 5);
+      layer<T>(kTiledDModel, kTiledHeads, false,
+               relpos::LearnedRelative<T>::random(kTiledDHead, {3, true, true, ""}, 1, 0.5), 5);
   const Index len = 40;
-  Matrix<T> x(len, kDModel);
+  Matrix<T> x(len, kTiledDModel);
   std::mt19937_64 gen(2);
   fill_normal(x, gen, 1.0);
   Matrix<T> qkv = x * attn.in_proj_weight.transpose();
   std::unique_ptr<bool[]> pad(new bool[len]);
   for (Index j = 0; j < len; ++j) pad[static_cast<std::size_t>(j)] = true;
-  Matrix<T> z = Matrix<T>::Constant(len, kDModel, T(7));
+  Matrix<T> z = Matrix<T>::Constant(len, kTiledDModel, T(7));
   relpos::AttentionScratch<T> scratch;
   const relpos::Positions p{len, nullptr, len};
-  relpos::detail::TiledAttention<T, decltype(attn.encoding)>(attn.encoding, kHeads, kDHead, {8, 16})
-      .run(qkv.leftCols(kDModel), qkv.middleCols(kDModel, kDModel), qkv.rightCols(kDModel),
-           {.queries = p, .keys = p, .key_padding = pad.get()}, z, scratch);
+  relpos::detail::TiledAttention<T, decltype(attn.encoding)>(attn.encoding, kTiledHeads,
+                                                             kTiledDHead, {8, 16})
+      .run(qkv.leftCols(kTiledDModel), qkv.middleCols(kTiledDModel, kTiledDModel),
+           qkv.rightCols(kTiledDModel), {.queries = p, .keys = p, .key_padding = pad.get()}, z,
+           scratch);
   EXPECT_TRUE((z.array() == T(0)).all());
 }
 
@@ -336,13 +339,14 @@ TYPED_TEST(TiledTyped, DecodingWithWidelySpreadIdsEqualsTheCausalForward) {
   using T = TypeParam;
   const Index len = 12;
   relpos::Encoder<T, relpos::SinusoidalRelative<T>> e;
-  e.config.d_model = kDModel;
-  e.config.n_heads = kHeads;
+  e.config.d_model = kTiledDModel;
+  e.config.n_heads = kTiledHeads;
   e.config.n_layers = 1;
   e.config.d_ff = 24;
   e.config.causal = true;
   relpos::Block<T, relpos::SinusoidalRelative<T>> b(
-      e.config.block(), relpos::SinusoidalRelative<T>(kDHead, {100.0, std::nullopt, true, true}));
+      e.config.block(),
+      relpos::SinusoidalRelative<T>(kTiledDHead, {100.0, std::nullopt, true, true}));
   std::mt19937_64 gen(21);
   fill_normal(b.self_attn.in_proj_weight, gen, 0.25);
   fill_normal(b.self_attn.out_proj_weight, gen, 0.25);
@@ -350,7 +354,7 @@ TYPED_TEST(TiledTyped, DecodingWithWidelySpreadIdsEqualsTheCausalForward) {
   fill_normal(b.ffn.linear2_weight, gen, 0.2);
   e.layers.push_back(std::move(b));
 
-  relpos::Tensor3<T> x(1, len, kDModel);
+  relpos::Tensor3<T> x(1, len, kTiledDModel);
   for (Index i = 0; i < x.size(); ++i) x.data()[i] = static_cast<T>(std::sin(0.3 * double(i)));
   relpos::PositionIds ids(1, len);
   ids << 0, 100000, 3, 50000, 4, 99999, 7, 250000, 8, 1, 180000, 2;
@@ -359,13 +363,13 @@ TYPED_TEST(TiledTyped, DecodingWithWidelySpreadIdsEqualsTheCausalForward) {
   for (const Index chunk : {Index(1), Index(5)}) {
     SCOPED_TRACE("chunk " + std::to_string(chunk));
     relpos::Decoder<T, relpos::SinusoidalRelative<T>> dec(e, len);
-    Matrix<T> got(len, kDModel);
+    Matrix<T> got(len, kTiledDModel);
     for (Index i = 0; i < len; i += chunk) {
       const Index n = std::min(chunk, len - i);
       dec.forward(relpos::item(x, 0).middleRows(i, n), got.middleRows(i, n),
                   std::span<const std::int64_t>(ids.data() + i, static_cast<std::size_t>(n)));
     }
-    EXPECT_TRUE(relpos::test::all_close(got, relpos::item(full, 0), Tol<T>::naive));
+    EXPECT_TRUE(relpos::test::all_close(got, relpos::item(full, 0), TiledTol<T>::naive));
   }
 }
 
