@@ -22,6 +22,8 @@
 #include <relpos/layer_norm.hpp>
 #include <relpos/model.hpp>
 #include <relpos/model_io.hpp>
+#include <relpos/norm.hpp>
+#include <relpos/rms_norm.hpp>
 #include <relpos/rotary_layout.hpp>
 #include <relpos/threads.hpp>
 #include <relpos/version.hpp>
