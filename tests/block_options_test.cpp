@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -382,13 +383,17 @@ TEST(BlockOptions, PositionRowsAndTokenTypesOutOfRange) {
   relpos::PositionIds pos(1, 3);
   pos << 0, 15, 16;
   EXPECT_EQ(forward_error(model, ids, &pos, nullptr),
-            "position 16 at [0, 2]: row p + pos_embed_offset = 18 is past the last row 17 of "
+            "position 16 at [0, 2]: row 16 + pos_embed_offset 2 is past the last row 17 of "
             "pos_embed.weight");
   pos << 0, 15, 14;
   EXPECT_EQ(forward_error(model, ids, &pos, nullptr), "(no error)");
+  pos << 0, std::numeric_limits<std::int64_t>::max(), 1;  // p + offset would overflow
+  EXPECT_EQ(forward_error(model, ids, &pos, nullptr),
+            "position 9223372036854775807 at [0, 1]: row 9223372036854775807 + pos_embed_offset 2 "
+            "is past the last row 17 of pos_embed.weight");
   // without ids, a sequence longer than the table runs past it
   EXPECT_EQ(forward_error(model, relpos::TokenIds::Ones(1, 17), nullptr, nullptr),
-            "position 16 at [0, 16]: row p + pos_embed_offset = 18 is past the last row 17 of "
+            "position 16 at [0, 16]: row 16 + pos_embed_offset 2 is past the last row 17 of "
             "pos_embed.weight");
   relpos::TokenIds types(1, 3);
   types << 0, 2, 1;

@@ -49,8 +49,8 @@ struct EncoderConfig {
   bool gated = false;               // ffn "gated": linear3
   // spec §7's embedding stage, for input_ids only (each needs vocab_size)
   bool embed_norm = false;  // LayerNorm embed_norm.weight / .bias
-  std::optional<Index>
-      pos_embed_offset{};     // present: pos_embed.weight [P, d_model], row p + offset
+  // present: pos_embed.weight [P, d_model], token i adds row p_i + offset
+  std::optional<Index> pos_embed_offset{};
   Index pos_embed_rows = 0;   // P, the rows of pos_embed.weight (the file's)
   Index type_vocab_size = 0;  // 0: no token types; else type_embed.weight [T, d_model]
 
@@ -388,14 +388,13 @@ class Encoder {
     if (config.pos_embed_offset) {
       const Index offset = *config.pos_embed_offset, rows = config.pos_embed_rows;
       for (Index b = 0; b < batch; ++b) {
-        const SequenceInputs seq = in.item(b, len);
         for (Index i = 0; i < len; ++i) {
-          const std::int64_t p = seq.positions[i];
-          if (p + offset >= rows) {
-            throw Error(
-                "position " + std::to_string(p) + " at [" + std::to_string(b) + ", " +
-                std::to_string(i) + "]: row p + pos_embed_offset = " + std::to_string(p + offset) +
-                " is past the last row " + std::to_string(rows - 1) + " of pos_embed.weight");
+          const std::int64_t p = in.positions ? (*in.positions)(b, i) : i;
+          if (p > rows - 1 - offset) {  // p + offset past the last row, without overflow
+            throw Error("position " + std::to_string(p) + " at [" + std::to_string(b) + ", " +
+                        std::to_string(i) + "]: row " + std::to_string(p) + " + pos_embed_offset " +
+                        std::to_string(offset) + " is past the last row " +
+                        std::to_string(rows - 1) + " of pos_embed.weight");
           }
         }
       }
