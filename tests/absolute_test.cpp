@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include "support/expect_error.hpp"
 #include "support/golden.hpp"
 
 namespace {
@@ -20,7 +21,7 @@ using relpos::Positions;
 
 // x (|x| < ~4) plus a sinusoid in [−1, 1]: one float rounding of each and of the sum.
 template <class T>
-constexpr double kTol = std::is_same_v<T, float> ? 1e-6 : 1e-14;
+constexpr double kAbsoluteTol = std::is_same_v<T, float> ? 1e-6 : 1e-14;
 
 template <class T>
 class AbsoluteTest : public ::testing::Test {
@@ -38,20 +39,20 @@ TYPED_TEST(AbsoluteTest, AddsThePositionEncodingOfEachToken) {
   using T = TypeParam;
   Matrix<T> x = this->input("x");
   AbsoluteSinusoidal<T>(6).add_to_input(x, Positions{7});
-  EXPECT_TRUE(relpos::test::all_close(x, this->expected("plain"), kTol<T>));
+  EXPECT_TRUE(relpos::test::all_close(x, this->expected("plain"), kAbsoluteTol<T>));
   AbsoluteConfig c;
   c.base = 100;
   x = this->input("x");
   AbsoluteSinusoidal<T>(6, c).add_to_input(x, Positions{7});
-  EXPECT_TRUE(relpos::test::all_close(x, this->expected("plain_base100"), kTol<T>));
+  EXPECT_TRUE(relpos::test::all_close(x, this->expected("plain_base100"), kAbsoluteTol<T>));
   Matrix<T> one = this->input("x1");
   AbsoluteSinusoidal<T>(6).add_to_input(one, Positions{1});
-  EXPECT_TRUE(relpos::test::all_close(one, this->expected("len1"), kTol<T>));
+  EXPECT_TRUE(relpos::test::all_close(one, this->expected("len1"), kAbsoluteTol<T>));
   // the convention: PE(p)[0] = sin(p), PE(p)[1] = cos(p) (ω_0 = 1)
   Matrix<T> zero = Matrix<T>::Zero(3, 4);
   AbsoluteSinusoidal<T>(4).add_to_input(zero, Positions{3});
-  EXPECT_NEAR(zero(2, 0), std::sin(2.0), kTol<T>);
-  EXPECT_NEAR(zero(2, 1), std::cos(2.0), kTol<T>);
+  EXPECT_NEAR(zero(2, 0), std::sin(2.0), kAbsoluteTol<T>);
+  EXPECT_NEAR(zero(2, 1), std::cos(2.0), kAbsoluteTol<T>);
 }
 
 TYPED_TEST(AbsoluteTest, ExplicitIdsAndOffset) {
@@ -60,11 +61,11 @@ TYPED_TEST(AbsoluteTest, ExplicitIdsAndOffset) {
   const AbsoluteSinusoidal<T> pe(6);
   Matrix<T> x = this->input("x");
   pe.add_to_input(x, Positions{7, ids.data()});
-  EXPECT_TRUE(relpos::test::all_close(x, this->expected("with_ids"), kTol<T>));
+  EXPECT_TRUE(relpos::test::all_close(x, this->expected("with_ids"), kAbsoluteTol<T>));
   EXPECT_EQ(pe.cached_positions(), 31);  // the largest id is 30
   x = this->input("x");
   pe.add_to_input(x, Positions{7}, 3);
-  EXPECT_TRUE(relpos::test::all_close(x, this->expected("offset3"), kTol<T>));
+  EXPECT_TRUE(relpos::test::all_close(x, this->expected("offset3"), kAbsoluteTol<T>));
   EXPECT_EQ(pe.cached_positions(), 31);  // positions 3..9 reuse the cache
 }
 
@@ -84,21 +85,15 @@ TYPED_TEST(AbsoluteTest, PositionsNearAMillionMatchFloat64) {
   EXPECT_EQ(pe64.cached_positions(), 0);
 }
 
-void expect_error(const std::function<void()>& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no relpos::Error; expected one containing \"" << needle << "\"";
-  } catch (const relpos::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
+using relpos::test::expect_error;
 
 TEST(AbsoluteErrors, BadConfigurationsAndInputsAreNamed) {
   expect_error([] { AbsoluteSinusoidal<float>(7); },
-               "absolute.d_model: expected an even size >= 2 (sin/cos pairs), got 7");
+               "absolute: position.type: absolute needs an even d_model, got 7");
   AbsoluteConfig c;
   c.base = -1;
-  expect_error([&] { AbsoluteSinusoidal<double>(8, c); }, "absolute.base: expected > 0, got -1");
+  expect_error([&] { AbsoluteSinusoidal<double>(8, c); },
+               "absolute: position.base: must be > 0, got -1.0");
   const AbsoluteSinusoidal<float> pe(8);
   Matrix<float> x = Matrix<float>::Zero(2, 6);
   expect_error([&] { pe.add_to_input(x, Positions{2}); },

@@ -16,6 +16,7 @@
 
 #include <relpos/detail/sinusoid.hpp>
 
+#include "support/expect_error.hpp"
 #include "support/golden.hpp"
 
 namespace {
@@ -30,7 +31,7 @@ using relpos::Positions;
 // Sums of up to 2w + 1 ≤ 19 rows in [−1, 1] (or N(0, 1) rows), accumulated in double and
 // cast once, plus x: a few float roundings of values below ~20.
 template <class T>
-constexpr double kTol = std::is_same_v<T, float> ? 4e-6 : 1e-13;
+constexpr double kAdditiveTol = std::is_same_v<T, float> ? 4e-6 : 1e-13;
 
 AdditiveConfig sinusoidal(Index w, std::optional<Index> k = {}, double base = 10000) {
   AdditiveConfig c;
@@ -57,7 +58,7 @@ class AdditiveTest : public ::testing::Test {
   Matrix<T> input(const std::string& name) const { return golden.template matrix<T>(name); }
   ::testing::AssertionResult check(const Additive<T>& enc, Matrix<T> x, const std::string& name) {
     enc.add_to_input(x, Positions{x.rows()});
-    return relpos::test::all_close(x, expected(name), kTol<T>);
+    return relpos::test::all_close(x, expected(name), kAdditiveTol<T>);
   }
 };
 using Scalars = ::testing::Types<float, double>;
@@ -123,8 +124,8 @@ TYPED_TEST(AdditiveTest, InteriorTokensAreIndistinguishable) {
       for (Index delta = 1; delta <= w; ++delta) {
         dirichlet += 2 * std::cos(static_cast<double>(delta) * omega[static_cast<std::size_t>(m)]);
       }
-      EXPECT_NEAR(e(i, 2 * m), 0.0, kTol<T>) << "i " << i << " m " << m;
-      EXPECT_NEAR(e(i, 2 * m + 1), dirichlet, kTol<T>) << "i " << i << " m " << m;
+      EXPECT_NEAR(e(i, 2 * m), 0.0, kAdditiveTol<T>) << "i " << i << " m " << m;
+      EXPECT_NEAR(e(i, 2 * m + 1), dirichlet, kAdditiveTol<T>) << "i " << i << " m " << m;
     }
   }
   // within w of an edge the window is cut, and each position differs from the interior
@@ -141,7 +142,7 @@ TYPED_TEST(AdditiveTest, InteriorTokensAreIndistinguishable) {
     interior += weight.row(std::clamp<Index>(delta, -3, 3) + 3).template cast<double>();
   }
   for (Index i = w; i <= len - 1 - w; ++i) {
-    EXPECT_TRUE(relpos::test::all_close(el.row(i), interior, kTol<T>)) << i;
+    EXPECT_TRUE(relpos::test::all_close(el.row(i), interior, kAdditiveTol<T>)) << i;
   }
 }
 
@@ -155,31 +156,26 @@ TYPED_TEST(AdditiveTest, AWindowOverTheWholeSequenceSeparatesEveryPosition) {
   }
 }
 
-void expect_error(const std::function<void()>& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no relpos::Error; expected one containing \"" << needle << "\"";
-  } catch (const relpos::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
+using relpos::test::expect_error;
 
 TEST(AdditiveErrors, BadConfigurationsAndInputsAreNamed) {
   expect_error([] { Additive<float>(6, AdditiveConfig{}); },
-               "additive.window: required (w >= 0), not given");
-  expect_error([] { Additive<float>(7, sinusoidal(2)); },
-               "additive.d_model: expected an even size");
+               "additive: position.window: required key is missing");
+  expect_error(
+      [] { Additive<float>(7, sinusoidal(2)); },
+      "additive: position.type: the sinusoidal additive source needs an even d_model, got 7");
   expect_error([] { Additive<float>(6, sinusoidal(2, -1)); },
-               "additive.max_distance: expected >= 0, got -1");
-  expect_error([] { Additive<float>(6, sinusoidal(2, {}, 0)); }, "additive.base: expected > 0");
+               "additive: position.max_distance: must be >= 0, got -1");
+  expect_error([] { Additive<float>(6, sinusoidal(2, {}, 0)); },
+               "additive: position.base: must be > 0, got 0.0");
   expect_error([] { Additive<float>(6, learned(2, 2)); },
-               "additive.source: the learned source needs position.weight");
+               "additive: position.source: the learned source needs position.weight");
   expect_error([] { Additive<float>(6, sinusoidal(2), Matrix<float>::Zero(5, 6)); },
-               "additive.source: position.weight given, but the source is sinusoidal");
+               "additive: position.source: position.weight given, but the source is sinusoidal");
   AdditiveConfig no_k = learned(2, 0);
   no_k.max_distance.reset();
   expect_error([&] { Additive<float>(6, no_k, Matrix<float>::Zero(5, 6)); },
-               "additive.max_distance: required with the learned source");
+               "additive: position.max_distance: required with the learned source");
   expect_error([] { Additive<float>(6, learned(2, 2), Matrix<float>::Zero(4, 6)); },
                "position.weight: expected [2K+1=5, 6], got [4, 6]");
   const Additive<float> enc(6, sinusoidal(2));

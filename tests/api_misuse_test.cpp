@@ -16,6 +16,8 @@
 
 #include <relpos/relpos.hpp>
 
+#include "support/expect_error.hpp"
+
 namespace {
 
 using relpos::Index;
@@ -26,15 +28,7 @@ using relpos::Vector;
 constexpr Index kD = 32, kHeads = 4, kDHead = kD / kHeads, kFf = 64;
 
 // f() must throw relpos::Error whose message contains `needle`.
-void expect_error(const std::function<void()>& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no relpos::Error; expected one containing \"" << needle << "\"";
-  } catch (const relpos::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos)
-        << "message: " << e.what() << "\nexpected to contain: " << needle;
-  }
-}
+using relpos::test::expect_error;
 
 relpos::BlockConfig block_config(bool causal = false) {
   return {.d_model = kD, .n_heads = kHeads, .d_ff = kFf, .causal = causal};
@@ -452,14 +446,14 @@ TEST(ApiMisuse, T5BidirectionalFollowsCausalAsTheSpecSays) {
 
 TEST(ApiMisuse, RequiredKeysAreNotSentinels) {
   expect_error([] { (void)relpos::LearnedRelative<float>::random(kDHead, {}, 1); },
-               "learned.max_distance: required (K >= 0), not given");
+               "learned: position.max_distance: required key is missing");
   expect_error([] { relpos::Additive<float>(kD, relpos::AdditiveConfig{}); },
-               "additive.window: required (w >= 0), not given");
+               "additive: position.window: required key is missing");
   // rotary_dim is optional with the spec's default, d_head
   EXPECT_FALSE(relpos::RotaryConfig{}.rotary_dim.has_value());
   EXPECT_EQ(relpos::Rotary<float>(kDHead).rotary_dim(), kDHead);
   expect_error([] { relpos::Rotary<float>(kDHead, {.rotary_dim = 0}); },
-               "rotary.rotary_dim: expected in [2, d_head = 8], got 0");
+               "rotary: position.rotary_dim: must be >= 2, got 0");
 }
 
 // --- 6. inputs carry their length ---------------------------------------------------------

@@ -18,7 +18,7 @@ using Scalars = ::testing::Types<float, double>;
 TYPED_TEST_SUITE(BlockTyped, Scalars);
 
 template <class T>
-constexpr double tol() {
+constexpr double block_tol() {
   return std::is_same_v<T, float> ? 1e-5 : 1e-10;
 }
 
@@ -48,8 +48,9 @@ TYPED_TEST(BlockTyped, MatchesTorchTransformerEncoderLayer) {
     const relpos::BatchInputs in{mask, nullptr};
     for (bool causal : {false, true}) {
       const auto block = relpos::Block<T>::load(f, "", block_config(config, causal));
-      EXPECT_TRUE(relpos::test::all_close(
-          block.forward(x, in), f.tensor3<double>(causal ? "output_causal" : "output"), tol<T>()))
+      EXPECT_TRUE(relpos::test::all_close(block.forward(x, in),
+                                          f.tensor3<double>(causal ? "output_causal" : "output"),
+                                          block_tol<T>()))
           << "causal " << causal;
     }
   }

@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: MIT
 // config.json (spec §1, §4): defaults, every validation rule with its exact message, hostile
-// sizes, the tensors a config implies, and the round trip through to_json for every type.
+// sizes, the tensors a config implies, the round trip through to_json for every type, and
+// that a config.json and a module built in code meet the same rule with the same text.
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -490,6 +492,133 @@ TEST(Config, LoadConfigNamesThePath) {
   }
   { std::ofstream(path) << "{" << kSizes << "}"; }
   EXPECT_EQ(load_config(path).d_model, 64);
+  std::filesystem::remove_all(dir);
+}
+
+// One rule per encoding (its static check()): a bad value read from config.json and the same
+// value given to the constructor fail with the same text after the source, which is the file's
+// path for one and the encoding's name for the other (detail/checker.hpp).
+struct BothPaths {
+  std::string config;           // a whole config.json
+  std::function<void()> build;  // the same position built in code
+  std::string source;           // the encoding's name, the code path's source
+  std::string message;          // the text after "<source>: "
+};
+
+std::string message_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const relpos::Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+TEST(Config, FileAndCodeMeetTheSameRule) {
+  using relpos::Matrix;
+  using relpos::share;
+  const auto zeros = [](relpos::Index r, relpos::Index c) { return Matrix<float>::Zero(r, c); };
+  // kSizes: d_model 64, n_heads 4, so d_head 16
+  const std::vector<BothPaths> cases = {
+      {with_position(R"({"type": "t5", "num_buckets": 3})"),
+       [&] { relpos::T5Bias<float>(4, {.num_buckets = 3}, share(zeros(3, 4))); }, "t5",
+       "position.num_buckets: must be >= 4, got 3"},
+      {with(R"("causal": true, "position": {"type": "t5", "num_buckets": 1})"),
+       [&] { relpos::T5Bias<float>(4, {.num_buckets = 1, .causal = true}, share(zeros(1, 4))); },
+       "t5", "position.num_buckets: must be >= 2, got 1"},
+      {with_position(R"({"type": "t5", "max_distance": 8})"),
+       [&] { relpos::T5Bias<float>(4, {.max_distance = 8}, share(zeros(32, 4))); }, "t5",
+       "position.max_distance: must be > num_buckets' exact range E = 8, got 8"},
+      {with_position(R"({"type": "alibi", "max_bias": 0})"),
+       [] { relpos::AlibiBias<float>(4, {.max_bias = 0}); }, "alibi",
+       "position.max_bias: must be > 0, got 0.0"},
+      {with_position(R"({"type": "alibi", "max_bias": -1.5})"),
+       [] { relpos::AlibiBias<float>(4, {.max_bias = -1.5}); }, "alibi",
+       "position.max_bias: must be > 0, got -1.5"},
+      {with_position(R"({"type": "kerple"})"),
+       [&] { relpos::KerpleBias<float>(4, {}, share(zeros(4, 1)), share(zeros(4, 1))); }, "kerple",
+       "position.form: required key is missing"},
+      {with_position(R"({"type": "learned"})"),
+       [] { (void)relpos::LearnedRelative<float>::random(16, {}, 1); }, "learned",
+       "position.max_distance: required key is missing"},
+      {with_position(R"({"type": "learned", "max_distance": -1})"),
+       [] { (void)relpos::LearnedRelative<float>::random(16, {.max_distance = -1}, 1); }, "learned",
+       "position.max_distance: must be >= 0, got -1"},
+      {with_position(R"({"type": "sinusoidal", "base": 0})"),
+       [] {
+         relpos::SinusoidalConfig c;
+         c.base = 0;
+         relpos::SinusoidalRelative<float>(16, c);
+       },
+       "sinusoidal", "position.base: must be > 0, got 0.0"},
+      {with_position(R"({"type": "sinusoidal", "max_distance": -3})"),
+       [] { relpos::SinusoidalRelative<float>(16, {.max_distance = -3}); }, "sinusoidal",
+       "position.max_distance: must be >= 0, got -3"},
+      {R"({"d_model": 12, "n_heads": 4, "n_layers": 1, "d_ff": 8, "position": {"type": "sinusoidal"}})",
+       [] { relpos::SinusoidalRelative<float>(3); }, "sinusoidal",
+       "position.type: sinusoidal needs an even d_head, got 3"},
+      {with_position(R"({"type": "rotary", "rotary_dim": 7})"),
+       [] { relpos::Rotary<float>(16, {.rotary_dim = 7}); }, "rotary",
+       "position.rotary_dim: must be even, got 7"},
+      {with_position(R"({"type": "rotary", "rotary_dim": 18})"),
+       [] { relpos::Rotary<float>(16, {.rotary_dim = 18}); }, "rotary",
+       "position.rotary_dim: must be <= d_head = 16, got 18"},
+      {R"({"d_model": 15, "n_heads": 3, "n_layers": 1, "d_ff": 8, "position": {"type": "rotary"}})",
+       [] { relpos::Rotary<float>(5); }, "rotary",
+       "position.rotary_dim: must be even, got 5 (rotary_dim defaults to d_head = 5)"},
+      {with_position(R"({"type": "rotary", "scaling": {"type": "linear", "factor": 0}})"),
+       [] { relpos::Rotary<float>(16, {.scaling = LinearScaling{.factor = 0}}); }, "rotary",
+       "position.scaling.factor: must be > 0, got 0.0"},
+      {with_position(
+           R"({"type": "rotary", "rotary_dim": 2, "scaling": {"type": "ntk", "factor": 2}})"),
+       [] { relpos::Rotary<float>(16, {.rotary_dim = 2, .scaling = NtkScaling{.factor = 2}}); },
+       "rotary", "position.scaling.type: ntk scaling needs a rotary dim > 2, got 2"},
+      {with_position(R"({"type": "absolute", "base": -2})"),
+       [] { relpos::AbsoluteSinusoidal<float>(64, {.base = -2}); }, "absolute",
+       "position.base: must be > 0, got -2.0"},
+      {R"({"d_model": 7, "n_heads": 1, "n_layers": 1, "d_ff": 8, "position": {"type": "absolute"}})",
+       [] { relpos::AbsoluteSinusoidal<float>(7); }, "absolute",
+       "position.type: absolute needs an even d_model, got 7"},
+      {with_position(R"({"type": "additive", "source": "sinusoidal", "window": -1})"),
+       [] {
+         relpos::AdditiveConfig c;
+         c.window = -1;
+         relpos::Additive<float>(64, c);
+       },
+       "additive", "position.window: must be >= 0, got -1"},
+      {with_position(R"({"type": "additive", "source": "sinusoidal"})"),
+       [] { relpos::Additive<float>(64, {}); }, "additive",
+       "position.window: required key is missing"},
+      {with_position(R"({"type": "additive", "source": "learned", "window": 1})"),
+       [&] {
+         relpos::AdditiveConfig c;
+         c.source = relpos::AdditiveSource::learned;
+         c.window = 1;
+         relpos::Additive<float>(64, c, zeros(3, 64));
+       },
+       "additive", "position.max_distance: required with the learned source"},
+      {with_position(R"({"type": "xl", "max_distance": -1})"),
+       [&] {
+         relpos::XlConfig c;
+         c.max_distance = -1;
+         relpos::XlRelative<float>(64, 4, c, zeros(64, 64), share(zeros(4, 16)),
+                                   share(zeros(4, 16)));
+       },
+       "xl", "position.max_distance: must be >= 0, got -1"},
+      {R"({"d_model": 7, "n_heads": 1, "n_layers": 1, "d_ff": 8, "position": {"type": "xl"}})",
+       [&] {
+         relpos::XlRelative<float>(7, 1, {}, zeros(7, 7), share(zeros(1, 7)), share(zeros(1, 7)));
+       },
+       "xl", "position.type: xl needs an even d_model, got 7"},
+  };
+  const auto dir = std::filesystem::temp_directory_path() / "relpos_config_both_paths_test";
+  std::filesystem::create_directories(dir);
+  const auto path = dir / "config.json";
+  for (const BothPaths& c : cases) {
+    { std::ofstream(path) << c.config; }
+    EXPECT_EQ(message_of([&] { load_config(path); }), path.string() + ": " + c.message) << c.config;
+    EXPECT_EQ(message_of(c.build), c.source + ": " + c.message) << c.config;
+  }
   std::filesystem::remove_all(dir);
 }
 

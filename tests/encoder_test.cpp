@@ -28,7 +28,7 @@ using relpos::Tensor3;
 using json = nlohmann::json;
 
 template <class T>
-constexpr double tol() {
+constexpr double encoder_tol() {
   return std::is_same_v<T, float> ? 1e-5 : 1e-10;
 }
 
@@ -93,7 +93,7 @@ TYPED_TEST(EncoderTyped, MatchesTorchTransformerEncoder) {
     const Tensor3<T> x = f.tensor3<T>("input");
     const Inputs in = inputs_of(f, x.dimension(0), x.dimension(1));
     EXPECT_TRUE(relpos::test::all_close(model.forward(x, in.view()), f.tensor3<double>("output"),
-                                        tol<T>()));
+                                        encoder_tol<T>()));
   }
 }
 
@@ -108,10 +108,10 @@ TYPED_TEST(EncoderTyped, TokenIdsThroughEmbeddingAndOutputHead) {
   for (Index i = 0; i < ids.size(); ++i) ids.data()[i] = raw[std::size_t(i)];
   const Inputs in = inputs_of(f, ids.rows(), ids.cols());
   const Tensor3<T> out = model.forward_ids(ids, in.view());
-  EXPECT_TRUE(relpos::test::all_close(out, f.tensor3<double>("output"), tol<T>()));
+  EXPECT_TRUE(relpos::test::all_close(out, f.tensor3<double>("output"), encoder_tol<T>()));
   Tensor3<T> logits;
   model.logits(out, logits);
-  EXPECT_TRUE(relpos::test::all_close(logits, f.tensor3<double>("logits"), 10 * tol<T>()))
+  EXPECT_TRUE(relpos::test::all_close(logits, f.tensor3<double>("logits"), 10 * encoder_tol<T>()))
       << "logits are ~10x larger than the hidden states";
 
   ids(1, 2) = cfg.vocab_size;
@@ -212,8 +212,8 @@ void expect_matches_reference(const std::string& name, Make make) {
       f, encoder_config(c), [&](Index n) { return make(c, f, n); });
   const Tensor3<T> x = f.tensor3<T>("input");
   const Inputs in = inputs_of(f, x.dimension(0), x.dimension(1));
-  EXPECT_TRUE(
-      relpos::test::all_close(model.forward(x, in.view()), f.tensor3<double>("output"), tol<T>()));
+  EXPECT_TRUE(relpos::test::all_close(model.forward(x, in.view()), f.tensor3<double>("output"),
+                                      encoder_tol<T>()));
 }
 
 TYPED_TEST(EncoderTyped, EveryPositionTypeMatchesTheReference) {

@@ -18,7 +18,7 @@ using Scalars = ::testing::Types<float, double>;
 TYPED_TEST_SUITE(FeedForwardTyped, Scalars);
 
 template <class T>
-constexpr double tol() {
+constexpr double ffn_tol() {
   return std::is_same_v<T, float> ? 1e-5 : 1e-12;
 }
 
@@ -39,7 +39,8 @@ TYPED_TEST(FeedForwardTyped, MatchesTorchReluAndExactGelu) {
     for (relpos::Index b = 0; b < x.dimension(0); ++b) {
       relpos::Matrix<T> out(x.dimension(1), x.dimension(2));
       ffn.forward(relpos::item(x, b), out, ws);
-      EXPECT_TRUE(relpos::test::all_close(out, relpos::item(want, b), tol<T>())) << "item " << b;
+      EXPECT_TRUE(relpos::test::all_close(out, relpos::item(want, b), ffn_tol<T>()))
+          << "item " << b;
     }
   }
 }

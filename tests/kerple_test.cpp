@@ -77,7 +77,7 @@ TYPED_TEST(KerpleTyped, BiasMatchesTheFormula) {
 }
 
 template <class T>
-KerpleBias<T> from_case(const relpos::test::EncodingCase& c) {
+KerpleBias<T> kerple_from_case(const relpos::test::EncodingCase& c) {
   return KerpleBias<T>(c.config.at("n_heads").get<Index>(),
                        {.form = form_of(c.config.at("position").at("form").get<std::string>())},
                        relpos::share(c.file.vector<T>("position.kerple_r1")),
@@ -90,7 +90,7 @@ TYPED_TEST(KerpleTyped, AttentionMatchesTheReference) {
   for (const char* name :
        {"log", "power", "log_causal_h6", "power_causal", "log_sparse_ids", "power_sparse_ids"}) {
     const auto c = relpos::test::encoding_case(name, "kerple");
-    EXPECT_TRUE((relpos::test::matches_encoding_golden<T>(c, from_case<T>(c)))) << name;
+    EXPECT_TRUE((relpos::test::matches_encoding_golden<T>(c, kerple_from_case<T>(c)))) << name;
   }
 }
 
@@ -98,7 +98,7 @@ TYPED_TEST(KerpleTyped, ScoresDependOnlyOnTheDistance) {
   using T = TypeParam;
   for (const char* name : {"log", "power"}) {
     const auto c = relpos::test::encoding_case(name, "kerple");
-    EXPECT_TRUE((relpos::test::shift_changes_nothing<T>(c, from_case<T>(c), 7000,
+    EXPECT_TRUE((relpos::test::shift_changes_nothing<T>(c, kerple_from_case<T>(c), 7000,
                                                         std::is_same_v<T, float> ? 1e-6 : 1e-13)))
         << name;
   }
@@ -143,7 +143,7 @@ TEST(KerpleBias, ShapesAndTheRequiredFormAreChecked) {
     KerpleBias<float> enc(3, {}, column<float>(three), column<float>(three));
     ADD_FAILURE() << "no error without a form";
   } catch (const relpos::Error& e) {
-    EXPECT_EQ(std::string(e.what()), "kerple.form: required (\"log\" or \"power\"), not given");
+    EXPECT_EQ(std::string(e.what()), "kerple: position.form: required key is missing");
   }
   try {
     KerpleBias<float> enc(3, {.form = KerpleForm::log}, nullptr, column<float>(three));

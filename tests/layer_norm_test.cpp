@@ -17,7 +17,7 @@ using Scalars = ::testing::Types<float, double>;
 TYPED_TEST_SUITE(LayerNormTyped, Scalars);
 
 template <class T>
-constexpr double tol() {
+constexpr double norm_tol() {
   return std::is_same_v<T, float> ? 1e-5 : 1e-12;
 }
 
@@ -35,7 +35,8 @@ TYPED_TEST(LayerNormTyped, MatchesTorchLayerNorm) {
     for (relpos::Index b = 0; b < x.dimension(0); ++b) {
       relpos::Matrix<T> out(x.dimension(1), d);
       norm.forward(relpos::item(x, b), out);
-      EXPECT_TRUE(relpos::test::all_close(out, relpos::item(want, b), tol<T>())) << "item " << b;
+      EXPECT_TRUE(relpos::test::all_close(out, relpos::item(want, b), norm_tol<T>()))
+          << "item " << b;
     }
   }
 }

@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include "support/expect_error.hpp"
 #include "support/golden.hpp"
 
 namespace {
@@ -116,14 +117,7 @@ TYPED_TEST(LearnedTest, AFlagThatIsOffHasNoTable) {
   EXPECT_EQ(r.value_rows(-2, 2).count, 5);
 }
 
-void expect_error(const std::function<void()>& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no relpos::Error; expected one containing \"" << needle << "\"";
-  } catch (const relpos::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
+using relpos::test::expect_error;
 
 TEST(LearnedErrors, WrongShapesAndKeysAreNamed) {
   const Matrix<float> ok = Matrix<float>::Zero(9, 16);
@@ -140,9 +134,9 @@ TEST(LearnedErrors, WrongShapesAndKeysAreNamed) {
   expect_error([&] { LearnedRelative<float>(16, config(4), Matrix<float>(), ok); },
                "relative_key: expected [2K+1=9, 16], got [0, 0]");
   expect_error([] { LearnedRelative<float>::random(16, LearnedConfig{}, 1); },
-               "learned.max_distance: required (K >= 0), not given");
+               "learned: position.max_distance: required key is missing");
   expect_error([] { LearnedRelative<double>::random(0, config(2), 1); },
-               "learned.d_head: expected >= 1, got 0");
+               "learned: d_head: expected >= 1, got 0");
   expect_error([] { LearnedRelative<float>::random(4, config(2), 1).key_view(-2); },
                "len: expected >= 0, got -2");
 }

@@ -41,7 +41,7 @@ TEST(RotaryScaling, FrequenciesAndAttentionFactorMatchTheReference) {
     const double base = c.at("base").get<double>();
     const Index r = c.at("rotary_dim").get<Index>();
     const auto scaling = scaling_from(c.at("scaling"));
-    relpos::io::detail::check_scaling(scaling, base, r, "test");
+    relpos::check_scaling(scaling, base, r, "test");
     const auto got =
         relpos::rotary_frequencies(base, r, scaling, c.at("length").get<std::int64_t>());
     const std::vector<double> want = f.values<double>(name + ".inv_freq", {r / 2});

@@ -16,6 +16,7 @@
 
 #include <gtest/gtest.h>
 
+#include "support/expect_error.hpp"
 #include "support/golden.hpp"
 
 namespace {
@@ -28,7 +29,7 @@ using relpos::RotaryConfig;
 
 // Outputs a·cosθ − b·sinθ of inputs |a|, |b| < ~4: float carries a few roundings of 6e-8·4.
 template <class T>
-constexpr double kTol = std::is_same_v<T, float> ? 2e-6 : 1e-13;
+constexpr double kRotaryTol = std::is_same_v<T, float> ? 2e-6 : 1e-13;
 
 RotaryConfig cfg(Index r, bool interleaved, double base = 10000) {
   RotaryConfig c;
@@ -73,7 +74,7 @@ TYPED_TEST(RotaryTest, BothLayoutsFullPartialAndBaseMatchTheReference) {
          {Case{8, 10000, "_r8"}, Case{4, 10000, "_r4"}, Case{6, 500, "_r6_base500"}}) {
       Matrix<T> x = this->input("x");  // (7, 2 heads · 8)
       Rotary<T>(8, cfg(c.r, inter, c.base)).rotate(x, plain, 2);
-      EXPECT_TRUE(relpos::test::all_close(x, this->expected(layout + c.suffix), kTol<T>))
+      EXPECT_TRUE(relpos::test::all_close(x, this->expected(layout + c.suffix), kRotaryTol<T>))
           << layout << c.suffix;
     }
   }
@@ -103,7 +104,7 @@ TYPED_TEST(RotaryTest, WideHeadsMatchTheFormulaInBothLayouts) {
           }
         }
       }
-      EXPECT_TRUE(relpos::test::all_close(x, want, kTol<T>))
+      EXPECT_TRUE(relpos::test::all_close(x, want, kRotaryTol<T>))
           << (inter ? "interleaved" : "half") << " d_head " << d_head << " r " << r;
     }
   }
@@ -114,7 +115,7 @@ TYPED_TEST(RotaryTest, TransformQkRotatesQAndKAlike) {
   Matrix<T> q = this->input("x");
   Matrix<T> k = this->input("x");
   Rotary<T>(8).transform_qk(q, k, Positions{7}, 2);
-  EXPECT_TRUE(relpos::test::all_close(q, this->expected("half_r8"), kTol<T>));
+  EXPECT_TRUE(relpos::test::all_close(q, this->expected("half_r8"), kRotaryTol<T>));
   EXPECT_EQ(q, k);
 }
 
@@ -124,16 +125,16 @@ TYPED_TEST(RotaryTest, ExplicitIdsAndOffsets) {
   const Positions p{7, ids.data()};
   Matrix<T> x = this->input("x");
   Rotary<T>(8).rotate(x, p, 2);
-  EXPECT_TRUE(relpos::test::all_close(x, this->expected("half_r8_ids"), kTol<T>));
+  EXPECT_TRUE(relpos::test::all_close(x, this->expected("half_r8_ids"), kRotaryTol<T>));
   x = this->input("x");
   Rotary<T>(8, cfg(4, true)).rotate(x, p, 2);
-  EXPECT_TRUE(relpos::test::all_close(x, this->expected("interleaved_r4_ids"), kTol<T>));
+  EXPECT_TRUE(relpos::test::all_close(x, this->expected("interleaved_r4_ids"), kRotaryTol<T>));
   x = this->input("x");
   Rotary<T>(8).rotate(x, Positions{7}, 2, 10);
-  EXPECT_TRUE(relpos::test::all_close(x, this->expected("half_r8_offset10"), kTol<T>));
+  EXPECT_TRUE(relpos::test::all_close(x, this->expected("half_r8_offset10"), kRotaryTol<T>));
   Matrix<T> one = this->input("x1");  // len 1, one head
   Rotary<T>(8).rotate(one, Positions{1}, 1, 5);
-  EXPECT_TRUE(relpos::test::all_close(one, this->expected("x1_half_r8_offset5"), kTol<T>));
+  EXPECT_TRUE(relpos::test::all_close(one, this->expected("x1_half_r8_offset5"), kRotaryTol<T>));
 }
 
 TYPED_TEST(RotaryTest, OddHeadWithPartialRotaryPassesTheRestThrough) {
@@ -142,7 +143,7 @@ TYPED_TEST(RotaryTest, OddHeadWithPartialRotaryPassesTheRestThrough) {
     Matrix<T> x = this->input("x_odd");  // (3, 5), r = 4: column 4 passes through
     Rotary<T>(5, cfg(4, inter)).rotate(x, Positions{3});
     EXPECT_TRUE(relpos::test::all_close(
-        x, this->expected(inter ? "odd_interleaved_r4" : "odd_half_r4"), kTol<T>));
+        x, this->expected(inter ? "odd_interleaved_r4" : "odd_half_r4"), kRotaryTol<T>));
     EXPECT_EQ(x.col(4), this->input("x_odd").col(4));
   }
 }
@@ -259,24 +260,21 @@ TEST(RotaryThread, ConcurrentRotationsWhileTheCacheGrows) {
   EXPECT_EQ(bad.load(), 0);
 }
 
-void expect_error(const std::function<void()>& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no relpos::Error; expected one containing \"" << needle << "\"";
-  } catch (const relpos::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
+using relpos::test::expect_error;
 
 TEST(RotaryErrors, BadConfigurationsAndInputsAreNamed) {
   expect_error([] { Rotary<float>(8, cfg(10, false)); },
-               "rotary.rotary_dim: expected in [2, d_head = 8], got 10");
+               "rotary: position.rotary_dim: must be <= d_head = 8, got 10");
   expect_error([] { Rotary<float>(8, cfg(3, false)); },
-               "rotary.rotary_dim: expected even (pairs are rotated), got 3");
-  expect_error([] { Rotary<float>(8, cfg(-2, false)); }, "rotary.rotary_dim");
-  expect_error([] { Rotary<float>(5); }, "got 5 (the default, d_head)");
-  expect_error([] { Rotary<float>(0); }, "rotary.d_head: expected >= 1, got 0");
-  expect_error([] { Rotary<double>(8, cfg(8, false, 0.0)); }, "rotary.base: expected > 0, got 0");
+               "rotary: position.rotary_dim: must be even, got 3");
+  expect_error([] { Rotary<float>(8, cfg(-2, false)); },
+               "rotary: position.rotary_dim: must be >= 2, got -2");
+  expect_error(
+      [] { Rotary<float>(5); },
+      "rotary: position.rotary_dim: must be even, got 5 (rotary_dim defaults to d_head = 5)");
+  expect_error([] { Rotary<float>(0); }, "rotary: d_head: expected >= 1, got 0");
+  expect_error([] { Rotary<double>(8, cfg(8, false, 0.0)); },
+               "rotary: position.base: must be > 0, got 0.0");
   const Rotary<float> rope(8);
   Matrix<float> x = Matrix<float>::Zero(3, 16);
   expect_error([&] { rope.rotate(x, Positions{3}, 3); },

@@ -11,6 +11,7 @@
 
 #include <gtest/gtest.h>
 
+#include "support/expect_error.hpp"
 #include "support/golden.hpp"
 
 namespace {
@@ -149,27 +150,22 @@ TYPED_TEST(SinusoidalTest, ViewIsToeplitz) {
   }
 }
 
-void expect_error(const std::function<void()>& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no relpos::Error; expected one containing \"" << needle << "\"";
-  } catch (const relpos::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
+using relpos::test::expect_error;
 
 TEST(SinusoidalErrors, BadConfigurationsNameTheirKey) {
-  expect_error([] { SinusoidalRelative<float>(5); }, "sinusoidal.d_head: expected an even size");
-  expect_error([] { SinusoidalRelative<float>(0); }, "sinusoidal.d_head");
+  expect_error([] { SinusoidalRelative<float>(5); },
+               "sinusoidal: position.type: sinusoidal needs an even d_head, got 5");
+  expect_error([] { SinusoidalRelative<float>(0); }, "sinusoidal: d_head: expected >= 1, got 0");
   SinusoidalConfig c;
   c.base = 0;
-  expect_error([&] { SinusoidalRelative<float>(4, c); }, "sinusoidal.base: expected > 0, got 0");
+  expect_error([&] { SinusoidalRelative<float>(4, c); },
+               "sinusoidal: position.base: must be > 0, got 0.0");
   c.base = -2.5;
   expect_error([&] { SinusoidalRelative<double>(4, c); }, "got -2.5");
   c.base = 10000;
   c.max_distance = -1;
   expect_error([&] { SinusoidalRelative<float>(4, c); },
-               "sinusoidal.max_distance: expected >= 0, got -1");
+               "sinusoidal: position.max_distance: must be >= 0, got -1");
   expect_error([] { SinusoidalRelative<float>(4).key_view(-3); }, "len: expected >= 0, got -3");
 }
 

@@ -112,7 +112,7 @@ using Scalars = ::testing::Types<float, double>;
 TYPED_TEST_SUITE(T5Typed, Scalars);
 
 template <class T>
-T5Bias<T> from_case(const relpos::test::EncodingCase& c) {
+T5Bias<T> t5_from_case(const relpos::test::EncodingCase& c) {
   const auto& p = c.config.at("position");
   const T5Config config{.num_buckets = p.at("num_buckets").get<Index>(),
                         .max_distance = p.at("max_distance").get<Index>(),
@@ -125,7 +125,7 @@ TYPED_TEST(T5Typed, AttentionMatchesTheReference) {
   using T = TypeParam;
   for (const char* name : {"t5_bi", "t5_causal", "t5_32_128_ids"}) {
     const auto c = relpos::test::encoding_case(name);
-    EXPECT_TRUE((relpos::test::matches_encoding_golden<T>(c, from_case<T>(c)))) << name;
+    EXPECT_TRUE((relpos::test::matches_encoding_golden<T>(c, t5_from_case<T>(c)))) << name;
   }
 }
 
@@ -133,7 +133,7 @@ TYPED_TEST(T5Typed, AttentionMatchesTheReference) {
 TYPED_TEST(T5Typed, ScoresDependOnlyOnTheDistance) {
   using T = TypeParam;
   const auto c = relpos::test::encoding_case("t5_bi");
-  EXPECT_TRUE((relpos::test::shift_changes_nothing<T>(c, from_case<T>(c), 977,
+  EXPECT_TRUE((relpos::test::shift_changes_nothing<T>(c, t5_from_case<T>(c), 977,
                                                       std::is_same_v<T, float> ? 1e-6 : 1e-13)));
 }
 
@@ -149,17 +149,17 @@ TEST(T5Bias, BadValuesThrowNamingTheKeyOrTensor) {
   EXPECT_NE(message([] {
               T5Bias<float>(2, {.num_buckets = 3, .max_distance = 8, .bidirectional = true},
                             relpos::share(Matrix<float>::Zero(3, 2)));
-            }).find("t5.num_buckets: expected >= 4 (bidirectional), got 3"),
+            }).find("t5: position.num_buckets: must be >= 4, got 3"),
             std::string::npos);
   EXPECT_NE(message([] {
               T5Bias<float>(2, {.num_buckets = 1, .max_distance = 8, .bidirectional = false},
                             relpos::share(Matrix<float>::Zero(1, 2)));
-            }).find("t5.num_buckets: expected >= 2, got 1"),
+            }).find("t5: position.num_buckets: must be >= 2, got 1"),
             std::string::npos);
   EXPECT_NE(message([] {
               T5Bias<float>(2, {.num_buckets = 32, .max_distance = 8, .bidirectional = true},
                             relpos::share(Matrix<float>::Zero(32, 2)));
-            }).find("t5.max_distance: must be > the exact-bucket range E = 8, got 8"),
+            }).find("t5: position.max_distance: must be > num_buckets' exact range E = 8, got 8"),
             std::string::npos);
   EXPECT_NE(message([] {
               T5Bias<float>(2, {.num_buckets = 8, .max_distance = 12},

@@ -77,7 +77,7 @@ using Scalars = ::testing::Types<float, double>;
 TYPED_TEST_SUITE(XlTyped, Scalars);
 
 template <class T>
-XlRelative<T> from_case(const relpos::test::EncodingCase& c) {
+XlRelative<T> xl_from_case(const relpos::test::EncodingCase& c) {
   const auto& p = c.config.at("position");
   XlConfig config = xl_config(p.at("base").get<double>(), std::nullopt, "self_attn.");
   if (!p.at("max_distance").is_null()) config.max_distance = p.at("max_distance").get<Index>();
@@ -91,14 +91,14 @@ TYPED_TEST(XlTyped, AttentionMatchesTheReference) {
   using T = TypeParam;
   for (const char* name : {"xl", "xl_clamped_causal", "xl_sparse_ids"}) {
     const auto c = relpos::test::encoding_case(name);
-    EXPECT_TRUE((relpos::test::matches_encoding_golden<T>(c, from_case<T>(c)))) << name;
+    EXPECT_TRUE((relpos::test::matches_encoding_golden<T>(c, xl_from_case<T>(c)))) << name;
   }
 }
 
 TYPED_TEST(XlTyped, ScoresDependOnlyOnTheDistance) {
   using T = TypeParam;
   const auto c = relpos::test::encoding_case("xl_clamped_causal");
-  EXPECT_TRUE((relpos::test::shift_changes_nothing<T>(c, from_case<T>(c), 300,
+  EXPECT_TRUE((relpos::test::shift_changes_nothing<T>(c, xl_from_case<T>(c), 300,
                                                       std::is_same_v<T, float> ? 1e-5 : 1e-12)));
 }
 
@@ -128,16 +128,16 @@ TEST(XlRelative, BadShapesAndValuesThrowNamingThem) {
             std::string::npos);
   EXPECT_NE(message([&] {
               XlRelative<float>(8, 2, xl_config(-1.0), Matrix<float>::Zero(8, 8), u, u);
-            }).find("xl.base"),
+            }).find("xl: position.base: must be > 0, got -1.0"),
             std::string::npos);
   EXPECT_NE(message([&] {
               XlRelative<float>(8, 2, xl_config(10000.0, -2), Matrix<float>::Zero(8, 8), u, u);
-            }).find("xl.max_distance: expected >= 0, got -2"),
+            }).find("xl: position.max_distance: must be >= 0, got -2"),
             std::string::npos);
   auto u3 = std::make_shared<const Matrix<float>>(Matrix<float>::Zero(3, 1));
   EXPECT_NE(message([&] {
               XlRelative<float>(3, 3, {}, Matrix<float>::Zero(3, 3), u3, u3);
-            }).find("xl.d_model: expected even"),
+            }).find("xl: position.type: xl needs an even d_model, got 3"),
             std::string::npos);
 }
 
@@ -146,7 +146,7 @@ TEST(XlRelative, WarmForwardDoesNotAllocate) {
   const auto c = relpos::test::encoding_case("xl_clamped_causal");
   const auto attn = relpos::MultiHeadAttention<float, XlRelative<float>>::load(
       c.file, "self_attn.", relpos::test::encoding_case_attention_config(c.config),
-      from_case<float>(c));
+      xl_from_case<float>(c));
   const relpos::Tensor3<float> x = c.file.tensor3<float>("input");
   relpos::Workspace<float> ws;
   relpos::Tensor3<float> out;

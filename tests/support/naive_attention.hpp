@@ -32,8 +32,8 @@ Matrix<T> naive_attention(const MultiHeadAttention<T, Enc>& mha, ConstMatrixRef<
   if constexpr (TransformsQK<Enc>) mha.encoding.transform_qk(q, k, p, n_heads);
 
   // the materialised relative tables, [i][j] -> aK(c_ij) / aV(c_ij): (len, len, d_head)
-  const bool keys = detail::key_term_active(mha.encoding),
-             values = detail::value_term_active(mha.encoding);
+  const bool keys = relpos::detail::key_term_active(mha.encoding),
+             values = relpos::detail::value_term_active(mha.encoding);
   Eigen::Tensor<T, 3, Eigen::RowMajor> a_k(keys ? len : 0, len, dh);
   Eigen::Tensor<T, 3, Eigen::RowMajor> a_v(values ? len : 0, len, dh);
   for (Index i = 0; i < len; ++i) {
@@ -114,7 +114,7 @@ template <Scalar T, class Enc>
 Tensor3<T> naive_attention(const MultiHeadAttention<T, Enc>& mha, const Tensor3<T>& x,
                            const BatchInputs& in = {}) {
   const Index batch = x.dimension(0), len = x.dimension(1);
-  detail::check_batch_width("naive attention", x.dimension(2), mha.d_model());
+  relpos::detail::check_batch_width("naive attention", x.dimension(2), mha.d_model());
   in.check(batch, len);
   Tensor3<T> out(batch, len, mha.d_model());
   for (Index b = 0; b < batch; ++b)

@@ -1,7 +1,17 @@
 // SPDX-License-Identifier: MIT
-// Range checks whose errors name where a value came from ("config.json: position.factor:
-// must be > 0, got -1"), shared by the config reader and the modules built in code, so a
-// value is checked by one rule whichever way it arrives.
+// Range checks whose errors name where a value came from, shared by the config reader and the
+// modules built in code, so a value is checked by one rule whichever way it arrives.
+//
+// The message convention, one for both paths: `<source>: <path>.<key>: <what>`, where
+//   <source> says how the value arrived: the config file's path ("config.json") when it was
+//            read, or the encoding's name ("t5", the config.json `type`) when a module was
+//            built in code;
+//   <path>.<key> is always the key as config.json spells it ("position.num_buckets",
+//            "position.scaling.factor"), so one rule gives one text whatever the source:
+//   "config.json: position.num_buckets: must be >= 4, got 3"
+//   "t5: position.num_buckets: must be >= 4, got 3"
+// Sizes a module takes as arguments rather than keys (n_heads, d_head) are checked by the
+// module itself (detail/shape_checks.hpp) before its config's rule runs.
 #pragma once
 
 #include <charconv>
@@ -33,8 +43,11 @@ class Checker {
   [[noreturn]] void fail(std::string_view key, const std::string& what) const {
     throw Error(std::string(source_) + ": " + path_ + "." + std::string(key) + ": " + what);
   }
+  /// v > 0 and finite (JSON has no inf, so only code can pass one: base = inf would give
+  /// zero frequencies, not an error).
   void positive(std::string_view key, double v) const {
     if (!(v > 0)) fail(key, "must be > 0, got " + num(v));
+    if (!std::isfinite(v)) fail(key, "must be finite, got " + num(v));
   }
   void at_least(std::string_view key, std::int64_t v, std::int64_t lo) const {
     if (v < lo) fail(key, "must be >= " + std::to_string(lo) + ", got " + std::to_string(v));

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
-// Validation helpers of the encodings: each failure throws relpos::Error naming the
-// config key or tensor, the expected and the actual value.
+// Validation helpers of the encodings' tensors and inputs: each failure throws relpos::Error
+// naming the tensor or input, the expected and the actual value. (Config keys have one rule
+// per encoding, its static check(), in detail/checker.hpp's convention.)
 #pragma once
 
 #include <cstdint>
@@ -10,27 +11,6 @@
 #include <relpos/core.hpp>
 
 namespace relpos::detail {
-
-inline std::string num(double v) {
-  std::string s = std::to_string(v);
-  // std::to_string(10000.0) is "10000.000000": trim the zeros for readable messages
-  if (s.find('.') != std::string::npos) {
-    s.erase(s.find_last_not_of('0') + 1);
-    if (s.back() == '.') s.pop_back();
-  }
-  return s;
-}
-
-inline void check_base(const char* encoding, double base) {
-  if (!(base > 0)) throw Error(std::string(encoding) + ".base: expected > 0, got " + num(base));
-}
-
-inline void check_even_width(const char* encoding, const char* key, Index d) {
-  if (d < 2 || d % 2 != 0) {
-    throw Error(std::string(encoding) + "." + key +
-                ": expected an even size >= 2 (sin/cos pairs), got " + std::to_string(d));
-  }
-}
 
 /// "relative_key: expected [2K+1=9, 16], got [8, 16]"
 inline void check_table_shape(const std::string& name, Index k, Index d, Index rows, Index cols) {

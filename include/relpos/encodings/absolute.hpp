@@ -13,6 +13,7 @@
 #include <relpos/core.hpp>
 #include <relpos/detail/encoding_checks.hpp>
 #include <relpos/detail/growing_table.hpp>
+#include <relpos/detail/shape_checks.hpp>
 #include <relpos/detail/sinusoid.hpp>
 #include <relpos/encodings/concept.hpp>
 
@@ -38,8 +39,8 @@ class AbsoluteSinusoidal {
   using Config = AbsoluteConfig;
   static constexpr const char* name = "absolute";
 
-  // The model-file side (encodings/concept.hpp): config.json's checks; one encoding shared
-  // by every layer (the first block uses it).
+  // The model-file side (encodings/concept.hpp): the one rule of the config (config.json's
+  // and the constructor's); one encoding shared by every layer (the first block uses it).
   static void check(const AbsoluteConfig& p, const ModelShape& m, const detail::Checker& c) {
     c.positive("base", p.base);
     c.even(name, "d_model", m.d_model);
@@ -102,8 +103,8 @@ class AbsoluteSinusoidal {
 
  private:
   static AbsoluteConfig validated(Index d_model, const AbsoluteConfig& config) {
-    detail::check_even_width(name, "d_model", d_model);
-    detail::check_base(name, config.base);
+    detail::check_positive("absolute: ", "d_model", d_model);
+    check(config, ModelShape{.d_model = d_model, .n_heads = 1}, detail::Checker(name, "position"));
     return config;
   }
 

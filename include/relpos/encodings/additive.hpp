@@ -14,6 +14,7 @@
 
 #include <relpos/core.hpp>
 #include <relpos/detail/encoding_checks.hpp>
+#include <relpos/detail/shape_checks.hpp>
 #include <relpos/detail/sinusoid.hpp>
 #include <relpos/distance_table.hpp>
 #include <relpos/encodings/concept.hpp>
@@ -67,8 +68,9 @@ class Additive {
   static constexpr const char* cache_refusal =
       "is defined over a window of indices on both sides and cannot be decoded with a cache";
 
-  // The model-file side (encodings/concept.hpp): config.json's checks, the learned source's
-  // position.weight, one encoding for the first block.
+  // The model-file side (encodings/concept.hpp): the one rule of the config (config.json's
+  // and the constructors'), the learned source's position.weight, one encoding for the
+  // first block.
   static void check(const AdditiveConfig& p, const ModelShape& m, const detail::Checker& c) {
     if (!p.window) c.fail("window", "required key is missing");
     c.range("window", *p.window, 0, io::kMaxDistance);
@@ -199,29 +201,17 @@ class Additive {
     }
   }
 
+  // The constructor's facts, then the config's one rule: which constructor was called must
+  // match config.source (the learned one takes position.weight).
   static AdditiveConfig validated(Index d_model, const AdditiveConfig& config,
                                   AdditiveSource expected) {
-    const std::string n = name;
-    if (config.source != expected) {
-      throw Error(n + ".source: " +
-                  (expected == AdditiveSource::learned
-                       ? "position.weight given, but the source is sinusoidal"
-                       : "the learned source needs position.weight"));
-    }
-    if (!config.window) throw Error(n + ".window: required (w >= 0), not given");
-    if (*config.window < 0) {
-      throw Error(n + ".window: expected >= 0, got " + std::to_string(*config.window));
-    }
-    if (config.max_distance && *config.max_distance < 0) {
-      throw Error(n + ".max_distance: expected >= 0, got " + std::to_string(*config.max_distance));
-    }
-    if (expected == AdditiveSource::sinusoidal) {
-      detail::check_even_width(name, "d_model", d_model);
-      detail::check_base(name, config.base);
-    } else {
-      if (d_model < 1) throw Error(n + ".d_model: expected >= 1, got " + std::to_string(d_model));
-      if (!config.max_distance) throw Error(n + ".max_distance: required with the learned source");
-    }
+    detail::check_positive("additive: ", "d_model", d_model);
+    const detail::Checker c(name, "position");
+    if (config.source != expected)
+      c.fail("source", expected == AdditiveSource::learned
+                           ? "position.weight given, but the source is sinusoidal"
+                           : "the learned source needs position.weight");
+    check(config, ModelShape{.d_model = d_model, .n_heads = 1}, c);
     return config;
   }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include <relpos/core.hpp>
+#include <relpos/detail/shape_checks.hpp>
 #include <relpos/encodings/concept.hpp>
 
 namespace relpos {
@@ -51,8 +52,8 @@ class AlibiBias {
   using Config = AlibiConfig;
   static constexpr const char* name = "alibi";
 
-  // The model-file side (encodings/concept.hpp): config.json's check; no tensors, one
-  // encoding shared by every layer.
+  // The model-file side (encodings/concept.hpp): the one rule of the config (config.json's
+  // and the constructor's); no tensors, one encoding shared by every layer.
   static void check(const AlibiConfig& p, const ModelShape&, const detail::Checker& c) {
     c.positive("max_bias", p.max_bias);
   }
@@ -63,13 +64,8 @@ class AlibiBias {
 
   /// Throws relpos::Error naming the key on a bad value.
   AlibiBias(Index n_heads, const AlibiConfig& config = {}) : config_(config) {
-    if (n_heads < 1) {
-      throw Error(std::string(name) + ".n_heads: expected >= 1, got " + std::to_string(n_heads));
-    }
-    if (!(config.max_bias > 0) || !std::isfinite(config.max_bias)) {
-      throw Error(std::string(name) + ".max_bias: expected a finite number > 0, got " +
-                  std::to_string(config.max_bias));
-    }
+    detail::check_positive("alibi: ", "n_heads", n_heads);
+    check(config, ModelShape{.n_heads = n_heads}, detail::Checker(name, "position"));
     slopes_ = alibi_slopes(n_heads, config.max_bias);
   }
 

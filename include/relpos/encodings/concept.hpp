@@ -149,7 +149,9 @@ inline constexpr bool takes_position_ids = [] {
 //   using Config = XConfig;   the `position` object of config.json for this type, with the
 //     spec's defaults; equality-comparable, one Config per encoding.
 //   static void check(const Config&, const ModelShape&, const detail::Checker&);
-//     config.json's rules against the model's sizes (optional: none has none).
+//     the encoding's one rule for its config against the model's sizes (optional: none has
+//     none), run by config.json's reading and by the constructor alike, so both refuse the
+//     same values with the same text (detail/checker.hpp's convention).
 //   static std::vector<TensorSpec> tensors(const Config&, const ModelShape&);
 //   static std::vector<TensorSpec> layer_tensors(const Config&, const ModelShape&, Index n);
 //     the tensors it adds to the model file, once and per layer n (both optional).
@@ -157,6 +159,9 @@ inline constexpr bool takes_position_ids = [] {
 //     reads its tensors and gives make(n) → the encoding of layer n.
 
 /// The model sizes an encoding's config is checked against and its tensors are shaped by.
+/// config.json gives all of them; an encoding built in code fills in what its constructor
+/// was given (a Rotary of d_head: d_model = d_head, n_heads = 1; a T5Bias: n_heads and its
+/// causal flag) and calls the same check(), whose rule reads only those.
 struct ModelShape {
   std::int64_t d_model = 0;
   std::int64_t n_heads = 0;

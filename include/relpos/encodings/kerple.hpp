@@ -15,6 +15,7 @@
 
 #include <relpos/core.hpp>
 #include <relpos/detail/checker.hpp>
+#include <relpos/detail/shape_checks.hpp>
 #include <relpos/encodings/concept.hpp>
 #include <relpos/tensor_source.hpp>
 
@@ -49,9 +50,10 @@ class KerpleBias {
   static constexpr const char* r1_tensor = "position.kerple_r1";
   static constexpr const char* r2_tensor = "position.kerple_r2";
 
-  // The model-file side (encodings/concept.hpp): `form` is required; r1 and r2 [n_heads],
-  // one pair for all layers, read once and shared. Their values are checked by the
-  // constructor, so a file and code refuse the same numbers with the same message.
+  // The model-file side (encodings/concept.hpp): the one rule of the config (config.json's
+  // and the constructor's: `form` is required); r1 and r2 [n_heads], one pair for all
+  // layers, read once and shared. Their values are checked by the constructor, so a file
+  // and code refuse the same numbers with the same message.
   static void check(const KerpleConfig& p, const ModelShape&, const detail::Checker& c) {
     if (!p.form) c.fail("form", "required key is missing");
   }
@@ -71,9 +73,8 @@ class KerpleBias {
   /// and > 0; r2 <= 2 in the power form).
   KerpleBias(Index n_heads, const KerpleConfig& config, SharedMatrix<T> r1, SharedMatrix<T> r2)
       : config_(config), r1_table_(std::move(r1)), r2_table_(std::move(r2)) {
-    const std::string key = std::string(name) + ".";
-    if (n_heads < 1) throw Error(key + "n_heads: expected >= 1, got " + std::to_string(n_heads));
-    if (!config.form) throw Error(key + "form: required (\"log\" or \"power\"), not given");
+    detail::check_positive("kerple: ", "n_heads", n_heads);
+    check(config, ModelShape{.n_heads = n_heads}, detail::Checker(name, "position"));
     r1_ = per_head(r1_table_, r1_tensor, n_heads);
     r2_ = per_head(r2_table_, r2_tensor, n_heads);
     for (Index h = 0; h < n_heads; ++h) {

@@ -13,6 +13,7 @@
 
 #include <relpos/core.hpp>
 #include <relpos/detail/encoding_checks.hpp>
+#include <relpos/detail/shape_checks.hpp>
 #include <relpos/distance_table.hpp>
 #include <relpos/encodings/concept.hpp>
 #include <relpos/io/config_limits.hpp>
@@ -42,8 +43,9 @@ class LearnedRelative {
   using Config = LearnedConfig;
   static constexpr const char* name = "learned";
 
-  // The model-file side (encodings/concept.hpp): config.json's checks, the two tables of
-  // each layer (layers.{n}.self_attn.relative_key / relative_value) and their loading.
+  // The model-file side (encodings/concept.hpp): the one rule of the config (config.json's
+  // and the constructor's), the two tables of each layer (layers.{n}.self_attn.relative_key
+  // / relative_value) and their loading.
   static void check(const LearnedConfig& p, const ModelShape&, const detail::Checker& c) {
     if (!p.max_distance) c.fail("max_distance", "required key is missing");
     c.range("max_distance", *p.max_distance, 0, io::kMaxDistance);
@@ -129,16 +131,8 @@ class LearnedRelative {
   static std::string layer_prefix(Index n) { return "layers." + std::to_string(n) + ".self_attn."; }
 
   static LearnedConfig validated(Index d_head, const LearnedConfig& config) {
-    if (d_head < 1) {
-      throw Error(std::string(name) + ".d_head: expected >= 1, got " + std::to_string(d_head));
-    }
-    if (!config.max_distance) {
-      throw Error(std::string(name) + ".max_distance: required (K >= 0), not given");
-    }
-    if (*config.max_distance < 0) {
-      throw Error(std::string(name) + ".max_distance: expected >= 0, got " +
-                  std::to_string(*config.max_distance));
-    }
+    detail::check_positive("learned: ", "d_head", d_head);
+    check(config, ModelShape{.d_model = d_head, .n_heads = 1}, detail::Checker(name, "position"));
     return config;
   }
 

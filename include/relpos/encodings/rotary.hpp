@@ -19,6 +19,7 @@
 #include <relpos/core.hpp>
 #include <relpos/detail/encoding_checks.hpp>
 #include <relpos/detail/growing_table.hpp>
+#include <relpos/detail/shape_checks.hpp>
 #include <relpos/encodings/concept.hpp>
 #include <relpos/encodings/rotary_scaling.hpp>
 
@@ -69,8 +70,9 @@ class Rotary {
   using Config = RotaryConfig;
   static constexpr const char* name = "rotary";
 
-  // The model-file side (encodings/concept.hpp): config.json's checks (rotary_dim against
-  // d_head, the scaling's own); one encoding shared by every layer.
+  // The model-file side (encodings/concept.hpp): the one rule of the config (config.json's
+  // and the constructor's: rotary_dim against d_head, the scaling's own); one encoding
+  // shared by every layer.
   static void check(const RotaryConfig& p, const ModelShape& m, const detail::Checker& c) {
     const std::int64_t d_head = m.d_head();
     c.positive("base", p.base);
@@ -82,7 +84,7 @@ class Rotary {
     if (r > d_head)
       c.fail("rotary_dim",
              "must be <= d_head = " + std::to_string(d_head) + ", got " + std::to_string(r));
-    if (p.scaling) detail::check_scaling(*p.scaling, p.base, r, c.source());
+    if (p.scaling) check_scaling(*p.scaling, p.base, r, c.source());
   }
   template <TensorSource<T> Source>
   static auto loader(const RotaryConfig& p, const ModelShape& m, const Source&) {
@@ -228,24 +230,10 @@ class Rotary {
 
  private:
   static RotaryConfig validated(Index d_head, RotaryConfig config) {
-    if (d_head < 1) {
-      throw Error(std::string(name) + ".d_head: expected >= 1, got " + std::to_string(d_head));
-    }
-    detail::check_base(name, config.base);
-    const bool defaulted = !config.rotary_dim.has_value();
-    const Index r = config.rotary_dim.value_or(d_head);
-    if (r < 2 || r > d_head) {
-      throw Error(std::string(name) +
-                  ".rotary_dim: expected in [2, d_head = " + std::to_string(d_head) + "], got " +
-                  std::to_string(r) + (defaulted ? " (the default, d_head)" : ""));
-    }
-    if (r % 2 != 0) {
-      throw Error(std::string(name) + ".rotary_dim: expected even (pairs are rotated), got " +
-                  std::to_string(r) + (defaulted ? " (the default, d_head)" : ""));
-    }
-    config.rotary_dim = r;
+    detail::check_positive("rotary: ", "d_head", d_head);
     // user errors name the key: "rotary: position.scaling.factor: must be > 0, got 0"
-    if (config.scaling) detail::check_scaling(*config.scaling, config.base, r, name);
+    check(config, ModelShape{.d_model = d_head, .n_heads = 1}, detail::Checker(name, "position"));
+    config.rotary_dim = config.rotary_dim.value_or(d_head);
     return config;
   }
 

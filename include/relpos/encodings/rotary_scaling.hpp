@@ -102,12 +102,16 @@ inline double yarn_mscale(double s, double a) {
   return s <= 1 ? 1.0 : 0.1 * a * std::log(s) + 1.0;
 }
 
-/// The checks a scaling passes however it was made (config.json or code); `source` names
-/// where it came from. base > 1 is needed by YaRN (it divides by ln base); `r` is the rotary dim in
+}  // namespace detail
+
+/// The one rule of a scaling, however it was made (config.json or code): throws
+/// relpos::Error "<source>: position.scaling.<key>: <what>" (detail/checker.hpp), `source`
+/// naming where it came from ("config.json", or "rotary" for a Rotary built in code).
+/// `base` is rotary's (YaRN divides by ln base, so it needs base > 1); `r` is the rotary dim in
 /// use.
 inline void check_scaling(const RotaryScaling& scaling, double base, std::int64_t r,
                           std::string_view source) {
-  const Checker c(source, "position.scaling");
+  const detail::Checker c(source, "position.scaling");
   const auto factor_and_length = [&](double factor, std::int64_t l0) {
     c.positive("factor", factor);
     c.range("original_max_position_embeddings", l0, 1, io::kMaxDistance);
@@ -164,8 +168,6 @@ inline void check_scaling(const RotaryScaling& scaling, double base, std::int64_
       },
       scaling);
 }
-
-}  // namespace detail
 
 /// Whether the tables of `scaling` depend on the call length ℓ (dynamic, longrope).
 inline bool scaling_depends_on_length(const RotaryScaling& scaling) {

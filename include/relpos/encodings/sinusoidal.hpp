@@ -9,6 +9,7 @@
 
 #include <relpos/core.hpp>
 #include <relpos/detail/encoding_checks.hpp>
+#include <relpos/detail/shape_checks.hpp>
 #include <relpos/detail/sinusoid.hpp>
 #include <relpos/distance_table.hpp>
 #include <relpos/encodings/concept.hpp>
@@ -39,8 +40,8 @@ class SinusoidalRelative {
   using Config = SinusoidalConfig;
   static constexpr const char* name = "sinusoidal";
 
-  // The model-file side (encodings/concept.hpp): config.json's checks; one table shared by
-  // every layer.
+  // The model-file side (encodings/concept.hpp): the one rule of the config (config.json's
+  // and the constructor's); one table shared by every layer.
   static void check(const SinusoidalConfig& p, const ModelShape& m, const detail::Checker& c) {
     c.positive("base", p.base);
     if (p.max_distance) c.range("max_distance", *p.max_distance, 0, io::kMaxDistance);
@@ -91,12 +92,8 @@ class SinusoidalRelative {
 
  private:
   static SinusoidalConfig validated(Index d_head, const SinusoidalConfig& config) {
-    detail::check_even_width(name, "d_head", d_head);
-    detail::check_base(name, config.base);
-    if (config.max_distance && *config.max_distance < 0) {
-      throw Error(std::string(name) + ".max_distance: expected >= 0, got " +
-                  std::to_string(*config.max_distance));
-    }
+    detail::check_positive("sinusoidal: ", "d_head", d_head);
+    check(config, ModelShape{.d_model = d_head, .n_heads = 1}, detail::Checker(name, "position"));
     return config;
   }
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include <relpos/core.hpp>
+#include <relpos/detail/shape_checks.hpp>
 #include <relpos/encodings/concept.hpp>
 #include <relpos/io/config_limits.hpp>
 
@@ -83,8 +84,9 @@ class T5Bias {
   using Config = T5Config;
   static constexpr const char* name = "t5";
 
-  // The model-file side (encodings/concept.hpp): config.json's checks, the one
-  // relative_attention_bias [num_buckets, n_heads] of all layers, and its loading.
+  // The model-file side (encodings/concept.hpp): the one rule of the config (config.json's
+  // and the constructor's), the one relative_attention_bias [num_buckets, n_heads] of all
+  // layers, and its loading. bidirectional, when absent, follows m.causal.
   static void check(const T5Config& p, const ModelShape& m, const detail::Checker& c) {
     const bool bidirectional = p.is_bidirectional(m.causal);
     c.range("num_buckets", p.num_buckets, t5_min_buckets(bidirectional), io::kMaxDimension);
@@ -150,20 +152,9 @@ class T5Bias {
 
  private:
   static T5Config validated(Index n_heads, const T5Config& config) {
-    const std::string key = std::string(name) + ".";
-    if (n_heads < 1) throw Error(key + "n_heads: expected >= 1, got " + std::to_string(n_heads));
-    const bool bidirectional = config.is_bidirectional();
-    const Index min_buckets = t5_min_buckets(bidirectional);
-    if (config.num_buckets < min_buckets) {
-      throw Error(key + "num_buckets: expected >= " + std::to_string(min_buckets) +
-                  (bidirectional ? " (bidirectional)" : "") + ", got " +
-                  std::to_string(config.num_buckets));
-    }
-    const Index e = t5_exact_range(config.num_buckets, bidirectional);
-    if (config.max_distance <= e) {
-      throw Error(key + "max_distance: must be > the exact-bucket range E = " + std::to_string(e) +
-                  ", got " + std::to_string(config.max_distance));
-    }
+    detail::check_positive("t5: ", "n_heads", n_heads);
+    check(config, ModelShape{.n_heads = n_heads, .causal = config.causal},
+          detail::Checker(name, "position"));
     return config;
   }
 

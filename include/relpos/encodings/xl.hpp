@@ -56,9 +56,10 @@ class XlRelative {
   using Config = XlConfig;
   static constexpr const char* name = "xl";
 
-  // The model-file side (encodings/concept.hpp): config.json's checks; u and v
-  // (position.r_w_bias, position.r_r_bias: [n_heads, d_head]) shared by all layers, each
-  // layer's r_net.weight [d_model, d_model], and their loading.
+  // The model-file side (encodings/concept.hpp): the one rule of the config (config.json's
+  // and the constructor's); u and v (position.r_w_bias, position.r_r_bias: [n_heads,
+  // d_head]) shared by all layers, each layer's r_net.weight [d_model, d_model], and their
+  // loading.
   static void check(const XlConfig& p, const ModelShape& m, const detail::Checker& c) {
     c.positive("base", p.base);
     if (p.max_distance) c.range("max_distance", *p.max_distance, 0, io::kMaxDistance);
@@ -112,18 +113,9 @@ class XlRelative {
   static std::string layer_prefix(Index n) { return "layers." + std::to_string(n) + ".self_attn."; }
 
   static XlConfig validated(Index d_model, Index n_heads, const XlConfig& config) {
-    const std::string key = std::string(name) + ".";
     detail::check_head_split(name, d_model, n_heads);
-    if (d_model % 2 != 0) {
-      throw Error(key + "d_model: expected even (sin | cos halves), got " +
-                  std::to_string(d_model));
-    }
-    if (!(config.base > 0) || !std::isfinite(config.base)) {
-      throw Error(key + "base: expected a finite number > 0, got " + std::to_string(config.base));
-    }
-    if (config.max_distance && *config.max_distance < 0) {
-      throw Error(key + "max_distance: expected >= 0, got " + std::to_string(*config.max_distance));
-    }
+    check(config, ModelShape{.d_model = d_model, .n_heads = n_heads},
+          detail::Checker(name, "position"));
     return config;
   }
 

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The optional `scaling` object of a rotary position in config.json (spec §4, second wave,
 // with Hugging Face's key names): its strict reading and its JSON form. The structs and
-// their checks are the encoding's own, in encodings/rotary_scaling.hpp.
+// their one rule (relpos::check_scaling) are the encoding's own, in encodings/rotary_scaling.hpp.
 #pragma once
 
 #include <array>
@@ -33,7 +33,6 @@ using relpos::YarnScaling;
 
 namespace detail {
 
-using relpos::detail::Checker;
 using relpos::detail::Json;
 using relpos::detail::JsonFields;
 using relpos::detail::KeySet;
@@ -96,8 +95,6 @@ inline RotaryScaling read_scaling(const Json& j, std::string_view source) {
   s.attention_factor = f.nullable_number("attention_factor");
   return s;
 }
-
-using relpos::detail::check_scaling;
 
 }  // namespace detail
 

@@ -1,0 +1,201 @@
+// SPDX-License-Identifier: MIT
+// The backward of multi-head self-attention (attention.hpp, spec §3), so far for position type
+// none: packed in_proj, out_proj, key padding and causal masks, and rows with no visible key
+// (α_i = 0, so no gradient flows through them and none is NaN). The relative terms of the
+// encodings plug in here next, through the same hooks as the forward.
+//
+// Memory: like FlashAttention-2 (Dao 2023), backward keeps no (len × len) matrix. It recomputes
+// the scores of kRows query rows at a time against all keys, and uses
+// D_i = Σ_j α_ij ∂L/∂α_ij to form the softmax's gradient, so a step keeps O(len·d_model) per
+// layer and works in O(kRows·len) more.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <type_traits>
+
+#include <relpos/attention.hpp>
+#include <relpos/core.hpp>
+#include <relpos/detail/gemm.hpp>
+#include <relpos/detail/linear_grad.hpp>
+#include <relpos/detail/shape_checks.hpp>
+#include <relpos/detail/tiled_attention.hpp>
+#include <relpos/encodings/none.hpp>
+#include <relpos/workspace.hpp>
+
+namespace relpos {
+
+/// What attention's forward keeps for its backward: len·5·d_model scalars, no (len × len).
+template <Scalar T>
+struct AttentionSaved {
+  Matrix<T> x;    // (len, d_model): the input, for ∂L/∂in_proj_weight
+  Matrix<T> qkv;  // (len, 3·d_model): q | k | v after in_proj, heads side by side in each
+  Matrix<T> z;    // (len, d_model): the heads' outputs before out_proj, for ∂L/∂out_proj.weight
+};
+
+/// ∂L/∂ of the layer's four tensors, named as in the model file (`<prefix>in_proj_weight`, ...;
+/// prefix e.g. "layers.0.self_attn.", as MultiHeadAttention::load). backward() adds into them.
+template <Scalar T>
+struct AttentionGrad {
+  Matrix<T> in_proj_weight;   // (3·d_model, d_model)
+  Vector<T> in_proj_bias;     // (3·d_model)
+  Matrix<T> out_proj_weight;  // (d_model, d_model)
+  Vector<T> out_proj_bias;    // (d_model)
+
+  /// f(name, gradient) for each tensor, names as in the model file.
+  template <class F>
+  void for_each(const std::string& prefix, F&& f) {
+    f(prefix + "in_proj_weight", in_proj_weight);
+    f(prefix + "in_proj_bias", in_proj_bias);
+    f(prefix + "out_proj.weight", out_proj_weight);
+    f(prefix + "out_proj.bias", out_proj_bias);
+  }
+};
+
+namespace detail {
+
+template <class Enc>
+inline constexpr bool attention_backward_supported =
+    std::is_same_v<Enc, NoPosition<typename Enc::Scalar>>;
+
+inline void check_attention_io(const char* what, Index x_rows, Index x_cols, Index out_rows,
+                               Index out_cols, Index d, Index positions_len) {
+  if (x_cols != d || out_rows != x_rows || out_cols != d) {
+    throw Error(std::string(what) + ": x and out: expected (len, d_model = " + std::to_string(d) +
+                "), got " + shape_string(x_rows, x_cols) + " and " +
+                shape_string(out_rows, out_cols));
+  }
+  if (positions_len != x_rows) {
+    throw Error(std::string(what) + ": positions: expected len " + std::to_string(x_rows) +
+                " (the rows of x), got " + std::to_string(positions_len));
+  }
+}
+
+}  // namespace detail
+
+/// out = attn(x) as MultiHeadAttention::forward computes it (the same products and the same
+/// kernel, so the same bits), keeping x, q | k | v and z in `saved`. x, out: (len, d_model).
+template <Scalar T, Encoding Enc>
+void forward_saving(const MultiHeadAttention<T, Enc>& attn, detail::InRef<T> x,
+                    detail::OutRef<T> out, const SequenceInputs& in, SequenceWorkspace<T>& ws,
+                    AttentionSaved<T>& saved) {
+  static_assert(detail::attention_backward_supported<Enc>,
+                "attention backward: only position type none has a backward so far");
+  attn.validate();
+  // spec §7's bias false has no backward yet: refused, rather than a wrong gradient
+  if (!attn.config.bias)
+    throw Error("attention forward_saving: in_proj_bias: empty (bias false): no backward yet");
+  const Index len = x.rows(), d = attn.d_model();
+  detail::check_attention_io("attention forward_saving", x.rows(), x.cols(), out.rows(), out.cols(),
+                             d, in.positions.len);
+  saved.x = x;
+  saved.qkv.resize(len, 3 * d);
+  saved.z.resize(len, d);
+  if (len == 0) return;
+  // q | k | v = x·in_projᵀ + bias
+  detail::linear<T>(x, attn.in_proj_weight, attn.in_proj_bias, saved.qkv);
+  // z = softmax(q·kᵀ/√d_head + mask)·v per head, by the forward's own kernel
+  const detail::AttentionGeometry geometry{.queries = in.positions,
+                                           .keys = in.positions,
+                                           .causal = attn.config.causal,
+                                           .causal_offset = 0,
+                                           .key_padding = in.key_padding};
+  detail::TiledAttention<T, Enc>(attn.encoding, attn.n_heads(), attn.d_head())
+      .run(saved.qkv.leftCols(d), saved.qkv.middleCols(d, d), saved.qkv.rightCols(d), geometry,
+           saved.z, ws.attention);
+  // out = z·out_projᵀ + bias
+  detail::linear<T>(saved.z, attn.out_proj_weight, attn.out_proj_bias, out);
+}
+
+/// Query rows per block of backward: the recomputed scores and their gradient are two
+/// (kAttentionBackwardRows, len) matrices.
+inline constexpr Index kAttentionBackwardRows = 64;
+
+/// From dy = ∂L/∂out (len, d_model): adds the four weight gradients into grad (empty ones start
+/// at zero) and writes dx = ∂L/∂x (len, d_model). `in` must be the forward's.
+template <Scalar T, Encoding Enc>
+void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& saved,
+              const SequenceInputs& in, detail::InRef<T> dy, detail::OutRef<T> dx,
+              AttentionGrad<T>& grad) {
+  static_assert(detail::attention_backward_supported<Enc>,
+                "attention backward: only position type none has a backward so far");
+  const Index len = saved.x.rows(), d = attn.d_model(), h_count = attn.n_heads(),
+              dh = attn.d_head();
+  if (saved.x.cols() != d || saved.qkv.rows() != len || saved.qkv.cols() != 3 * d ||
+      saved.z.rows() != len || saved.z.cols() != d) {
+    throw Error("attention backward: saved: expected x (len, " + std::to_string(d) +
+                "), qkv (len, " + std::to_string(3 * d) + "), z (len, " + std::to_string(d) +
+                "), got " + detail::shape_string(saved.x.rows(), saved.x.cols()) + ", " +
+                detail::shape_string(saved.qkv.rows(), saved.qkv.cols()) + ", " +
+                detail::shape_string(saved.z.rows(), saved.z.cols()));
+  }
+  detail::check_attention_io("attention backward", len, d, dx.rows(), dx.cols(), d,
+                             in.positions.len);
+  detail::check_output_grad("attention backward", dy.rows(), dy.cols(), len, d);
+  detail::prepare_grad<T>(grad.in_proj_weight, 3 * d, d, "in_proj_weight", "");
+  detail::prepare_grad<T>(grad.in_proj_bias, 3 * d, "in_proj_bias", "");
+  // ∂L/∂W_o += dyᵀ·z, ∂L/∂b_o += Σ dy, ∂L/∂z = dy·W_o
+  Matrix<T> dz(len, d);
+  detail::linear_backward<T>(saved.z, attn.out_proj_weight, dy, dz, grad.out_proj_weight,
+                             grad.out_proj_bias, "out_proj");
+  // ∂L/∂(q | k | v): (len, 3·d_model), filled head by head
+  Matrix<T> dqkv = Matrix<T>::Zero(len, 3 * d);
+  const T scale = T(1) / std::sqrt(static_cast<T>(dh));
+  const Index rows = std::min(kAttentionBackwardRows, std::max<Index>(len, 1));
+  Matrix<T> p(rows, len), dp(rows, len);  // α and ∂L/∂α of a block of query rows
+  for (Index h = 0; h < h_count; ++h) {
+    const auto q = saved.qkv.middleCols(h * dh, dh);          // (len, d_head)
+    const auto k = saved.qkv.middleCols(d + h * dh, dh);      // (len, d_head)
+    const auto v = saved.qkv.middleCols(2 * d + h * dh, dh);  // (len, d_head)
+    const auto dz_h = dz.middleCols(h * dh, dh);              // (len, d_head)
+    auto dq = dqkv.middleCols(h * dh, dh);
+    auto dk = dqkv.middleCols(d + h * dh, dh);
+    auto dv = dqkv.middleCols(2 * d + h * dh, dh);
+    for (Index r0 = 0; r0 < len; r0 += rows) {
+      const Index n = std::min(rows, len - r0);
+      auto pb = p.topRows(n);
+      auto dpb = dp.topRows(n);
+      // e = q·kᵀ/√d_head over the block's rows, recomputed (none is kept)
+      pb.noalias() = q.middleRows(r0, n) * k.transpose();
+      pb *= scale;
+      // α = softmax over the visible keys; a row with none visible is all zeros (spec §2)
+      for (Index i = 0; i < n; ++i) {
+        const Index end = attn.config.causal ? std::min(r0 + i + 1, len) : len;
+        T max = -std::numeric_limits<T>::infinity();
+        for (Index j = 0; j < end; ++j) {
+          if (in.key_padding == nullptr || !in.key_padding[j]) max = std::max(max, pb(i, j));
+        }
+        if (max == -std::numeric_limits<T>::infinity()) {
+          pb.row(i).setZero();
+          continue;
+        }
+        T sum = 0;
+        for (Index j = 0; j < len; ++j) {
+          const bool visible = j < end && (in.key_padding == nullptr || !in.key_padding[j]);
+          pb(i, j) = visible ? std::exp(pb(i, j) - max) : T(0);
+          sum += pb(i, j);
+        }
+        pb.row(i) /= sum;
+      }
+      // ∂L/∂v += αᵀ·∂L/∂z
+      dv.noalias() += pb.transpose() * dz_h.middleRows(r0, n);
+      // ∂L/∂α = ∂L/∂z·vᵀ
+      dpb.noalias() = dz_h.middleRows(r0, n) * v.transpose();
+      // ∂L/∂e = α ⊙ (∂L/∂α − D), D_i = Σ_j α_ij ∂L/∂α_ij (softmax's Jacobian; α = 0 where masked)
+      for (Index i = 0; i < n; ++i) {
+        const T d_i = pb.row(i).dot(dpb.row(i));
+        dpb.row(i).array() = pb.row(i).array() * (dpb.row(i).array() - d_i) * scale;
+      }
+      // with the 1/√d_head folded in: ∂L/∂q = ∂L/∂e·k, ∂L/∂k += ∂L/∂eᵀ·q
+      dq.middleRows(r0, n).noalias() = dpb * k;
+      dk.noalias() += dpb.transpose() * q.middleRows(r0, n);
+    }
+  }
+  // ∂L/∂W_in += (∂L/∂qkv)ᵀ·x, ∂L/∂b_in += Σ ∂L/∂qkv, ∂L/∂x = ∂L/∂qkv·W_in
+  detail::linear_backward<T>(saved.x, attn.in_proj_weight, dqkv, dx, grad.in_proj_weight,
+                             grad.in_proj_bias, "in_proj");
+}
+
+}  // namespace relpos

@@ -1,0 +1,168 @@
+// Tests for include/relpos/attention_grad.hpp: the backward of multi-head self-attention with
+// position type none (packed in_proj, out_proj, key padding, the causal mask, rows with no
+// visible key), against PyTorch autograd through tools/reference.py's RefAttention
+// (tools/golden_grads.py), central finite differences in double, and properties.
+#include <relpos/attention_grad.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "support/golden.hpp"
+#include "support/random.hpp"
+
+namespace {
+
+using relpos::Index;
+using relpos::Matrix;
+using relpos::Tensor3;
+
+template <class T>
+class AttentionGradTyped : public ::testing::Test {};
+using Scalars = ::testing::Types<float, double>;
+TYPED_TEST_SUITE(AttentionGradTyped, Scalars);
+
+// As tests/grad_test.cpp: double to a few ulps of gradients of size <= ~10; float to 1e-5 of
+// the tensor's largest entry and 1e-5 relative (inputs rounded once to float, then sums of a
+// few dozen products; the softmax adds exp() and one division per row).
+template <class T, class A, class B>
+::testing::AssertionResult close(const A& actual, const B& expected) {
+  if constexpr (std::is_same_v<T, double>) {
+    return relpos::test::all_close(actual, expected, 1e-12, 1e-12);
+  } else {
+    return relpos::test::all_close(actual, expected, 1e-5 * expected.cwiseAbs().maxCoeff(), 1e-5);
+  }
+}
+
+TYPED_TEST(AttentionGradTyped, NoneMatchesTorchWithPaddingCausalAndEmptyRows) {
+  using T = TypeParam;
+  for (const bool causal : {false, true}) {
+    SCOPED_TRACE(causal ? "causal" : "bidirectional");
+    const auto f = relpos::test::golden_file(causal ? "grads/attention_none_causal.safetensors"
+                                                    : "grads/attention_none.safetensors");
+    const Tensor3<T> x = f.tensor3<T>("input"), dout = f.tensor3<T>("dout");
+    const Index batch = x.dimension(0), len = x.dimension(1), d = x.dimension(2);
+    const std::vector<std::uint8_t> pad_bytes = f.values<std::uint8_t>("padding_mask");
+    const auto attn = relpos::MultiHeadAttention<T>::load(
+        f, "self_attn.", relpos::AttentionConfig{.d_model = d, .n_heads = 2, .causal = causal});
+    const Tensor3<double> want_out = f.tensor3<double>("output");
+    const Tensor3<double> want_dx = f.tensor3<double>("grad.input");
+    relpos::SequenceWorkspace<T> ws;
+    relpos::AttentionSaved<T> saved;
+    relpos::AttentionGrad<T> grad;
+    for (Index b = 0; b < batch; ++b) {
+      const auto key_padding = std::make_unique<bool[]>(static_cast<std::size_t>(len));
+      for (Index j = 0; j < len; ++j) {
+        key_padding[static_cast<std::size_t>(j)] = pad_bytes[static_cast<std::size_t>(b * len + j)];
+      }
+      const relpos::SequenceInputs in{.positions = {.len = len}, .key_padding = key_padding.get()};
+      Matrix<T> out(len, d), dx(len, d);
+      relpos::forward_saving(attn, relpos::item(x, b), out, in, ws, saved);
+      EXPECT_TRUE(close<T>(out, relpos::item(want_out, b))) << "item " << b;
+      relpos::backward(attn, saved, in, relpos::item(dout, b), dx, grad);
+      EXPECT_TRUE(close<T>(dx, relpos::item(want_dx, b))) << "item " << b;
+    }
+    grad.for_each("self_attn.", [&](const std::string& name, const auto& g) {
+      SCOPED_TRACE(name);
+      using G = std::decay_t<decltype(g)>;
+      if constexpr (G::ColsAtCompileTime == 1) {
+        EXPECT_TRUE(close<T>(g, f.vector<double>("grad." + name)));
+      } else {
+        EXPECT_TRUE(close<T>(g, f.matrix<double>("grad." + name)));
+      }
+    });
+  }
+}
+
+// L = Σ dout ⊙ attn(x) by the library's own forward, differentiated numerically; h = 1e-6
+// (truncation ~1e-12, rounding ~1e-9), tolerance 1e-7 absolute + 1e-6 relative.
+template <class M>
+::testing::AssertionResult matches_finite_differences(M& param, const M& analytic,
+                                                      const std::function<double()>& loss,
+                                                      const std::string& what) {
+  const double h = 1e-6;
+  M numeric(param.rows(), param.cols());
+  for (Index k = 0; k < param.size(); ++k) {
+    const double keep = param.data()[k];
+    param.data()[k] = keep + h;
+    const double up = loss();
+    param.data()[k] = keep - h;
+    const double down = loss();
+    param.data()[k] = keep;
+    numeric.data()[k] = (up - down) / (2 * h);
+  }
+  auto r = relpos::test::all_close(analytic, numeric, 1e-7, 1e-6);
+  if (!r) r << " (" << what << ")";
+  return r;
+}
+
+// Key 0 padded and the causal mask: query 0 sees no key at all (α_0 = 0).
+TEST(AttentionGradFiniteDifferences, NonePaddedCausal) {
+  for (const bool causal : {false, true}) {
+    SCOPED_TRACE(causal ? "causal" : "bidirectional");
+    std::mt19937_64 gen(1510);
+    const Index len = 5, d = 4;
+    relpos::MultiHeadAttention<double> attn({.d_model = d, .n_heads = 2, .causal = causal});
+    relpos::test::fill_normal(attn.in_proj_weight, gen, 0.7);
+    relpos::test::fill_normal(attn.in_proj_bias, gen, 0.7);
+    relpos::test::fill_normal(attn.out_proj_weight, gen, 0.7);
+    relpos::test::fill_normal(attn.out_proj_bias, gen, 0.7);
+    Matrix<double> x(len, d), dout(len, d), out(len, d), dx(len, d);
+    relpos::test::fill_normal(x, gen, 1.0);
+    relpos::test::fill_normal(dout, gen, 1.0);
+    const bool key_padding[len] = {true, false, false, true, false};
+    const relpos::SequenceInputs in{.positions = {.len = len}, .key_padding = key_padding};
+    relpos::SequenceWorkspace<double> ws;
+    const auto loss = [&] {
+      attn.forward(x, out, in, ws);
+      return (out.array() * dout.array()).sum();
+    };
+    relpos::AttentionSaved<double> saved;
+    relpos::AttentionGrad<double> grad;
+    relpos::forward_saving(attn, x, out, in, ws, saved);
+    relpos::backward(attn, saved, in, dout, dx, grad);
+    EXPECT_TRUE(dx.allFinite() && grad.in_proj_weight.allFinite());
+    EXPECT_TRUE(matches_finite_differences(x, dx, loss, "x"));
+    EXPECT_TRUE(matches_finite_differences(attn.in_proj_weight, grad.in_proj_weight, loss,
+                                           "in_proj_weight"));
+    EXPECT_TRUE(
+        matches_finite_differences(attn.in_proj_bias, grad.in_proj_bias, loss, "in_proj_bias"));
+    EXPECT_TRUE(matches_finite_differences(attn.out_proj_weight, grad.out_proj_weight, loss,
+                                           "out_proj.weight"));
+    EXPECT_TRUE(
+        matches_finite_differences(attn.out_proj_bias, grad.out_proj_bias, loss, "out_proj.bias"));
+  }
+}
+
+// Spec §6's pitfall: softmax ignores a constant added to a whole row of scores, so the key rows
+// of in_proj_bias get no gradient (exactly zero up to rounding). And forward_saving is the
+// forward, bit for bit, over more rows than one backward block.
+TEST(AttentionGrad, KeyBiasGetsNoGradientAndForwardSavingIsTheForward) {
+  std::mt19937_64 gen(1511);
+  const Index len = 150, d = 8;  // > kAttentionBackwardRows: three blocks of query rows
+  relpos::MultiHeadAttention<double> attn({.d_model = d, .n_heads = 2, .causal = true});
+  relpos::test::fill_normal(attn.in_proj_weight, gen, 0.5);
+  relpos::test::fill_normal(attn.in_proj_bias, gen, 0.5);
+  relpos::test::fill_normal(attn.out_proj_weight, gen, 0.5);
+  relpos::test::fill_normal(attn.out_proj_bias, gen, 0.5);
+  Matrix<double> x(len, d), dout(len, d), a(len, d), b(len, d), dx(len, d);
+  relpos::test::fill_normal(x, gen, 1.0);
+  relpos::test::fill_normal(dout, gen, 1.0);
+  const relpos::SequenceInputs in{.positions = {.len = len}};
+  relpos::SequenceWorkspace<double> ws;
+  relpos::AttentionSaved<double> saved;
+  relpos::AttentionGrad<double> grad;
+  attn.forward(x, a, in, ws);
+  relpos::forward_saving(attn, x, b, in, ws, saved);
+  EXPECT_EQ(a, b);
+  relpos::backward(attn, saved, in, dout, dx, grad);
+  EXPECT_LT(grad.in_proj_bias.segment(d, d).cwiseAbs().maxCoeff(), 1e-12);
+  EXPECT_GT(grad.in_proj_bias.head(d).cwiseAbs().maxCoeff(), 1e-3);  // q's rows do get one
+}
+
+}  // namespace

@@ -1,0 +1,190 @@
+# SPDX-License-Identifier: MIT
+"""Golden gradients from PyTorch autograd for the non-attention modules and the losses of
+spec section 6 (tests/data/grads/), in float64 with fixed seeds and every parameter random
+(torch zero-inits biases and one-inits LayerNorm, which would hide bugs there).
+
+Each module file holds the parameters under their spec names, a batch `input`
+[batch, len, d_model], an output gradient `dout` (the loss is sum(output * dout), so autograd's
+gradients are exactly what backward(dout) must give), the forward `output`, and
+`grad.<name>` for every parameter plus `grad.input`:
+
+* layer_norm.safetensors: torch.nn.LayerNorm(d_model), tensors `norm.weight` / `norm.bias`
+  (the final norm's names; layers.{n}.norm1 / norm2 are the same module).
+* feed_forward_relu.safetensors, feed_forward_gelu.safetensors: linear2(act(linear1(x))) with
+  F.relu and F.gelu (exact, erf), as torch.nn.TransformerEncoderLayer's feed-forward.
+
+* attention_none.safetensors, attention_none_causal.safetensors: one layer of
+  tools/reference.py's RefAttention (spec section 3, position type none) over 3 items with right
+  padding of 0, 3 and all 7 tokens (every row of the last item sees no key: its weights are 0,
+  spec section 2), without and with the causal mask; tensors `self_attn.*`, `padding_mask` U8.
+
+The loss files:
+
+* cross_entropy.safetensors: F.cross_entropy(logits, targets, ignore_index=-100,
+  reduction="mean") over `logits` [batch, len, vocab] drawn wide (scale 30, so a naive
+  exp() would overflow in float) and `targets` I64 with -100 in the middle and at an end;
+  `loss` [1] and `grad.logits`.
+* mse.safetensors: F.mse_loss(output, target) (mean over every element); `loss`, `grad.output`.
+* tail_ce.safetensors: the encoder's non-attention path end to end, token ids -> embed.weight ->
+  final norm -> head -> cross-entropy, with repeated ids and an ignored target; `loss` and the
+  gradients of `embed.weight`, `norm.*`, `head.*` under their spec names.
+
+    /usr/bin/python3 tools/golden_grads.py [out_dir]   # default tests/data/grads
+"""
+
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import safetensors_py  # noqa: E402
+from reference import RefAttention, parse_config  # noqa: E402
+
+DT = torch.float64
+
+
+def save(path, tensors):
+    tensors = {k: v.detach().contiguous() for k, v in tensors.items()}
+    safetensors_py.save_file(tensors, path)
+    size = os.path.getsize(path)
+    assert size < 50_000, f"{path}: {size} bytes, golden files must stay small"
+    print(f"  {os.path.basename(path)}: {size} bytes")
+
+
+def module_case(path, module, names, x):
+    """Forward and autograd backward of `module` on x with a random output gradient."""
+    x = x.clone().requires_grad_(True)
+    out = module(x)
+    dout = torch.randn_like(out)
+    (out * dout).sum().backward()
+    tensors = {"input": x, "dout": dout, "output": out, "grad.input": x.grad}
+    for spec_name, p in zip(names, module.parameters()):
+        tensors[spec_name] = p
+        tensors["grad." + spec_name] = p.grad
+    save(path, tensors)
+
+
+class FeedForward(torch.nn.Module):
+    def __init__(self, d_model, d_ff, act):
+        super().__init__()
+        self.linear1 = torch.nn.Linear(d_model, d_ff, dtype=DT)
+        self.linear2 = torch.nn.Linear(d_ff, d_model, dtype=DT)
+        self.act = act
+
+    def forward(self, x):
+        return self.linear2(self.act(self.linear1(x)))
+
+
+def randomize(module, scale=0.5):
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn_like(p) * scale)
+
+
+def golden_modules(out_dir):
+    batch, length, d, d_ff = 2, 5, 8, 12
+    torch.manual_seed(150)
+    norm = torch.nn.LayerNorm(d, eps=1e-5, dtype=DT)
+    randomize(norm)
+    x = torch.randn(batch, length, d, dtype=DT) * 2 + 0.5
+    module_case(os.path.join(out_dir, "layer_norm.safetensors"), norm,
+                ["norm.weight", "norm.bias"], x)
+    for name, act in (("relu", F.relu), ("gelu", F.gelu)):
+        torch.manual_seed(151)
+        ffn = FeedForward(d, d_ff, act)
+        randomize(ffn)
+        x = torch.randn(batch, length, d, dtype=DT)
+        module_case(os.path.join(out_dir, f"feed_forward_{name}.safetensors"), ffn,
+                    ["linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias"], x)
+
+
+def golden_attention(out_dir, causal):
+    torch.manual_seed(155)
+    torch.set_default_dtype(DT)
+    d, h, bsz, length, pads = 8, 2, 3, 7, (0, 3, 7)
+    cfg = parse_config({"d_model": d, "n_heads": h, "n_layers": 1, "d_ff": 4, "causal": causal,
+                        "position": {"type": "none"}})
+    attn = RefAttention(cfg)
+    randomize(attn)
+    x = torch.randn(bsz, length, d, dtype=DT).requires_grad_(True)
+    pad = torch.zeros(bsz, length, dtype=torch.bool)
+    for b, n in enumerate(pads):
+        pad[b, length - n:] = n > 0
+    visible = (~pad)[:, None, :].expand(bsz, length, length).clone()
+    if causal:
+        visible &= torch.tril(torch.ones(length, length, dtype=torch.bool))
+    positions = torch.arange(length).expand(bsz, length).clone()
+    out, _ = attn(x, visible, positions, None, None)
+    dout = torch.randn_like(out)
+    (out * dout).sum().backward()
+    tensors = {"input": x, "dout": dout, "output": out, "grad.input": x.grad,
+               "padding_mask": pad.to(torch.uint8)}
+    for name, p in attn.named_parameters():
+        tensors[f"self_attn.{name}"] = p
+        tensors[f"grad.self_attn.{name}"] = p.grad
+    torch.set_default_dtype(torch.float32)
+    suffix = "_causal" if causal else ""
+    save(os.path.join(out_dir, f"attention_none{suffix}.safetensors"), tensors)
+
+
+def golden_losses(out_dir):
+    torch.manual_seed(152)
+    batch, length, vocab = 3, 4, 7
+    logits = (torch.randn(batch, length, vocab, dtype=DT) * 30).requires_grad_(True)
+    targets = torch.randint(0, vocab, (batch, length))
+    targets[1, 2] = -100  # in the middle
+    targets[2, 3] = -100  # at the end
+    loss = F.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1), ignore_index=-100,
+                           reduction="mean")
+    loss.backward()
+    save(os.path.join(out_dir, "cross_entropy.safetensors"),
+         {"logits": logits, "targets": targets, "loss": loss.reshape(1),
+          "grad.logits": logits.grad})
+
+    torch.manual_seed(153)
+    output = torch.randn(2, 4, 8, dtype=DT).requires_grad_(True)
+    target = torch.randn(2, 4, 8, dtype=DT)
+    loss = F.mse_loss(output, target)
+    loss.backward()
+    save(os.path.join(out_dir, "mse.safetensors"),
+         {"output": output, "target": target, "loss": loss.reshape(1),
+          "grad.output": output.grad})
+
+
+def golden_tail(out_dir):
+    torch.manual_seed(154)
+    batch, length, d, vocab = 2, 6, 8, 11
+    embed = torch.nn.Embedding(vocab, d, dtype=DT)
+    norm = torch.nn.LayerNorm(d, dtype=DT)
+    head = torch.nn.Linear(d, vocab, dtype=DT)
+    for m in (embed, norm, head):
+        randomize(m)
+    ids = torch.tensor([[3, 1, 3, 7, 0, 3], [10, 1, 5, 5, 2, 9]])  # repeats; 4, 6, 8 unused
+    targets = torch.tensor([[1, 3, 7, -100, 3, 0], [2, 10, 5, 5, 9, 4]])
+    hidden = norm(embed(ids))
+    logits = head(hidden)
+    loss = F.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1), ignore_index=-100)
+    loss.backward()
+    tensors = {"input_ids": ids, "targets": targets, "loss": loss.reshape(1), "logits": logits}
+    for prefix, m in (("embed", embed), ("norm", norm), ("head", head)):
+        for name, p in m.named_parameters():
+            tensors[f"{prefix}.{name}"] = p
+            tensors[f"grad.{prefix}.{name}"] = p.grad
+    save(os.path.join(out_dir, "tail_ce.safetensors"), tensors)
+
+
+def main():
+    out_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "grads")
+    os.makedirs(out_dir, exist_ok=True)
+    golden_modules(out_dir)
+    golden_losses(out_dir)
+    golden_tail(out_dir)
+    golden_attention(out_dir, causal=False)
+    golden_attention(out_dir, causal=True)
+
+
+if __name__ == "__main__":
+    main()
