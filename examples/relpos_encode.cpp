@@ -32,7 +32,8 @@ Runs a relpos Transformer encoder (config.json + model.safetensors, see docs/mod
                   rotary model trained to predict the byte 3 positions to the left)
   --input FILE    a safetensors file with `input` (F32 [batch, len, d_model]) or `input_ids`
                   (I64/I32 [batch, len]), and optionally `padding_mask` (U8/BOOL [batch, len],
-                  non-zero = padded key) and `position_ids` (I64/I32 [batch, len], >= 0)
+                  non-zero = padded key), `position_ids` (I64/I32 [batch, len], >= 0) and,
+                  for a model with type_vocab_size, `token_type_ids` (I64/I32 [batch, len])
   --text TEXT     the UTF-8 bytes of TEXT as token ids (needs vocab_size >= 256)
   --output FILE   write `output` (F32 [batch, len, d_model]) and, with an output head,
                   `logits` (F32 [batch, len, vocab_size]); without it, print a summary
@@ -112,7 +113,8 @@ void print_summary(const Options& o, const relpos::Model<float>& model,
   std::cout << "input:  " << (in.input ? "input" : "input_ids") << " [" << in.batch() << ", "
             << in.len() << (in.input ? ", " + std::to_string(c.d_model) : std::string()) << "]"
             << (in.padding_mask ? " + padding_mask" : "")
-            << (in.position_ids ? " + position_ids" : "") << "\n";
+            << (in.position_ids ? " + position_ids" : "")
+            << (in.token_type_ids ? " + token_type_ids" : "") << "\n";
   std::cout << "output: " << shape(out.output);
   if (out.logits) std::cout << ", logits " << shape(*out.logits);
   std::cout << "\ntime:   " << ms << " ms (" << relpos::num_threads() << " threads)\n";

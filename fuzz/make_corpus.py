@@ -115,6 +115,13 @@ def config_seeds():
     seeds["valid_alibi"] = json.dumps(config({"type": "alibi", "max_bias": 8})).encode()
     seeds["valid_xl"] = json.dumps(config({"type": "xl", "max_distance": 4})).encode()
     seeds["valid_kerple"] = json.dumps(config({"type": "kerple", "form": "power"})).encode()
+    # spec §7's block options: a T5-like block, a BERT-like embedding stage
+    seeds["valid_t5_block"] = json.dumps(config(
+        {"type": "t5"}, norm="rms", bias=False, ffn="gated", activation="gelu_tanh",
+        norm_first=True, final_norm=True)).encode()
+    seeds["valid_bert_embed"] = json.dumps(config(
+        {"type": "none"}, vocab_size=8, embed_norm=True, pos_embed_offset=2,
+        type_vocab_size=2)).encode()
     bad = {
         "bad_malformed": b'{"d_model": 4,',
         "bad_unknown_key": json.dumps(config({"type": "none"}, dropout=0.1)).encode(),
@@ -127,6 +134,8 @@ def config_seeds():
         "bad_deep": b'{"position":' + b"[" * 40 + b"]" * 40 + b"}",
         "bad_position_key": json.dumps(config({"type": "rotary", "max_distance": 3})).encode(),
         "bad_head_no_vocab": json.dumps(config({"type": "none"}, output_head=True)).encode(),
+        "bad_norm_kind": json.dumps(config({"type": "none"}, norm="batch")).encode(),
+        "bad_types_no_vocab": json.dumps(config({"type": "none"}, type_vocab_size=2)).encode(),
     }
     seeds.update(bad)
     return seeds

@@ -172,7 +172,7 @@ TEST(Config, TopLevelErrorsNameTheKey) {
       {with(R"("layer_norm_eps": "1e-5")"),
        "config.json: layer_norm_eps: expected a number, got a string \"1e-5\""},
       {with(R"("activation": "tanh")"),
-       "config.json: activation: expected \"relu\" or \"gelu\", got \"tanh\""},
+       "config.json: activation: expected \"relu\", \"gelu\" or \"gelu_tanh\", got \"tanh\""},
       {with(R"("vocab_size": null)"),
        "config.json: vocab_size: expected an integer, got null null"},
       {with(R"("position": "rotary")"),

@@ -139,6 +139,32 @@ TEST(EncodeCli, ExportedModelsMatchPyTorch) {
   EXPECT_EQ(matched, int(index.size()));
 }
 
+// Spec §7's block options (tools/golden_block_options.py), token_type_ids read from the file.
+TEST(EncodeCli, BlockOptionModelsMatchPyTorch) {
+  const Scratch s;
+  const fs::path output = s.dir() / "out.safetensors", dir = kData / "block_options";
+  const nlohmann::json index = nlohmann::json::parse(read_text(dir / "index.json"));
+  for (const auto& [name, info] : index.items()) {
+    SCOPED_TRACE(name);
+    const fs::path io = dir / name / "io.safetensors";
+    const Result r =
+        run({"--model", (dir / name).string(), "--input", io.string(), "--output", output.string()},
+            s.dir());
+    ASSERT_EQ(r.status, 0) << r.err;
+    const auto got = relpos::io::SafetensorsFile::open(output.string());
+    const auto want = relpos::io::SafetensorsFile::open(io.string());
+    EXPECT_EQ(got.info("output").shape, want.info("output").shape);
+    EXPECT_LE(worst(got.values<double>("output"), want.values<double>("output")), 1e-5);
+    fs::remove(output);
+  }
+  // the summary names the token types it read
+  const Result r = run({"--model", (dir / "bert_embed_t5").string(), "--input",
+                        (dir / "bert_embed_t5" / "io.safetensors").string()},
+                       s.dir());
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("+ token_type_ids"), std::string::npos) << r.out;
+}
+
 struct BadCase {
   std::vector<std::string> args;  // --output FILE is put first
   int status;

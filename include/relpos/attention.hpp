@@ -29,6 +29,7 @@ struct AttentionConfig {
   Index d_model = 0;    // model width; d_model % n_heads == 0
   Index n_heads = 0;    // heads; d_head = d_model / n_heads
   bool causal = false;  // key j visible to query i only when j <= i, by index (spec §2)
+  bool bias = true;     // false: in_proj and out_proj have no bias (spec §7 `bias: false`)
 
   Index d_head() const { return d_model / n_heads; }
   void validate() const { detail::check_head_split("attention", d_model, n_heads); }
@@ -131,9 +132,9 @@ class MultiHeadAttention {
  public:
   AttentionConfig config;
   Matrix<T> in_proj_weight;   // (3 d_model, d_model), PyTorch [out, in]: rows q, then k, then v
-  Vector<T> in_proj_bias;     // (3 d_model)
+  Vector<T> in_proj_bias;     // (3 d_model), empty when !config.bias
   Matrix<T> out_proj_weight;  // (d_model, d_model)
-  Vector<T> out_proj_bias;    // (d_model)
+  Vector<T> out_proj_bias;    // (d_model), empty when !config.bias
   Enc encoding;               // this layer's positional encoding
 
   /// Zero weights of the configured sizes (fill them, or use load()). A bad config, or an
@@ -145,23 +146,27 @@ class MultiHeadAttention {
     check_encoding();
     const Index d = config.d_model;
     in_proj_weight = Matrix<T>::Zero(3 * d, d);
-    in_proj_bias = Vector<T>::Zero(3 * d);
     out_proj_weight = Matrix<T>::Zero(d, d);
-    out_proj_bias = Vector<T>::Zero(d);
+    if (config.bias) {
+      in_proj_bias = Vector<T>::Zero(3 * d);
+      out_proj_bias = Vector<T>::Zero(d);
+    }
   }
 
   /// The tensors `prefix`in_proj_weight [3d, d], in_proj_bias [3d], out_proj.weight [d, d],
-  /// out_proj.bias [d] (prefix e.g. "layers.0.self_attn."); a missing or mis-shaped one
-  /// throws Error naming it. The encoding loads its own tensors.
+  /// out_proj.bias [d] (prefix e.g. "layers.0.self_attn."; no biases when !cfg.bias); a
+  /// missing or mis-shaped one throws Error naming it. The encoding loads its own tensors.
   template <TensorSource<T> File>
   static MultiHeadAttention load(const File& file, const std::string& prefix, AttentionConfig cfg,
                                  Enc enc = Enc()) {
     MultiHeadAttention a(cfg, std::move(enc));
     const Index d = cfg.d_model;
     a.in_proj_weight = file.template matrix<T>(prefix + "in_proj_weight", 3 * d, d);
-    a.in_proj_bias = file.template vector<T>(prefix + "in_proj_bias", 3 * d);
     a.out_proj_weight = file.template matrix<T>(prefix + "out_proj.weight", d, d);
-    a.out_proj_bias = file.template vector<T>(prefix + "out_proj.bias", d);
+    if (cfg.bias) {
+      a.in_proj_bias = file.template vector<T>(prefix + "in_proj_bias", 3 * d);
+      a.out_proj_bias = file.template vector<T>(prefix + "out_proj.bias", d);
+    }
     return a;
   }
 
@@ -176,9 +181,15 @@ class MultiHeadAttention {
     config.validate();
     const Index d = config.d_model;
     detail::check_matrix("in_proj_weight", in_proj_weight, 3 * d, d, "3·d_model, d_model");
-    detail::check_vector("in_proj_bias", in_proj_bias, 3 * d, "3·d_model");
     detail::check_matrix("out_proj_weight", out_proj_weight, d, d, "d_model, d_model");
-    detail::check_vector("out_proj_bias", out_proj_bias, d, "d_model");
+    if (config.bias) {
+      detail::check_vector("in_proj_bias", in_proj_bias, 3 * d, "3·d_model");
+      detail::check_vector("out_proj_bias", out_proj_bias, d, "d_model");
+    } else if (in_proj_bias.size() != 0 || out_proj_bias.size() != 0) {
+      throw Error("in_proj_bias, out_proj_bias: expected empty (config.bias is false), got [" +
+                  std::to_string(in_proj_bias.size()) + "] and [" +
+                  std::to_string(out_proj_bias.size()) + "]");
+    }
     check_encoding();
   }
 

@@ -84,6 +84,9 @@ void forward_saving(const MultiHeadAttention<T, Enc>& attn, detail::InRef<T> x,
   static_assert(detail::attention_backward_supported<Enc>,
                 "attention backward: only position type none has a backward so far");
   attn.validate();
+  // spec §7's bias false has no backward yet: refused, rather than a wrong gradient
+  if (!attn.config.bias)
+    throw Error("attention forward_saving: in_proj_bias: empty (bias false): no backward yet");
   const Index len = x.rows(), d = attn.d_model();
   detail::check_attention_io("attention forward_saving", x.rows(), x.cols(), out.rows(), out.cols(),
                              d, in.positions.len);

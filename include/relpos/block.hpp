@@ -2,6 +2,7 @@
 // One Transformer encoder block (spec §2), exactly as torch.nn.TransformerEncoderLayer:
 // post-norm  x = norm1(x + attn(x)); x = norm2(x + ffn(x))
 // pre-norm   x = x + attn(norm1(x)); x = x + ffn(norm2(x))   (norm_first, Xiong et al. 2020)
+// with spec §7's options: RMSNorm for the norms, no biases, a gated feed-forward.
 #pragma once
 
 #include <string>
@@ -13,7 +14,7 @@
 #include <relpos/encodings/concept.hpp>
 #include <relpos/encodings/none.hpp>
 #include <relpos/feed_forward.hpp>
-#include <relpos/layer_norm.hpp>
+#include <relpos/norm.hpp>
 #include <relpos/tensor_source.hpp>
 #include <relpos/workspace.hpp>
 
@@ -28,8 +29,12 @@ struct BlockConfig {
   bool norm_first = false;       // pre-norm (true) or post-norm (false)
   double layer_norm_eps = 1e-5;  // both norms
   bool causal = false;
+  NormKind norm = NormKind::layer;  // spec §7 `norm`: LayerNorm or RMSNorm
+  bool bias = true;                 // spec §7 `bias`: false = no attention or FFN biases
+  bool gated = false;               // spec §7 `ffn: "gated"`: linear3 gates the hidden layer
 
-  AttentionConfig attention() const { return {d_model, n_heads, causal}; }
+  AttentionConfig attention() const { return {d_model, n_heads, causal, bias}; }
+  FeedForwardConfig feed_forward() const { return {d_model, d_ff, activation, gated, bias}; }
   /// Every size >= 1, d_model a multiple of n_heads, eps > 0; else Error naming the key.
   void validate() const {
     detail::check_positive("block: ", "d_model", d_model);
@@ -49,31 +54,32 @@ struct BlockConfig {
 template <Scalar T, Encoding Enc = NoPosition<T>>
 struct Block {
   MultiHeadAttention<T, Enc> self_attn;
-  FeedForward<T> ffn;  // linear1, linear2
-  LayerNorm<T> norm1;
-  LayerNorm<T> norm2;
+  FeedForward<T> ffn;  // linear1, linear2 (, linear3 when gated)
+  Norm<T> norm1;       // LayerNorm or RMSNorm, as BlockConfig::norm
+  Norm<T> norm2;
   bool norm_first = false;
 
   /// Zero attention and feed-forward weights, identity norms. A bad config, or an encoding
   /// built for other sizes, throws Error before anything is allocated.
   explicit Block(const BlockConfig& cfg, Enc enc = Enc())
       : self_attn((cfg.validate(), cfg.attention()), std::move(enc)),
-        ffn(cfg.d_model, cfg.d_ff, cfg.activation),
-        norm1(cfg.d_model, cfg.layer_norm_eps),
-        norm2(cfg.d_model, cfg.layer_norm_eps),
+        ffn(cfg.feed_forward()),
+        norm1(cfg.norm, cfg.d_model, cfg.layer_norm_eps),
+        norm2(cfg.norm, cfg.d_model, cfg.layer_norm_eps),
         norm_first(cfg.norm_first) {}
 
   /// The tensors of spec §1 under `prefix` (e.g. "layers.0."): self_attn.*, linear1.*,
-  /// linear2.*, norm1.*, norm2.*; a missing or mis-shaped one throws Error naming it.
+  /// linear2.*, (linear3.*,) norm1.*, norm2.*, as cfg's options ask (spec §7); a missing or
+  /// mis-shaped one throws Error naming it.
   template <TensorSource<T> File>
   static Block load(const File& file, const std::string& prefix, const BlockConfig& cfg,
                     Enc enc = Enc()) {
     Block b(cfg, Enc(enc));
     b.self_attn = MultiHeadAttention<T, Enc>::load(file, prefix + "self_attn.", cfg.attention(),
                                                    std::move(enc));
-    b.ffn = FeedForward<T>::load(file, prefix, cfg.d_model, cfg.d_ff, cfg.activation);
-    b.norm1 = LayerNorm<T>::load(file, prefix + "norm1", cfg.d_model, cfg.layer_norm_eps);
-    b.norm2 = LayerNorm<T>::load(file, prefix + "norm2", cfg.d_model, cfg.layer_norm_eps);
+    b.ffn = FeedForward<T>::load(file, prefix, cfg.feed_forward());
+    b.norm1 = Norm<T>::load(file, prefix + "norm1", cfg.norm, cfg.d_model, cfg.layer_norm_eps);
+    b.norm2 = Norm<T>::load(file, prefix + "norm2", cfg.norm, cfg.d_model, cfg.layer_norm_eps);
     return b;
   }
 
@@ -91,6 +97,7 @@ struct Block {
     detail::with_prefix("norm2.", [&] { norm2.validate(); });
     detail::check_vector("norm1.weight", norm1.weight, d_model(), "d_model");
     detail::check_vector("norm2.weight", norm2.weight, d_model(), "d_model");
+    if (norm1.kind != norm2.kind) throw Error("norm2.kind: differs from norm1.kind");
   }
 
   /// One sequence x (len, d_model), updated in place: the input encoding, if Enc has one

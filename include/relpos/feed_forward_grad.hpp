@@ -68,6 +68,13 @@ template <Scalar T>
 void forward_saving(const FeedForward<T>& ffn, detail::InRef<T> x, detail::OutRef<T> out,
                     FeedForwardSaved<T>& saved) {
   ffn.validate();
+  // spec §7's options have no backward yet: refused, rather than a wrong gradient
+  if (ffn.gated())
+    throw Error("FeedForward forward_saving: linear3_weight: gated: no backward yet");
+  if (!ffn.has_bias())
+    throw Error("FeedForward forward_saving: linear1_bias: empty (bias false): no backward yet");
+  if (ffn.activation == Activation::gelu_tanh)
+    throw Error("FeedForward forward_saving: activation: gelu_tanh: no backward yet");
   if (x.cols() != ffn.d_model() || out.cols() != ffn.d_model() || out.rows() != x.rows()) {
     throw Error("FeedForward forward_saving: x and out: expected (len, d_model = " +
                 std::to_string(ffn.d_model()) + "), got " +

@@ -12,6 +12,23 @@
 
 namespace relpos {
 
+namespace detail {
+/// out = LayerNorm(x) row by row with γ = weight, β = bias: x, out (len, d), may alias.
+template <Scalar T>
+void layer_norm_rows(ConstMatrixRef<T> x, const Vector<T>& weight, const Vector<T>& bias,
+                     double eps, MatrixRef<T> out) {
+  const T inv_d = T(1) / static_cast<T>(x.cols());
+  for (Index i = 0; i < x.rows(); ++i) {
+    // two passes (mean, then squared deviations): no cancellation in float
+    const T mean = x.row(i).sum() * inv_d;
+    const T var = (x.row(i).array() - mean).square().sum() * inv_d;  // biased, as torch
+    const T inv_std = T(1) / std::sqrt(var + static_cast<T>(eps));
+    out.row(i).array() =
+        (x.row(i).array() - mean) * inv_std * weight.transpose().array() + bias.transpose().array();
+  }
+}
+}  // namespace detail
+
 template <Scalar T>
 struct LayerNorm {
   Vector<T> weight;  // (d): γ
@@ -55,15 +72,7 @@ struct LayerNorm {
                   "), got " + detail::shape_string(x.rows(), x.cols()) + " and " +
                   detail::shape_string(out.rows(), out.cols()));
     }
-    const T inv_d = T(1) / static_cast<T>(dim());
-    for (Index i = 0; i < x.rows(); ++i) {
-      // two passes (mean, then squared deviations): no cancellation in float
-      const T mean = x.row(i).sum() * inv_d;
-      const T var = (x.row(i).array() - mean).square().sum() * inv_d;  // biased, as torch
-      const T inv_std = T(1) / std::sqrt(var + static_cast<T>(eps));
-      out.row(i).array() = (x.row(i).array() - mean) * inv_std * weight.transpose().array() +
-                           bias.transpose().array();
-    }
+    detail::layer_norm_rows<T>(x, weight, bias, eps, out);
   }
 };
 

@@ -102,7 +102,10 @@ inline void check_model_tensors(const io::ModelConfig& config, const io::Safeten
       file.fail(spec.name, "dtype " + std::string(io::dtype_name(info.dtype)) +
                                " is not a weight type (F32, F64, F16 or BF16)");
     }
-    if (info.shape != spec.shape) {
+    const bool rows_any = spec.shape.size() == 2 && spec.shape[0] == io::kAnyRows &&
+                          info.shape.size() == 2 && info.shape[0] >= 1 &&
+                          info.shape[1] == spec.shape[1];
+    if (info.shape != spec.shape && !rows_any) {
       file.fail(spec.name, "expected " + io::shape_string(spec.shape) + ", got " +
                                io::shape_string(info.shape));
     }
@@ -185,13 +188,16 @@ class Model {
     return record;
   }
 
-  /// Token ids [batch, len], each in [0, vocab_size) (needs vocab_size).
+  /// Token ids [batch, len], each in [0, vocab_size) (needs vocab_size); token types
+  /// [batch, len] for a model with type_vocab_size (spec §7; null: all 0).
   ModelOutput<T> forward(const TokenIds& ids, const PaddingMask* padding_mask = nullptr,
-                         const PositionIds* position_ids = nullptr) const {
+                         const PositionIds* position_ids = nullptr,
+                         const TokenIds* token_type_ids = nullptr) const {
     if (!config_.vocab_size) throw Error("input_ids: this model has no vocab_size, give `input`");
     check_sizes("input_ids", ids.rows(), ids.cols(), position_ids);
     const BatchInputs in = inputs(padding_mask, position_ids);
-    return std::visit([&](const auto& e) { return finish(e, e.forward_ids(ids, in)); }, encoder_);
+    return std::visit(
+        [&](const auto& e) { return finish(e, e.forward_ids(ids, in, token_type_ids)); }, encoder_);
   }
 
  private:
@@ -261,6 +267,18 @@ class Model {
       differ("vocab_size", str(want.vocab_size), str(got.vocab_size));
     if (got.output_head != want.output_head)
       differ("output_head", str(want.output_head), str(got.output_head));
+    if (got.norm != want.norm) differ("norm", norm_name(want.norm), norm_name(got.norm));
+    if (got.bias != want.bias) differ("bias", str(want.bias), str(got.bias));
+    if (got.gated != want.gated)
+      differ("ffn", want.gated ? "gated" : "plain", got.gated ? "gated" : "plain");
+    if (got.embed_norm != want.embed_norm)
+      differ("embed_norm", str(want.embed_norm), str(got.embed_norm));
+    if (got.pos_embed_offset != want.pos_embed_offset) {
+      differ("pos_embed_offset", want.pos_embed_offset ? str(*want.pos_embed_offset) : "absent",
+             got.pos_embed_offset ? str(*got.pos_embed_offset) : "absent");
+    }
+    if (got.type_vocab_size != want.type_vocab_size)
+      differ("type_vocab_size", str(want.type_vocab_size), str(got.type_vocab_size));
     encoder.validate();
     return Encoders(std::move(encoder));
   }
@@ -276,6 +294,8 @@ class Model {
     return out;
   }
 
+  static std::string norm_name(NormKind k) { return k == NormKind::rms ? "rms" : "layer"; }
+
   static EncoderConfig encoder_config(const io::ModelConfig& c) {
     EncoderConfig e;
     e.d_model = c.d_model;
@@ -289,13 +309,21 @@ class Model {
     e.causal = c.causal;
     e.vocab_size = c.vocab_size.value_or(0);
     e.output_head = c.output_head;
+    e.norm = c.norm;
+    e.bias = c.bias;
+    e.gated = c.gated;
+    e.embed_norm = c.embed_norm;
+    e.pos_embed_offset = c.pos_embed_offset;
+    e.type_vocab_size = c.type_vocab_size.value_or(0);
+    // pos_embed_rows (P) is not a config key: the file's or the encoder's table gives it
     return e;
   }
 
   static Encoders build(const io::ModelConfig& c, const io::SafetensorsFile& file) {
     io::validate(c);
     check_model_tensors(c, file);
-    const EncoderConfig e = encoder_config(c);
+    EncoderConfig e = encoder_config(c);
+    if (c.pos_embed_offset) e.pos_embed_rows = file.info("pos_embed.weight").shape[0];
     const ModelShape shape = c.position_context();
     return std::visit(
         [&](const auto& p) -> Encoders {

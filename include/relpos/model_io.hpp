@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 // The input and output files of a model run (spec §5): `input` or `input_ids` with optional
-// `padding_mask` and `position_ids` read from a safetensors file and checked against the
-// model's config (every error names the file, the tensor and the element), UTF-8 text as
-// byte ids, and `output` / `logits` written atomically as F32.
+// `padding_mask`, `position_ids` and (spec §7) `token_type_ids` read from a safetensors file and
+// checked against the model's config (every error names the file, the tensor and the element),
+// UTF-8 text as byte ids, and `output` / `logits` written atomically as F32.
 #pragma once
 
 #include <cstdint>
@@ -30,6 +30,7 @@ struct ModelInputs {
   std::optional<TokenIds> input_ids;        // [batch, len], each in [0, vocab_size)
   std::optional<PaddingMask> padding_mask;  // [batch, len], true = padded key
   std::optional<PositionIds> position_ids;  // [batch, len], each >= 0
+  std::optional<TokenIds> token_type_ids;   // [batch, len], each in [0, type_vocab_size)
 
   Index batch() const { return input ? input->dimension(0) : input_ids->rows(); }
   Index len() const { return input ? input->dimension(1) : input_ids->cols(); }
@@ -60,8 +61,9 @@ inline void check_batch_len(const io::SafetensorsFile& f, const io::TensorInfo& 
 
 }  // namespace detail
 
-/// Reads and checks the inputs of spec §5 from `file` for a model with `config`. Tensors
-/// other than the four named there are ignored.
+/// Reads and checks the inputs of spec §5 from `file` for a model with `config`, and
+/// `token_type_ids` (spec §7) when the model has type_vocab_size. Tensors other than these
+/// are ignored.
 template <Scalar T>
 ModelInputs<T> read_inputs(const io::SafetensorsFile& file, const io::ModelConfig& config) {
   namespace st = detail::safetensors;
@@ -151,6 +153,29 @@ ModelInputs<T> read_inputs(const io::SafetensorsFile& file, const io::ModelConfi
       }
     }
   }
+  if (config.type_vocab_size && file.contains("token_type_ids")) {
+    const io::TensorInfo& t = file.info("token_type_ids");
+    detail::check_dtype(file, t, {io::DType::I64, io::DType::I32});
+    detail::check_batch_len(file, t, batch, len);
+    if (has_input) {
+      st::fail(file.path(), t.name,
+               "needs \"input_ids\": a float \"input\" skips the embedding stage");
+    }
+    const std::vector<std::int64_t> v = file.values<std::int64_t>("token_type_ids");
+    in.token_type_ids = TokenIds(batch, len);
+    const std::int64_t types = *config.type_vocab_size;
+    for (Index b = 0; b < batch; ++b) {
+      for (Index i = 0; i < len; ++i) {
+        const std::int64_t type = v[static_cast<std::size_t>(b * len + i)];
+        if (type < 0 || type >= types) {
+          st::fail(file.path(), t.name,
+                   "type " + std::to_string(type) + " at " + detail::shape_string(b, i) +
+                       " is out of range [0, " + std::to_string(types) + ") (type_vocab_size)");
+        }
+        (*in.token_type_ids)(b, i) = type;
+      }
+    }
+  }
   return in;
 }
 
@@ -177,7 +202,9 @@ template <Scalar T>
 ModelOutput<T> run(const Model<T>& model, const ModelInputs<T>& in) {
   const PaddingMask* mask = in.padding_mask ? &*in.padding_mask : nullptr;
   const PositionIds* ids = in.position_ids ? &*in.position_ids : nullptr;
-  return in.input ? model.forward(*in.input, mask, ids) : model.forward(*in.input_ids, mask, ids);
+  const TokenIds* types = in.token_type_ids ? &*in.token_type_ids : nullptr;
+  return in.input ? model.forward(*in.input, mask, ids)
+                  : model.forward(*in.input_ids, mask, ids, types);
 }
 
 /// Writes `output` and, when present, `logits` as F32 safetensors, atomically (a temporary

@@ -27,7 +27,9 @@
 #include <relpos/loss.hpp>
 #include <relpos/model.hpp>
 #include <relpos/model_io.hpp>
+#include <relpos/norm.hpp>
 #include <relpos/output_head_grad.hpp>
+#include <relpos/rms_norm.hpp>
 #include <relpos/rotary_layout.hpp>
 #include <relpos/threads.hpp>
 #include <relpos/version.hpp>

@@ -54,6 +54,7 @@ struct SequenceWorkspace {
   detail::Buffer<T> residual;     // (len, d_model): a block's branch output
   detail::Buffer<T> normed;       // (len, d_model): a pre-norm block's normalised input
   detail::Buffer<T> hidden;       // (min(len, 512), d_ff): feed-forward hidden layer
+  detail::Buffer<T> gate;         // (min(len, 512), d_ff): a gated feed-forward's linear3 x
   AttentionScratch<T> attention;  // attention's tiles and per-call rows
   // For inspection (pictures, debugging), off by default: when set, every attention forward
   // run with this workspace appends its weights α, [layer][head] → (len, len). It allocates.

@@ -5,11 +5,18 @@
 // whose verdict follows the host CPU. Diagnostic pragmas are matched by source location, so
 // silencing that one warning while the intrinsics headers are first read keeps it out of a
 // user's -Werror build on any CPU, and leaves it on for every line of relpos and of the user.
+// GCC 12's -Wuse-after-free is the same kind: where it inlines a Matrix's resize and destructor
+// into one loop (AbsoluteSinusoidal::add_to_input under Encoder::forward_ids' embedding
+// stage, at -O1), it reports Eigen's own aligned_free (Memory.h) as a use of the pointer it
+// freed; it is silenced the same way, for Eigen's lines only.
 #pragma once
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#if __GNUC__ >= 12
+#pragma GCC diagnostic ignored "-Wuse-after-free"
+#endif
 #endif
 
 #include <Eigen/Core>

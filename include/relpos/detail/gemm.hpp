@@ -175,10 +175,11 @@ void matmul_nn(ConstMatrixRef<T> a, ConstMatrixRef<T> b, MatrixRef<T> c, bool ac
 }
 
 /// out = x · weightᵀ + bias, a Linear in PyTorch layout. x: (m, in), weight: (out, in).
+/// An empty bias is a Linear without one (spec §7 `bias: false`).
 template <Scalar T>
 void linear(ConstMatrixRef<T> x, const Matrix<T>& weight, const Vector<T>& bias, MatrixRef<T> out) {
   matmul_nt<T>(x, weight, out);
-  out.rowwise() += bias.transpose();
+  if (bias.size() != 0) out.rowwise() += bias.transpose();
 }
 
 }  // namespace relpos::detail
