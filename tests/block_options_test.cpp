@@ -36,12 +36,7 @@ namespace fs = std::filesystem;
 using relpos::Index;
 const fs::path kDir = fs::path(RELPOS_TEST_DATA_DIR) / "block_options";
 
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using relpos::test::read_text;
 
 template <class T>
 void check_all_cases(double tol) {

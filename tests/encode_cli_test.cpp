@@ -19,6 +19,8 @@
 
 #include <relpos/io/safetensors.hpp>
 
+#include "support/golden.hpp"
+
 extern char** environ;
 
 #ifndef RELPOS_ENCODE_EXE
@@ -34,12 +36,7 @@ const fs::path kData = RELPOS_TEST_DATA_DIR;
 const fs::path kModels = kData / "models";
 const fs::path kBad = kData / "bad";
 
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using relpos::test::read_text;
 
 struct Result {
   int status = -1;

@@ -18,7 +18,7 @@
 
 namespace {
 
-const relpos::io::ModelConfig kConfig = relpos::io::parse_config(
+const relpos::io::ModelConfig kModelIoConfig = relpos::io::parse_config(
     R"({"d_model": 4, "n_heads": 1, "n_layers": 1, "d_ff": 4, "vocab_size": 300})");
 
 relpos::io::SafetensorsFile file(const relpos::io::SafetensorsWriter& w) {
@@ -26,7 +26,7 @@ relpos::io::SafetensorsFile file(const relpos::io::SafetensorsWriter& w) {
 }
 
 std::string error_of(const relpos::io::SafetensorsWriter& w,
-                     const relpos::io::ModelConfig& c = kConfig) {
+                     const relpos::io::ModelConfig& c = kModelIoConfig) {
   try {
     relpos::read_inputs<float>(file(w), c);
   } catch (const relpos::Error& e) {
@@ -41,7 +41,7 @@ TEST(ModelIo, ReadsIdsMaskAndPositionsInEveryAcceptedDtype) {
   w.add("padding_mask", std::vector<std::uint8_t>{0, 2, 0, 0, 0, 255}, {2, 3});  // non-zero: padded
   w.add("position_ids", std::vector<std::int32_t>{5, 6, 7, 0, 0, 1}, {2, 3});
   w.add("something_else", std::vector<float>{1.f}, {1});  // ignored
-  const relpos::ModelInputs<float> in = relpos::read_inputs<float>(file(w), kConfig);
+  const relpos::ModelInputs<float> in = relpos::read_inputs<float>(file(w), kModelIoConfig);
   ASSERT_TRUE(in.input_ids.has_value());
   EXPECT_FALSE(in.input.has_value());
   EXPECT_EQ(in.batch(), 2);
@@ -61,7 +61,7 @@ TEST(ModelIo, ReadsActivations) {
   w.add("input", x, {1, 2, 4});
   const bool mask[] = {false, true};
   w.add("padding_mask", std::span<const bool>(mask), {1, 2});
-  const relpos::ModelInputs<double> in = relpos::read_inputs<double>(file(w), kConfig);
+  const relpos::ModelInputs<double> in = relpos::read_inputs<double>(file(w), kModelIoConfig);
   ASSERT_TRUE(in.input.has_value());
   EXPECT_EQ((*in.input)(0, 1, 3), 3.5);  // row-major [batch, len, d]
   EXPECT_TRUE((*in.padding_mask)(0, 1));
@@ -94,7 +94,7 @@ TEST(ModelIo, RefusesWhatSpecFiveRefuses) {
 }
 
 TEST(ModelIo, TextIsItsUtf8Bytes) {
-  const relpos::TokenIds ids = relpos::text_ids("a\xc3\xa9!", kConfig);  // "aé!"
+  const relpos::TokenIds ids = relpos::text_ids("a\xc3\xa9!", kModelIoConfig);  // "aé!"
   ASSERT_EQ(ids.rows(), 1);
   ASSERT_EQ(ids.cols(), 4);
   EXPECT_EQ(ids(0, 0), 97);
@@ -109,7 +109,7 @@ TEST(ModelIo, TextIsItsUtf8Bytes) {
     }
     return "(no error)";
   };
-  EXPECT_EQ(error("", kConfig), "--text: the text is empty (len must be >= 1)");
+  EXPECT_EQ(error("", kModelIoConfig), "--text: the text is empty (len must be >= 1)");
   EXPECT_EQ(error("abc", relpos::io::parse_config(
                              R"({"d_model": 4, "n_heads": 1, "n_layers": 1, "d_ff": 4})")),
             "--text needs a model with vocab_size >= 256 (one id per byte), this one has no "

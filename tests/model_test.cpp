@@ -19,17 +19,14 @@
 #include <relpos/model.hpp>
 #include <relpos/model_io.hpp>
 
+#include "support/golden.hpp"
+
 namespace {
 
 namespace fs = std::filesystem;
 const fs::path kModels = fs::path(RELPOS_TEST_DATA_DIR) / "models";
 
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using relpos::test::read_text;
 
 // The largest |actual - expected| over a tensor, and where.
 template <class T>

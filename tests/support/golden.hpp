@@ -6,6 +6,8 @@
 
 #include <cmath>
 #include <cstddef>
+#include <filesystem>
+#include <fstream>
 #include <iomanip>
 #include <limits>
 #include <sstream>
@@ -22,6 +24,14 @@
 #endif
 
 namespace relpos::test {
+
+/// A whole text file (a config.json, a program's output), "" when it cannot be read.
+inline std::string read_text(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
 
 /// The committed golden file tests/data/<relative>.
 inline io::SafetensorsFile golden_file(std::string_view relative) {
