@@ -17,6 +17,11 @@ gradients are exactly what backward(dout) must give), the forward `output`, and
   tools/reference.py's RefAttention (spec section 3, position type none) over 3 items with right
   padding of 0, 3 and all 7 tokens (every row of the last item sees no key: its weights are 0,
   spec section 2), without and with the causal mask; tensors `self_attn.*`, `padding_mask` U8.
+* attention_rotary.safetensors, attention_rotary_yarn_interleaved_causal.safetensors: the same
+  with position type rotary (d_model 12, 2 heads of 6, rotary_dim 4 so two components pass
+  through): the half pairing unscaled, and the interleaved pairing with base 100 and yarn
+  scaling (factor 4, L0 4: an attention factor 1.139 multiplying cos and sin) under the causal
+  mask. The call length is 7 (plain positions).
 
 The loss files:
 
@@ -40,7 +45,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import safetensors_py  # noqa: E402
-from reference import RefAttention, parse_config  # noqa: E402
+from reference import RefAttention, parse_config, rotary_inv_freq  # noqa: E402
 
 DT = torch.float64
 
@@ -100,12 +105,14 @@ def golden_modules(out_dir):
                     ["linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias"], x)
 
 
-def golden_attention(out_dir, causal):
-    torch.manual_seed(155)
+def golden_attention(out_dir, causal, position=None, name=None, d=8, seed=155):
+    """One layer of RefAttention over 3 items with right padding of 0, 3 and all 7 tokens;
+    `position` a §4 position object (default none)."""
+    torch.manual_seed(seed)
     torch.set_default_dtype(DT)
-    d, h, bsz, length, pads = 8, 2, 3, 7, (0, 3, 7)
+    h, bsz, length, pads = 2, 3, 7, (0, 3, 7)
     cfg = parse_config({"d_model": d, "n_heads": h, "n_layers": 1, "d_ff": 4, "causal": causal,
-                        "position": {"type": "none"}})
+                        "position": position or {"type": "none"}})
     attn = RefAttention(cfg)
     randomize(attn)
     x = torch.randn(bsz, length, d, dtype=DT).requires_grad_(True)
@@ -116,17 +123,20 @@ def golden_attention(out_dir, causal):
     if causal:
         visible &= torch.tril(torch.ones(length, length, dtype=torch.bool))
     positions = torch.arange(length).expand(bsz, length).clone()
-    out, _ = attn(x, visible, positions, None, None)
+    rotary = None
+    if cfg["position"]["type"] == "rotary":
+        rotary = rotary_inv_freq(cfg["position"], length)  # call length: largest position + 1
+    out, _ = attn(x, visible, positions, rotary, None)
     dout = torch.randn_like(out)
     (out * dout).sum().backward()
     tensors = {"input": x, "dout": dout, "output": out, "grad.input": x.grad,
                "padding_mask": pad.to(torch.uint8)}
-    for name, p in attn.named_parameters():
-        tensors[f"self_attn.{name}"] = p
-        tensors[f"grad.self_attn.{name}"] = p.grad
+    for pname, p in attn.named_parameters():
+        tensors[f"self_attn.{pname}"] = p
+        tensors[f"grad.self_attn.{pname}"] = p.grad
     torch.set_default_dtype(torch.float32)
-    suffix = "_causal" if causal else ""
-    save(os.path.join(out_dir, f"attention_none{suffix}.safetensors"), tensors)
+    name = name or ("attention_none" + ("_causal" if causal else ""))
+    save(os.path.join(out_dir, f"{name}.safetensors"), tensors)
 
 
 def golden_losses(out_dir):
@@ -175,6 +185,14 @@ def golden_tail(out_dir):
     save(os.path.join(out_dir, "tail_ce.safetensors"), tensors)
 
 
+ROTARY_CASES = (
+    ("attention_rotary", False, {"type": "rotary", "rotary_dim": 4}),
+    ("attention_rotary_yarn_interleaved_causal", True,
+     {"type": "rotary", "rotary_dim": 4, "interleaved": True, "base": 100.0,
+      "scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4}}),
+)
+
+
 def main():
     out_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "grads")
@@ -184,6 +202,9 @@ def main():
     golden_tail(out_dir)
     golden_attention(out_dir, causal=False)
     golden_attention(out_dir, causal=True)
+    # rotary (ROTARY_CASES): d_model 12, 2 heads of 6, partial rotation of 4
+    for name, causal, position in ROTARY_CASES:
+        golden_attention(out_dir, causal, position, name, d=12, seed=156)
 
 
 if __name__ == "__main__":

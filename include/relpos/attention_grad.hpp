@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MIT
-// The backward of multi-head self-attention (attention.hpp, spec §3), so far for position type
-// none: packed in_proj, out_proj, key padding and causal masks, and rows with no visible key
-// (α_i = 0, so no gradient flows through them and none is NaN). The relative terms of the
-// encodings plug in here next, through the same hooks as the forward.
+// The backward of multi-head self-attention (attention.hpp, spec §3), so far for position types
+// none and rotary (every scaling; the gradient flows back through the rotation's transpose,
+// encodings/rotary.hpp), and the types that act on the block's input only: packed in_proj,
+// out_proj, key padding and causal masks, and rows with no visible key (α_i = 0, so no gradient
+// flows through them and none is NaN). The relative terms of the encodings plug in here next,
+// through the same hooks as the forward.
 //
 // Memory: like FlashAttention-2 (Dao 2023), backward keeps no (len × len) matrix. It recomputes
 // the scores of kRows query rows at a time against all keys, and uses
@@ -31,7 +33,8 @@ namespace relpos {
 template <Scalar T>
 struct AttentionSaved {
   Matrix<T> x;    // (len, d_model): the input, for ∂L/∂in_proj_weight
-  Matrix<T> qkv;  // (len, 3·d_model): q | k | v after in_proj, heads side by side in each
+  Matrix<T> qkv;  // (len, 3·d_model): q | k | v after in_proj (q, k rotated for rotary), heads
+                  // side by side in each
   Matrix<T> z;    // (len, d_model): the heads' outputs before out_proj, for ∂L/∂out_proj.weight
 };
 
@@ -56,9 +59,21 @@ struct AttentionGrad {
 
 namespace detail {
 
+/// The backward of transform_qk: dq, dk (len, n_heads·d_head) from ∂L/∂ of the transformed q
+/// and k to ∂L/∂ of q and k before it, in place (rotary: Rotary::transform_qk_backward).
+template <class E>
+concept TransformsQKBackward = requires(const E& e, MatrixRef<typename E::Scalar> dq,
+                                        MatrixRef<typename E::Scalar> dk, const Positions& p,
+                                        Index h) {
+  e.transform_qk_backward(dq, dk, p, h);
+};
+
+/// Encodings whose attention backward exists so far: those with no hook inside attention
+/// (none, and absolute / additive, which act on the block's input), and rotary.
 template <class Enc>
 inline constexpr bool attention_backward_supported =
-    std::is_same_v<Enc, NoPosition<typename Enc::Scalar>>;
+    !HasKeyTerm<Enc> && !HasValueTerm<Enc> && !HasScoreBias<Enc> && !HasHeadKeyTerm<Enc> &&
+    (!TransformsQK<Enc> || TransformsQKBackward<Enc>);
 
 inline void check_attention_io(const char* what, Index x_rows, Index x_cols, Index out_rows,
                                Index out_cols, Index d, Index positions_len) {
@@ -82,7 +97,7 @@ void forward_saving(const MultiHeadAttention<T, Enc>& attn, detail::InRef<T> x,
                     detail::OutRef<T> out, const SequenceInputs& in, SequenceWorkspace<T>& ws,
                     AttentionSaved<T>& saved) {
   static_assert(detail::attention_backward_supported<Enc>,
-                "attention backward: only position type none has a backward so far");
+                "attention backward: no backward for this position type's terms yet");
   attn.validate();
   const Index len = x.rows(), d = attn.d_model();
   detail::check_attention_io("attention forward_saving", x.rows(), x.cols(), out.rows(), out.cols(),
@@ -93,6 +108,12 @@ void forward_saving(const MultiHeadAttention<T, Enc>& attn, detail::InRef<T> x,
   if (len == 0) return;
   // q | k | v = x·in_projᵀ + bias
   detail::linear<T>(x, attn.in_proj_weight, attn.in_proj_bias, saved.qkv);
+  if constexpr (TransformsQK<Enc>) {
+    // rotary: q and k rotated in place, as the forward does; saved so, the scores recompute
+    MatrixRef<T> q(saved.qkv.leftCols(d));
+    MatrixRef<T> k(saved.qkv.middleCols(d, d));
+    attn.encoding.transform_qk(q, k, in.positions, attn.n_heads());
+  }
   // z = softmax(q·kᵀ/√d_head + mask)·v per head, by the forward's own kernel
   const detail::AttentionGeometry geometry{.queries = in.positions,
                                            .keys = in.positions,
@@ -117,7 +138,7 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
               const SequenceInputs& in, detail::InRef<T> dy, detail::OutRef<T> dx,
               AttentionGrad<T>& grad) {
   static_assert(detail::attention_backward_supported<Enc>,
-                "attention backward: only position type none has a backward so far");
+                "attention backward: no backward for this position type's terms yet");
   const Index len = saved.x.rows(), d = attn.d_model(), h_count = attn.n_heads(),
               dh = attn.d_head();
   if (saved.x.cols() != d || saved.qkv.rows() != len || saved.qkv.cols() != 3 * d ||
@@ -189,6 +210,12 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
       dq.middleRows(r0, n).noalias() = dpb * k;
       dk.noalias() += dpb.transpose() * q.middleRows(r0, n);
     }
+  }
+  if constexpr (TransformsQK<Enc>) {
+    // rotary: from ∂L/∂ of the rotated q, k to ∂L/∂ of in_proj's q, k (the rotation transposed)
+    MatrixRef<T> dq(dqkv.leftCols(d));
+    MatrixRef<T> dk(dqkv.middleCols(d, d));
+    attn.encoding.transform_qk_backward(dq, dk, in.positions, h_count);
   }
   // ∂L/∂W_in += (∂L/∂qkv)ᵀ·x, ∂L/∂b_in += Σ ∂L/∂qkv, ∂L/∂x = ∂L/∂qkv·W_in
   detail::linear_backward<T>(saved.x, attn.in_proj_weight, dqkv, dx, grad.in_proj_weight,
