@@ -22,6 +22,11 @@ gradients are exactly what backward(dout) must give), the forward `output`, and
   through): the half pairing unscaled, and the interleaved pairing with base 100 and yarn
   scaling (factor 4, L0 4: an attention factor 1.139 multiplying cos and sin) under the causal
   mask. The call length is 7 (plain positions).
+* encoder_*.safetensors (ENCODER_CASES): a 2-layer tools/reference.py RefEncoder (d_model 8,
+  2 heads, d_ff 12) on float `input` [2, 6, 8] with the second item padded by 2, tensors under
+  their model-file names: none post-norm; rotary (rotary_dim 2) pre-norm with the final norm,
+  gelu and the causal mask; absolute post-norm with the final norm; additive (learned source,
+  window 2, max_distance 3, so `position.weight` gets a gradient) pre-norm with gelu.
 
 The loss files:
 
@@ -45,7 +50,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import safetensors_py  # noqa: E402
-from reference import RefAttention, parse_config, rotary_inv_freq  # noqa: E402
+from reference import RefAttention, RefEncoder, parse_config, rotary_inv_freq  # noqa: E402
 
 DT = torch.float64
 
@@ -185,6 +190,43 @@ def golden_tail(out_dir):
     save(os.path.join(out_dir, "tail_ce.safetensors"), tensors)
 
 
+ENCODER_CASES = (
+    ("encoder_none_post", {"norm_first": False, "position": {"type": "none"}}),
+    ("encoder_rotary_pre_final_causal",
+     {"norm_first": True, "final_norm": True, "causal": True, "activation": "gelu",
+      "position": {"type": "rotary", "rotary_dim": 2}}),
+    ("encoder_absolute_post_final", {"norm_first": False, "final_norm": True,
+                                     "position": {"type": "absolute"}}),
+    ("encoder_additive_pre", {"norm_first": True, "activation": "gelu",
+                              "position": {"type": "additive", "source": "learned",
+                                           "window": 2, "max_distance": 3}}),
+)
+
+
+def golden_encoder(out_dir, name, extra, seed):
+    """A 2-layer RefEncoder (d_model 8, 2 heads, d_ff 12) on float input [2, 6, 8], the second
+    item padded by 2; every parameter random; loss sum(output * dout)."""
+    torch.manual_seed(seed)
+    torch.set_default_dtype(DT)
+    config = {"d_model": 8, "n_heads": 2, "n_layers": 2, "d_ff": 12, **extra}
+    enc = RefEncoder(config)
+    randomize(enc)
+    bsz, length = 2, 6
+    x = torch.randn(bsz, length, 8, dtype=DT).requires_grad_(True)
+    pad = torch.zeros(bsz, length, dtype=torch.bool)
+    pad[1, length - 2:] = True
+    out, _ = enc(x, padding_mask=pad)
+    dout = torch.randn_like(out)
+    (out * dout).sum().backward()
+    tensors = {"input": x, "dout": dout, "output": out, "grad.input": x.grad,
+               "padding_mask": pad.to(torch.uint8)}
+    for pname, p in enc.named_parameters():
+        tensors[pname] = p
+        tensors["grad." + pname] = p.grad
+    torch.set_default_dtype(torch.float32)
+    save(os.path.join(out_dir, f"{name}.safetensors"), tensors)
+
+
 ROTARY_CASES = (
     ("attention_rotary", False, {"type": "rotary", "rotary_dim": 4}),
     ("attention_rotary_yarn_interleaved_causal", True,
@@ -205,6 +247,8 @@ def main():
     # rotary (ROTARY_CASES): d_model 12, 2 heads of 6, partial rotation of 4
     for name, causal, position in ROTARY_CASES:
         golden_attention(out_dir, causal, position, name, d=12, seed=156)
+    for seed, (name, extra) in enumerate(ENCODER_CASES, start=160):
+        golden_encoder(out_dir, name, extra, seed)
 
 
 if __name__ == "__main__":
