@@ -3,7 +3,9 @@
 // visible key), against PyTorch autograd through tools/reference.py's RefAttention
 // (tools/golden_grads.py), central finite differences in double, and properties.
 #include <relpos/attention_grad.hpp>
+#include <relpos/encodings/alibi.hpp>
 #include <relpos/encodings/rotary.hpp>
+#include <relpos/encodings/t5.hpp>
 
 #include <cstdint>
 #include <functional>
@@ -81,6 +83,12 @@ void check_golden(const std::string& file, bool causal, Index d, const Enc& enco
       EXPECT_TRUE(close<T>(g, f.matrix<double>("grad." + name)));
     }
   });
+  if constexpr (std::is_same_v<Enc, relpos::T5Bias<T>>) {
+    EXPECT_TRUE(close<T>(grad.relative_attention_bias,
+                         f.matrix<double>("grad.position.relative_attention_bias")));
+  } else {
+    EXPECT_EQ(grad.relative_attention_bias.size(), 0);
+  }
 }
 
 TYPED_TEST(AttentionGradTyped, NoneMatchesTorchWithPaddingCausalAndEmptyRows) {
@@ -115,6 +123,25 @@ TYPED_TEST(AttentionGradTyped, RotaryMatchesTorchWithPartialPairingsAndYarn) {
     c.scaling = yarn;
     check_golden<T>("attention_rotary_yarn_interleaved_causal", true, 12, relpos::Rotary<T>(6, c));
   }
+}
+
+// tools/golden_grads.py's BIAS_CASES: t5 with 8 buckets and max_distance 5 at length 7 (shared
+// and clamped buckets), bidirectional and causal; alibi with max_bias 4.
+TYPED_TEST(AttentionGradTyped, ScoreBiasesMatchTorch) {
+  using T = TypeParam;
+  for (const bool causal : {false, true}) {
+    SCOPED_TRACE(causal ? "t5 causal" : "t5");
+    const auto f = relpos::test::golden_file(std::string("grads/attention_t5") +
+                                             (causal ? "_causal" : "") + ".safetensors");
+    relpos::T5Config c{.num_buckets = 8, .max_distance = 5, .causal = causal};
+    check_golden<T>(
+        causal ? "attention_t5_causal" : "attention_t5", causal, 8,
+        relpos::T5Bias<T>(2, c,
+                          relpos::share(f.matrix<T>("position.relative_attention_bias", 8, 2))));
+  }
+  SCOPED_TRACE("alibi");
+  check_golden<T>("attention_alibi", false, 8,
+                  relpos::AlibiBias<T>(2, relpos::AlibiConfig{.max_bias = 4}));
 }
 
 // L = Σ dout ⊙ attn(x) by the library's own forward, differentiated numerically; h = 1e-6
@@ -221,6 +248,49 @@ TEST(AttentionGradFiniteDifferences, RotaryEveryScalingBothPairings) {
       check_finite_differences(relpos::Rotary<double>(6, c), 12, interleaved, ids, 12, seed++);
     }
   }
+}
+
+// The score biases: every weight and x (check_finite_differences), then t5's shared table,
+// differentiated through a rebuilt encoding, at explicit positions whose distances reach past
+// max_distance 5 (clamped, so several distances share the last buckets).
+TEST(AttentionGradFiniteDifferences, T5AndAlibi) {
+  const std::int64_t ids[5] = {0, 7, 2, 3, 9};
+  for (const bool causal : {false, true}) {
+    SCOPED_TRACE(causal ? "causal" : "bidirectional");
+    const relpos::T5Config c{.num_buckets = 8, .max_distance = 5, .causal = causal};
+    std::mt19937_64 gen(1515);
+    Matrix<double> table(8, 2);
+    relpos::test::fill_normal(table, gen, 0.5);
+    check_finite_differences(relpos::T5Bias<double>(2, c, relpos::share(table)), 4, causal, ids, 0,
+                             1516);
+    // the table
+    const Index len = 5, d = 4;
+    relpos::MultiHeadAttention<double, relpos::T5Bias<double>> attn(
+        {.d_model = d, .n_heads = 2, .causal = causal},
+        relpos::T5Bias<double>(2, c, relpos::share(table)));
+    relpos::test::fill_normal(attn.in_proj_weight, gen, 0.7);
+    relpos::test::fill_normal(attn.in_proj_bias, gen, 0.7);
+    relpos::test::fill_normal(attn.out_proj_weight, gen, 0.7);
+    Matrix<double> x(len, d), dout(len, d), out(len, d), dx(len, d);
+    relpos::test::fill_normal(x, gen, 1.0);
+    relpos::test::fill_normal(dout, gen, 1.0);
+    const relpos::SequenceInputs in{.positions = {.len = len, .ids = ids}};
+    relpos::SequenceWorkspace<double> ws;
+    relpos::AttentionSaved<double> saved;
+    relpos::AttentionGrad<double> grad;
+    relpos::forward_saving(attn, x, out, in, ws, saved);
+    relpos::backward(attn, saved, in, dout, dx, grad);
+    const auto loss = [&] {
+      attn.encoding = relpos::T5Bias<double>(2, c, relpos::share(table));
+      attn.forward(x, out, in, ws);
+      return (out.array() * dout.array()).sum();
+    };
+    EXPECT_TRUE(matches_finite_differences(table, grad.relative_attention_bias, loss,
+                                           "relative_attention_bias"));
+    EXPECT_GT(grad.relative_attention_bias.cwiseAbs().maxCoeff(), 1e-3);
+  }
+  check_finite_differences(relpos::AlibiBias<double>(2), 4, false, ids, 0, 1517);
+  check_finite_differences(relpos::AlibiBias<double>(2), 4, true, nullptr, 0, 1518);
 }
 
 // Spec §6's pitfall: softmax ignores a constant added to a whole row of scores, so the key rows

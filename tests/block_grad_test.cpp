@@ -7,6 +7,7 @@
 #include <relpos/encodings/absolute.hpp>
 #include <relpos/encodings/additive.hpp>
 #include <relpos/encodings/rotary.hpp>
+#include <relpos/encodings/t5.hpp>
 
 #include <cstdint>
 #include <functional>
@@ -137,6 +138,18 @@ TYPED_TEST(EncoderGradTyped, AdditiveLearnedPreNormMatchesTorchWithPositionWeigh
   check_golden<T, relpos::Additive<T>>("encoder_additive_pre",
                                        encoder_config(true, false, false, relpos::Activation::gelu),
                                        [&](Index) { return relpos::Additive<T>(8, c, weight); });
+}
+
+// t5's table is shared by both layers: its gradient is the sum of theirs, under
+// position.relative_attention_bias.
+TYPED_TEST(EncoderGradTyped, T5PostNormSumsTheSharedTableOverLayers) {
+  using T = TypeParam;
+  const auto f = relpos::test::golden_file("grads/encoder_t5_post.safetensors");
+  const relpos::T5Config c{.num_buckets = 6, .max_distance = 4};
+  const auto table = relpos::share(f.matrix<T>("position.relative_attention_bias", 6, 2));
+  check_golden<T, relpos::T5Bias<T>>("encoder_t5_post",
+                                     encoder_config(false, false, false, relpos::Activation::relu),
+                                     [&](Index) { return relpos::T5Bias<T>(2, c, table); });
 }
 
 // L = Σ dout ⊙ stack(x) by the library's own forward (Encoder::forward), differentiated

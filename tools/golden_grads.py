@@ -22,11 +22,18 @@ gradients are exactly what backward(dout) must give), the forward `output`, and
   through): the half pairing unscaled, and the interleaved pairing with base 100 and yarn
   scaling (factor 4, L0 4: an attention factor 1.139 multiplying cos and sin) under the causal
   mask. The call length is 7 (plain positions).
+* attention_t5.safetensors, attention_t5_causal.safetensors, attention_alibi.safetensors
+  (BIAS_CASES): the same with the score biases, d_model 8; t5 with 8 buckets and
+  max_distance 5 (distances up to 6 at length 7, so buckets are shared and the last ones clamp),
+  bidirectional, then causal (one-sided buckets); `position.relative_attention_bias` and its
+  gradient. alibi (max_bias 4) has no tensor of its own.
 * encoder_*.safetensors (ENCODER_CASES): a 2-layer tools/reference.py RefEncoder (d_model 8,
   2 heads, d_ff 12) on float `input` [2, 6, 8] with the second item padded by 2, tensors under
   their model-file names: none post-norm; rotary (rotary_dim 2) pre-norm with the final norm,
   gelu and the causal mask; absolute post-norm with the final norm; additive (learned source,
-  window 2, max_distance 3, so `position.weight` gets a gradient) pre-norm with gelu.
+  window 2, max_distance 3, so `position.weight` gets a gradient) pre-norm with gelu; t5 (6
+  buckets, max_distance 4) post-norm: `position.relative_attention_bias`, shared by both layers,
+  gets the sum of their gradients.
 
 The loss files:
 
@@ -50,7 +57,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import safetensors_py  # noqa: E402
-from reference import RefAttention, RefEncoder, parse_config, rotary_inv_freq  # noqa: E402
+from reference import (PositionParams, RefAttention, RefEncoder, parse_config,  # noqa: E402
+                       rotary_inv_freq)
 
 DT = torch.float64
 
@@ -120,6 +128,8 @@ def golden_attention(out_dir, causal, position=None, name=None, d=8, seed=155):
                         "position": position or {"type": "none"}})
     attn = RefAttention(cfg)
     randomize(attn)
+    shared = PositionParams(cfg)  # t5's table (empty for the other types)
+    randomize(shared)
     x = torch.randn(bsz, length, d, dtype=DT).requires_grad_(True)
     pad = torch.zeros(bsz, length, dtype=torch.bool)
     for b, n in enumerate(pads):
@@ -131,7 +141,7 @@ def golden_attention(out_dir, causal, position=None, name=None, d=8, seed=155):
     rotary = None
     if cfg["position"]["type"] == "rotary":
         rotary = rotary_inv_freq(cfg["position"], length)  # call length: largest position + 1
-    out, _ = attn(x, visible, positions, rotary, None)
+    out, _ = attn(x, visible, positions, rotary, shared)
     dout = torch.randn_like(out)
     (out * dout).sum().backward()
     tensors = {"input": x, "dout": dout, "output": out, "grad.input": x.grad,
@@ -139,6 +149,9 @@ def golden_attention(out_dir, causal, position=None, name=None, d=8, seed=155):
     for pname, p in attn.named_parameters():
         tensors[f"self_attn.{pname}"] = p
         tensors[f"grad.self_attn.{pname}"] = p.grad
+    for pname, p in shared.named_parameters():
+        tensors[f"position.{pname}"] = p
+        tensors[f"grad.position.{pname}"] = p.grad
     torch.set_default_dtype(torch.float32)
     name = name or ("attention_none" + ("_causal" if causal else ""))
     save(os.path.join(out_dir, f"{name}.safetensors"), tensors)
@@ -200,6 +213,8 @@ ENCODER_CASES = (
     ("encoder_additive_pre", {"norm_first": True, "activation": "gelu",
                               "position": {"type": "additive", "source": "learned",
                                            "window": 2, "max_distance": 3}}),
+    ("encoder_t5_post", {"norm_first": False,
+                         "position": {"type": "t5", "num_buckets": 6, "max_distance": 4}}),
 )
 
 
@@ -227,6 +242,13 @@ def golden_encoder(out_dir, name, extra, seed):
     save(os.path.join(out_dir, f"{name}.safetensors"), tensors)
 
 
+BIAS_CASES = (
+    ("attention_t5", False, {"type": "t5", "num_buckets": 8, "max_distance": 5}),
+    ("attention_t5_causal", True, {"type": "t5", "num_buckets": 8, "max_distance": 5}),
+    ("attention_alibi", False, {"type": "alibi", "max_bias": 4.0}),
+)
+
+
 ROTARY_CASES = (
     ("attention_rotary", False, {"type": "rotary", "rotary_dim": 4}),
     ("attention_rotary_yarn_interleaved_causal", True,
@@ -247,6 +269,8 @@ def main():
     # rotary (ROTARY_CASES): d_model 12, 2 heads of 6, partial rotation of 4
     for name, causal, position in ROTARY_CASES:
         golden_attention(out_dir, causal, position, name, d=12, seed=156)
+    for name, causal, position in BIAS_CASES:
+        golden_attention(out_dir, causal, position, name, d=8, seed=157)
     for seed, (name, extra) in enumerate(ENCODER_CASES, start=160):
         golden_encoder(out_dir, name, extra, seed)
 

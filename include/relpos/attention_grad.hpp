@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // The backward of multi-head self-attention (attention.hpp, spec §3), so far for position types
 // none and rotary (every scaling; the gradient flows back through the rotation's transpose,
-// encodings/rotary.hpp), and the types that act on the block's input only: packed in_proj,
+// encodings/rotary.hpp), the score biases t5 (one gradient per bucket of the shared table) and
+// alibi, and the types that act on the block's input only: packed in_proj,
 // out_proj, key padding and causal masks, and rows with no visible key (α_i = 0, so no gradient
 // flows through them and none is NaN). The relative terms of the encodings plug in here next,
 // through the same hooks as the forward.
@@ -17,6 +18,7 @@
 #include <limits>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include <relpos/attention.hpp>
 #include <relpos/core.hpp>
@@ -46,8 +48,12 @@ struct AttentionGrad {
   Vector<T> in_proj_bias;     // (3·d_model)
   Matrix<T> out_proj_weight;  // (d_model, d_model)
   Vector<T> out_proj_bias;    // (d_model)
+  /// t5: ∂L/∂position.relative_attention_bias (num_buckets, n_heads) from this layer. The table
+  /// is shared by every layer, so it is not one of this layer's tensors: for_each leaves it out,
+  /// and EncoderGrad sums the layers' into its `position.relative_attention_bias`.
+  Matrix<T> relative_attention_bias;
 
-  /// f(name, gradient) for each tensor, names as in the model file.
+  /// f(name, gradient) for each of the layer's own tensors, names as in the model file.
   template <class F>
   void for_each(const std::string& prefix, F&& f) {
     f(prefix + "in_proj_weight", in_proj_weight);
@@ -68,11 +74,22 @@ concept TransformsQKBackward = requires(const E& e, MatrixRef<typename E::Scalar
   e.transform_qk_backward(dq, dk, p, h);
 };
 
+/// The backward of score_bias: g[c − lo] = ∂L/∂b_h(c) for clamped c in [lo, hi], added into
+/// the encoding's table gradient (t5: T5Bias::score_bias_backward). A bias with no tensor
+/// (alibi) has none.
+template <class E>
+concept ScoreBiasBackward = requires(const E& e, Index h, Index lo, Index hi,
+                                     const typename E::Scalar* g,
+                                     Matrix<typename E::Scalar>& grad) {
+  e.score_bias_backward(h, lo, hi, g, grad);
+};
+
 /// Encodings whose attention backward exists so far: those with no hook inside attention
-/// (none, and absolute / additive, which act on the block's input), and rotary.
+/// (none, and absolute / additive, which act on the block's input), rotary, and the score
+/// biases (t5, alibi).
 template <class Enc>
 inline constexpr bool attention_backward_supported =
-    !HasKeyTerm<Enc> && !HasValueTerm<Enc> && !HasScoreBias<Enc> && !HasHeadKeyTerm<Enc> &&
+    !HasKeyTerm<Enc> && !HasValueTerm<Enc> && !HasHeadKeyTerm<Enc> &&
     (!TransformsQK<Enc> || TransformsQKBackward<Enc>);
 
 inline void check_attention_io(const char* what, Index x_rows, Index x_cols, Index out_rows,
@@ -163,7 +180,36 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
   const T scale = T(1) / std::sqrt(static_cast<T>(dh));
   const Index rows = std::min(kAttentionBackwardRows, std::max<Index>(len, 1));
   Matrix<T> p(rows, len), dp(rows, len);  // α and ∂L/∂α of a block of query rows
+  // score biases (t5, alibi): b_h(c) and ∂L/∂b_h(c) per clamped distance c in [c_lo, c_hi],
+  // R = c_hi − c_lo + 1 values per head (t5 clamps to ±max_distance; alibi spans the positions)
+  [[maybe_unused]] Index c_lo = 0, c_hi = -1;
+  [[maybe_unused]] std::vector<T> bias, dbias;
+  if constexpr (HasScoreBias<Enc>) {
+    if (len > 0) {
+      std::int64_t p_min = in.positions[0], p_max = in.positions[0];
+      for (Index i = 1; i < len; ++i) {
+        p_min = std::min(p_min, in.positions[i]);
+        p_max = std::max(p_max, in.positions[i]);
+      }
+      c_lo = attn.encoding.clamp_distance(p_min - p_max);
+      c_hi = attn.encoding.clamp_distance(p_max - p_min);
+      if (c_hi - c_lo + 1 > 64 * len + 1024) {
+        throw Error(std::string("attention backward: position ids span ") +
+                    std::to_string(c_hi - c_lo + 1) + " distances for " + std::to_string(len) +
+                    " tokens; the " + Enc::name +
+                    " backward keeps one value per distance and supports at most 64·len + 1024");
+      }
+      bias.resize(static_cast<std::size_t>(c_hi - c_lo + 1));
+      dbias.resize(bias.size());
+    }
+  }
   for (Index h = 0; h < h_count; ++h) {
+    if constexpr (HasScoreBias<Enc>) {
+      if (len > 0) {
+        attn.encoding.score_bias(h, c_lo, c_hi, bias.data());
+        std::fill(dbias.begin(), dbias.end(), T(0));
+      }
+    }
     const auto q = saved.qkv.middleCols(h * dh, dh);          // (len, d_head)
     const auto k = saved.qkv.middleCols(d + h * dh, dh);      // (len, d_head)
     const auto v = saved.qkv.middleCols(2 * d + h * dh, dh);  // (len, d_head)
@@ -178,6 +224,15 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
       // e = q·kᵀ/√d_head over the block's rows, recomputed (none is kept)
       pb.noalias() = q.middleRows(r0, n) * k.transpose();
       pb *= scale;
+      if constexpr (HasScoreBias<Enc>) {
+        // + b_h(c_ij), after the scale (spec §3)
+        for (Index i = 0; i < n; ++i) {
+          for (Index j = 0; j < len; ++j) {
+            const auto c = attn.encoding.clamp_distance(in.positions[j] - in.positions[r0 + i]);
+            pb(i, j) += bias[static_cast<std::size_t>(c - c_lo)];
+          }
+        }
+      }
       // α = softmax over the visible keys; a row with none visible is all zeros (spec §2)
       for (Index i = 0; i < n; ++i) {
         const Index end = attn.config.causal ? std::min(r0 + i + 1, len) : len;
@@ -204,11 +259,28 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
       // ∂L/∂e = α ⊙ (∂L/∂α − D), D_i = Σ_j α_ij ∂L/∂α_ij (softmax's Jacobian; α = 0 where masked)
       for (Index i = 0; i < n; ++i) {
         const T d_i = pb.row(i).dot(dpb.row(i));
-        dpb.row(i).array() = pb.row(i).array() * (dpb.row(i).array() - d_i) * scale;
+        dpb.row(i).array() = pb.row(i).array() * (dpb.row(i).array() - d_i);
       }
+      if constexpr (HasScoreBias<Enc>) {
+        // ∂L/∂b_h(c) = Σ over the pairs at clamped distance c of ∂L/∂e_ij (no 1/√d_head: the
+        // bias is added after it)
+        for (Index i = 0; i < n; ++i) {
+          for (Index j = 0; j < len; ++j) {
+            const auto c = attn.encoding.clamp_distance(in.positions[j] - in.positions[r0 + i]);
+            dbias[static_cast<std::size_t>(c - c_lo)] += dpb(i, j);
+          }
+        }
+      }
+      dpb *= scale;
       // with the 1/√d_head folded in: ∂L/∂q = ∂L/∂e·k, ∂L/∂k += ∂L/∂eᵀ·q
       dq.middleRows(r0, n).noalias() = dpb * k;
       dk.noalias() += dpb.transpose() * q.middleRows(r0, n);
+    }
+    if constexpr (detail::ScoreBiasBackward<Enc>) {
+      if (len > 0) {
+        attn.encoding.score_bias_backward(h, c_lo, c_hi, dbias.data(),
+                                          grad.relative_attention_bias);
+      }
     }
   }
   if constexpr (TransformsQK<Enc>) {

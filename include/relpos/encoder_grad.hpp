@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
 // The backward of the encoder stack (encoder.hpp, spec §1–2) for one sequence: the input
-// encoding (absolute, additive), the blocks in sequence, the final norm. The embedding and the
-// output head, outside the stack, have their own (embedding_grad.hpp, output_head_grad.hpp).
+// encoding (absolute, additive), the blocks in sequence, the final norm, and the tables the
+// layers share (t5's relative_attention_bias), whose gradient is summed here where it is owned. The
+// embedding and the output head, outside the stack, have their own (embedding_grad.hpp,
+// output_head_grad.hpp).
 #pragma once
 
 #include <string>
@@ -26,9 +28,10 @@ struct EncoderSaved {
 /// ∂L/∂ of the stack's tensors under the model file's names. backward() adds into them.
 template <Scalar T>
 struct EncoderGrad {
-  std::vector<BlockGrad<T>> layers;  // "layers.{n}."
-  LayerNormGrad<T> norm;             // "norm.weight", "norm.bias" (with a final norm)
-  Matrix<T> position_weight;         // "position.weight" (additive, learned source)
+  std::vector<BlockGrad<T>> layers;   // "layers.{n}."
+  LayerNormGrad<T> norm;              // "norm.weight", "norm.bias" (with a final norm)
+  Matrix<T> position_weight;          // "position.weight" (additive, learned source)
+  Matrix<T> relative_attention_bias;  // "position.relative_attention_bias" (t5): the layers' sum
 
   /// f(name, gradient) for each tensor backward has filled: every layer's, the final norm's
   /// when there is one, position.weight when the model has it.
@@ -39,6 +42,9 @@ struct EncoderGrad {
     }
     if (norm.weight.size() > 0) norm.for_each("norm", f);
     if (position_weight.size() > 0) f(std::string("position.weight"), position_weight);
+    if (relative_attention_bias.size() > 0) {
+      f(std::string("position.relative_attention_bias"), relative_attention_bias);
+    }
   }
 };
 
@@ -83,6 +89,15 @@ void backward(const Encoder<T, Enc>& encoder, EncoderSaved<T>& saved, const Sequ
   if (encoder.norm) backward(*encoder.norm, saved.norm, d, d, grad.norm);
   for (std::size_t n = encoder.layers.size(); n-- > 0;) {
     backward(encoder.layers[n], saved.layers[n], in, d, grad.layers[n]);
+    // t5: one table shared by every layer, so its gradient is the layers' sum, kept here
+    Matrix<T>& layer_bias = grad.layers[n].self_attn.relative_attention_bias;
+    if (layer_bias.size() > 0) {
+      if (grad.relative_attention_bias.size() == 0) {
+        grad.relative_attention_bias = Matrix<T>::Zero(layer_bias.rows(), layer_bias.cols());
+      }
+      grad.relative_attention_bias += layer_bias;
+      layer_bias.setZero();
+    }
   }
   if constexpr (detail::InputBackward<Enc, T>) {
     // x̃ = x + encoding: ∂L/∂x = ∂L/∂x̃, and the learned additive table gets its gradient
