@@ -3,12 +3,17 @@
 // visible key), against PyTorch autograd through tools/reference.py's RefAttention
 // (tools/golden_grads.py), central finite differences in double, and properties.
 #include <relpos/attention_grad.hpp>
+#include <relpos/encodings/alibi.hpp>
+#include <relpos/encodings/rotary.hpp>
+#include <relpos/encodings/t5.hpp>
 
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -39,44 +44,104 @@ template <class T, class A, class B>
   }
 }
 
+// One golden file of tools/golden_grads.py: forward_saving and backward item by item, then the
+// accumulated weight gradients against autograd's.
+template <class T, class Enc>
+void check_golden(const std::string& file, bool causal, Index d, const Enc& encoding) {
+  const auto f = relpos::test::golden_file("grads/" + file + ".safetensors");
+  const Tensor3<T> x = f.tensor3<T>("input"), dout = f.tensor3<T>("dout");
+  const Index batch = x.dimension(0), len = x.dimension(1);
+  ASSERT_EQ(x.dimension(2), d);
+  const std::vector<std::uint8_t> pad_bytes = f.values<std::uint8_t>("padding_mask");
+  const auto attn = relpos::MultiHeadAttention<T, Enc>::load(
+      f, "self_attn.", relpos::AttentionConfig{.d_model = d, .n_heads = 2, .causal = causal},
+      encoding);
+  const Tensor3<double> want_out = f.tensor3<double>("output");
+  const Tensor3<double> want_dx = f.tensor3<double>("grad.input");
+  relpos::SequenceWorkspace<T> ws;
+  relpos::AttentionSaved<T> saved;
+  relpos::AttentionGrad<T> grad;
+  for (Index b = 0; b < batch; ++b) {
+    const auto key_padding = std::make_unique<bool[]>(static_cast<std::size_t>(len));
+    for (Index j = 0; j < len; ++j) {
+      key_padding[static_cast<std::size_t>(j)] = pad_bytes[static_cast<std::size_t>(b * len + j)];
+    }
+    const relpos::SequenceInputs in{.positions = {.len = len, .call_length = len},
+                                    .key_padding = key_padding.get()};
+    Matrix<T> out(len, d), dx(len, d);
+    relpos::forward_saving(attn, relpos::item(x, b), out, in, ws, saved);
+    EXPECT_TRUE(close<T>(out, relpos::item(want_out, b))) << "item " << b;
+    relpos::backward(attn, saved, in, relpos::item(dout, b), dx, grad);
+    EXPECT_TRUE(close<T>(dx, relpos::item(want_dx, b))) << "item " << b;
+  }
+  grad.for_each("self_attn.", [&](const std::string& name, const auto& g) {
+    SCOPED_TRACE(name);
+    using G = std::decay_t<decltype(g)>;
+    if constexpr (G::ColsAtCompileTime == 1) {
+      EXPECT_TRUE(close<T>(g, f.vector<double>("grad." + name)));
+    } else {
+      EXPECT_TRUE(close<T>(g, f.matrix<double>("grad." + name)));
+    }
+  });
+  if constexpr (std::is_same_v<Enc, relpos::T5Bias<T>>) {
+    EXPECT_TRUE(close<T>(grad.relative_attention_bias,
+                         f.matrix<double>("grad.position.relative_attention_bias")));
+  } else {
+    EXPECT_EQ(grad.relative_attention_bias.size(), 0);
+  }
+}
+
 TYPED_TEST(AttentionGradTyped, NoneMatchesTorchWithPaddingCausalAndEmptyRows) {
   using T = TypeParam;
   for (const bool causal : {false, true}) {
     SCOPED_TRACE(causal ? "causal" : "bidirectional");
-    const auto f = relpos::test::golden_file(causal ? "grads/attention_none_causal.safetensors"
-                                                    : "grads/attention_none.safetensors");
-    const Tensor3<T> x = f.tensor3<T>("input"), dout = f.tensor3<T>("dout");
-    const Index batch = x.dimension(0), len = x.dimension(1), d = x.dimension(2);
-    const std::vector<std::uint8_t> pad_bytes = f.values<std::uint8_t>("padding_mask");
-    const auto attn = relpos::MultiHeadAttention<T>::load(
-        f, "self_attn.", relpos::AttentionConfig{.d_model = d, .n_heads = 2, .causal = causal});
-    const Tensor3<double> want_out = f.tensor3<double>("output");
-    const Tensor3<double> want_dx = f.tensor3<double>("grad.input");
-    relpos::SequenceWorkspace<T> ws;
-    relpos::AttentionSaved<T> saved;
-    relpos::AttentionGrad<T> grad;
-    for (Index b = 0; b < batch; ++b) {
-      const auto key_padding = std::make_unique<bool[]>(static_cast<std::size_t>(len));
-      for (Index j = 0; j < len; ++j) {
-        key_padding[static_cast<std::size_t>(j)] = pad_bytes[static_cast<std::size_t>(b * len + j)];
-      }
-      const relpos::SequenceInputs in{.positions = {.len = len}, .key_padding = key_padding.get()};
-      Matrix<T> out(len, d), dx(len, d);
-      relpos::forward_saving(attn, relpos::item(x, b), out, in, ws, saved);
-      EXPECT_TRUE(close<T>(out, relpos::item(want_out, b))) << "item " << b;
-      relpos::backward(attn, saved, in, relpos::item(dout, b), dx, grad);
-      EXPECT_TRUE(close<T>(dx, relpos::item(want_dx, b))) << "item " << b;
-    }
-    grad.for_each("self_attn.", [&](const std::string& name, const auto& g) {
-      SCOPED_TRACE(name);
-      using G = std::decay_t<decltype(g)>;
-      if constexpr (G::ColsAtCompileTime == 1) {
-        EXPECT_TRUE(close<T>(g, f.vector<double>("grad." + name)));
-      } else {
-        EXPECT_TRUE(close<T>(g, f.matrix<double>("grad." + name)));
-      }
-    });
+    check_golden<T>(causal ? "attention_none_causal" : "attention_none", causal, 8,
+                    relpos::NoPosition<T>());
   }
+}
+
+// tools/golden_grads.py's ROTARY_CASES: d_head 6 with rotary_dim 4 (two components pass
+// through); the half pairing, then the interleaved one with base 100 and yarn (an attention
+// factor on cos and sin) under the causal mask.
+TYPED_TEST(AttentionGradTyped, RotaryMatchesTorchWithPartialPairingsAndYarn) {
+  using T = TypeParam;
+  {
+    SCOPED_TRACE("rotary");
+    relpos::RotaryConfig c;
+    c.rotary_dim = 4;
+    check_golden<T>("attention_rotary", false, 12, relpos::Rotary<T>(6, c));
+  }
+  {
+    SCOPED_TRACE("rotary yarn interleaved causal");
+    relpos::RotaryConfig c;
+    c.rotary_dim = 4;
+    c.interleaved = true;
+    c.base = 100;
+    relpos::YarnScaling yarn;
+    yarn.factor = 4;
+    yarn.original_max_position_embeddings = 4;
+    c.scaling = yarn;
+    check_golden<T>("attention_rotary_yarn_interleaved_causal", true, 12, relpos::Rotary<T>(6, c));
+  }
+}
+
+// tools/golden_grads.py's BIAS_CASES: t5 with 8 buckets and max_distance 5 at length 7 (shared
+// and clamped buckets), bidirectional and causal; alibi with max_bias 4.
+TYPED_TEST(AttentionGradTyped, ScoreBiasesMatchTorch) {
+  using T = TypeParam;
+  for (const bool causal : {false, true}) {
+    SCOPED_TRACE(causal ? "t5 causal" : "t5");
+    const auto f = relpos::test::golden_file(std::string("grads/attention_t5") +
+                                             (causal ? "_causal" : "") + ".safetensors");
+    relpos::T5Config c{.num_buckets = 8, .max_distance = 5, .causal = causal};
+    check_golden<T>(
+        causal ? "attention_t5_causal" : "attention_t5", causal, 8,
+        relpos::T5Bias<T>(2, c,
+                          relpos::share(f.matrix<T>("position.relative_attention_bias", 8, 2))));
+  }
+  SCOPED_TRACE("alibi");
+  check_golden<T>("attention_alibi", false, 8,
+                  relpos::AlibiBias<T>(2, relpos::AlibiConfig{.max_bias = 4}));
 }
 
 // L = Σ dout ⊙ attn(x) by the library's own forward, differentiated numerically; h = 1e-6
@@ -101,42 +166,131 @@ template <class M>
   return r;
 }
 
-// Key 0 padded and the causal mask: query 0 sees no key at all (α_0 = 0).
+// Every weight and x against finite differences of the library's own forward, with encoding
+// enc, keys 0 and 3 padded (with the causal mask, query 0 sees no key: α_0 = 0), at positions
+// `ids` (null: plain) with the call length `call_length` (0: from the positions).
+template <class Enc>
+void check_finite_differences(const Enc& enc, Index d, bool causal, const std::int64_t* ids,
+                              std::int64_t call_length, std::uint64_t seed) {
+  std::mt19937_64 gen(seed);
+  const Index len = 5;
+  relpos::MultiHeadAttention<double, Enc> attn({.d_model = d, .n_heads = 2, .causal = causal}, enc);
+  relpos::test::fill_normal(attn.in_proj_weight, gen, 0.7);
+  relpos::test::fill_normal(attn.in_proj_bias, gen, 0.7);
+  relpos::test::fill_normal(attn.out_proj_weight, gen, 0.7);
+  relpos::test::fill_normal(attn.out_proj_bias, gen, 0.7);
+  Matrix<double> x(len, d), dout(len, d), out(len, d), dx(len, d);
+  relpos::test::fill_normal(x, gen, 1.0);
+  relpos::test::fill_normal(dout, gen, 1.0);
+  const bool key_padding[len] = {true, false, false, true, false};
+  const relpos::SequenceInputs in{.positions = {.len = len, .ids = ids, .call_length = call_length},
+                                  .key_padding = key_padding};
+  relpos::SequenceWorkspace<double> ws;
+  const auto loss = [&] {
+    attn.forward(x, out, in, ws);
+    return (out.array() * dout.array()).sum();
+  };
+  relpos::AttentionSaved<double> saved;
+  relpos::AttentionGrad<double> grad;
+  relpos::forward_saving(attn, x, out, in, ws, saved);
+  relpos::backward(attn, saved, in, dout, dx, grad);
+  EXPECT_TRUE(dx.allFinite() && grad.in_proj_weight.allFinite());
+  EXPECT_TRUE(matches_finite_differences(x, dx, loss, "x"));
+  EXPECT_TRUE(
+      matches_finite_differences(attn.in_proj_weight, grad.in_proj_weight, loss, "in_proj_weight"));
+  EXPECT_TRUE(
+      matches_finite_differences(attn.in_proj_bias, grad.in_proj_bias, loss, "in_proj_bias"));
+  EXPECT_TRUE(matches_finite_differences(attn.out_proj_weight, grad.out_proj_weight, loss,
+                                         "out_proj.weight"));
+  EXPECT_TRUE(
+      matches_finite_differences(attn.out_proj_bias, grad.out_proj_bias, loss, "out_proj.bias"));
+}
+
 TEST(AttentionGradFiniteDifferences, NonePaddedCausal) {
   for (const bool causal : {false, true}) {
     SCOPED_TRACE(causal ? "causal" : "bidirectional");
-    std::mt19937_64 gen(1510);
+    check_finite_differences(relpos::NoPosition<double>(), 4, causal, nullptr, 0, 1510);
+  }
+}
+
+// Rotary with every scaling of spec §4, both pairings, partial rotation (d_head 6, r 4), at
+// explicit positions (not sorted, one past L0 = 4) with a call length of 12: the dynamic and
+// longrope tables depend on it.
+TEST(AttentionGradFiniteDifferences, RotaryEveryScalingBothPairings) {
+  const std::int64_t ids[5] = {3, 0, 9, 2, 11};
+  relpos::YarnScaling yarn;  // an attention factor of 1.139 on cos and sin
+  yarn.factor = 4;
+  yarn.original_max_position_embeddings = 4;
+  relpos::LongropeScaling longrope;  // the long factors: the call (12) is longer than L0
+  longrope.short_factor = {1.0, 1.5};
+  longrope.long_factor = {2.0, 3.0};
+  longrope.original_max_position_embeddings = 4;
+  longrope.max_position_embeddings = 32;
+  const std::vector<std::optional<relpos::RotaryScaling>> scalings = {
+      std::nullopt,
+      relpos::LinearScaling{.factor = 2},
+      relpos::NtkScaling{.factor = 3},
+      relpos::DynamicScaling{.factor = 2, .original_max_position_embeddings = 4},
+      yarn,
+      relpos::Llama3Scaling{.factor = 8, .original_max_position_embeddings = 16},
+      longrope};
+  std::uint64_t seed = 1512;
+  for (const auto& scaling : scalings) {
+    for (const bool interleaved : {false, true}) {
+      relpos::RotaryConfig c;
+      c.rotary_dim = 4;
+      c.base = 100;
+      c.interleaved = interleaved;
+      c.scaling = scaling;
+      SCOPED_TRACE(std::string(scaling ? std::visit([](const auto& s) { return s.type; }, *scaling)
+                                       : std::string_view("unscaled")) +
+                   (interleaved ? " interleaved" : " half"));
+      check_finite_differences(relpos::Rotary<double>(6, c), 12, interleaved, ids, 12, seed++);
+    }
+  }
+}
+
+// The score biases: every weight and x (check_finite_differences), then t5's shared table,
+// differentiated through a rebuilt encoding, at explicit positions whose distances reach past
+// max_distance 5 (clamped, so several distances share the last buckets).
+TEST(AttentionGradFiniteDifferences, T5AndAlibi) {
+  const std::int64_t ids[5] = {0, 7, 2, 3, 9};
+  for (const bool causal : {false, true}) {
+    SCOPED_TRACE(causal ? "causal" : "bidirectional");
+    const relpos::T5Config c{.num_buckets = 8, .max_distance = 5, .causal = causal};
+    std::mt19937_64 gen(1515);
+    Matrix<double> table(8, 2);
+    relpos::test::fill_normal(table, gen, 0.5);
+    check_finite_differences(relpos::T5Bias<double>(2, c, relpos::share(table)), 4, causal, ids, 0,
+                             1516);
+    // the table
     const Index len = 5, d = 4;
-    relpos::MultiHeadAttention<double> attn({.d_model = d, .n_heads = 2, .causal = causal});
+    relpos::MultiHeadAttention<double, relpos::T5Bias<double>> attn(
+        {.d_model = d, .n_heads = 2, .causal = causal},
+        relpos::T5Bias<double>(2, c, relpos::share(table)));
     relpos::test::fill_normal(attn.in_proj_weight, gen, 0.7);
     relpos::test::fill_normal(attn.in_proj_bias, gen, 0.7);
     relpos::test::fill_normal(attn.out_proj_weight, gen, 0.7);
-    relpos::test::fill_normal(attn.out_proj_bias, gen, 0.7);
     Matrix<double> x(len, d), dout(len, d), out(len, d), dx(len, d);
     relpos::test::fill_normal(x, gen, 1.0);
     relpos::test::fill_normal(dout, gen, 1.0);
-    const bool key_padding[len] = {true, false, false, true, false};
-    const relpos::SequenceInputs in{.positions = {.len = len}, .key_padding = key_padding};
+    const relpos::SequenceInputs in{.positions = {.len = len, .ids = ids}};
     relpos::SequenceWorkspace<double> ws;
-    const auto loss = [&] {
-      attn.forward(x, out, in, ws);
-      return (out.array() * dout.array()).sum();
-    };
     relpos::AttentionSaved<double> saved;
     relpos::AttentionGrad<double> grad;
     relpos::forward_saving(attn, x, out, in, ws, saved);
     relpos::backward(attn, saved, in, dout, dx, grad);
-    EXPECT_TRUE(dx.allFinite() && grad.in_proj_weight.allFinite());
-    EXPECT_TRUE(matches_finite_differences(x, dx, loss, "x"));
-    EXPECT_TRUE(matches_finite_differences(attn.in_proj_weight, grad.in_proj_weight, loss,
-                                           "in_proj_weight"));
-    EXPECT_TRUE(
-        matches_finite_differences(attn.in_proj_bias, grad.in_proj_bias, loss, "in_proj_bias"));
-    EXPECT_TRUE(matches_finite_differences(attn.out_proj_weight, grad.out_proj_weight, loss,
-                                           "out_proj.weight"));
-    EXPECT_TRUE(
-        matches_finite_differences(attn.out_proj_bias, grad.out_proj_bias, loss, "out_proj.bias"));
+    const auto loss = [&] {
+      attn.encoding = relpos::T5Bias<double>(2, c, relpos::share(table));
+      attn.forward(x, out, in, ws);
+      return (out.array() * dout.array()).sum();
+    };
+    EXPECT_TRUE(matches_finite_differences(table, grad.relative_attention_bias, loss,
+                                           "relative_attention_bias"));
+    EXPECT_GT(grad.relative_attention_bias.cwiseAbs().maxCoeff(), 1e-3);
   }
+  check_finite_differences(relpos::AlibiBias<double>(2), 4, false, ids, 0, 1517);
+  check_finite_differences(relpos::AlibiBias<double>(2), 4, true, nullptr, 0, 1518);
 }
 
 // Spec §6's pitfall: softmax ignores a constant added to a whole row of scores, so the key rows

@@ -17,6 +17,23 @@ gradients are exactly what backward(dout) must give), the forward `output`, and
   tools/reference.py's RefAttention (spec section 3, position type none) over 3 items with right
   padding of 0, 3 and all 7 tokens (every row of the last item sees no key: its weights are 0,
   spec section 2), without and with the causal mask; tensors `self_attn.*`, `padding_mask` U8.
+* attention_rotary.safetensors, attention_rotary_yarn_interleaved_causal.safetensors: the same
+  with position type rotary (d_model 12, 2 heads of 6, rotary_dim 4 so two components pass
+  through): the half pairing unscaled, and the interleaved pairing with base 100 and yarn
+  scaling (factor 4, L0 4: an attention factor 1.139 multiplying cos and sin) under the causal
+  mask. The call length is 7 (plain positions).
+* attention_t5.safetensors, attention_t5_causal.safetensors, attention_alibi.safetensors
+  (BIAS_CASES): the same with the score biases, d_model 8; t5 with 8 buckets and
+  max_distance 5 (distances up to 6 at length 7, so buckets are shared and the last ones clamp),
+  bidirectional, then causal (one-sided buckets); `position.relative_attention_bias` and its
+  gradient. alibi (max_bias 4) has no tensor of its own.
+* encoder_*.safetensors (ENCODER_CASES): a 2-layer tools/reference.py RefEncoder (d_model 8,
+  2 heads, d_ff 12) on float `input` [2, 6, 8] with the second item padded by 2, tensors under
+  their model-file names: none post-norm; rotary (rotary_dim 2) pre-norm with the final norm,
+  gelu and the causal mask; absolute post-norm with the final norm; additive (learned source,
+  window 2, max_distance 3, so `position.weight` gets a gradient) pre-norm with gelu; t5 (6
+  buckets, max_distance 4) post-norm: `position.relative_attention_bias`, shared by both layers,
+  gets the sum of their gradients.
 
 The loss files:
 
@@ -40,7 +57,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import safetensors_py  # noqa: E402
-from reference import RefAttention, parse_config  # noqa: E402
+from reference import (PositionParams, RefAttention, RefEncoder, parse_config,  # noqa: E402
+                       rotary_inv_freq)
 
 DT = torch.float64
 
@@ -100,14 +118,18 @@ def golden_modules(out_dir):
                     ["linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias"], x)
 
 
-def golden_attention(out_dir, causal):
-    torch.manual_seed(155)
+def golden_attention(out_dir, causal, position=None, name=None, d=8, seed=155):
+    """One layer of RefAttention over 3 items with right padding of 0, 3 and all 7 tokens;
+    `position` a §4 position object (default none)."""
+    torch.manual_seed(seed)
     torch.set_default_dtype(DT)
-    d, h, bsz, length, pads = 8, 2, 3, 7, (0, 3, 7)
+    h, bsz, length, pads = 2, 3, 7, (0, 3, 7)
     cfg = parse_config({"d_model": d, "n_heads": h, "n_layers": 1, "d_ff": 4, "causal": causal,
-                        "position": {"type": "none"}})
+                        "position": position or {"type": "none"}})
     attn = RefAttention(cfg)
     randomize(attn)
+    shared = PositionParams(cfg)  # t5's table (empty for the other types)
+    randomize(shared)
     x = torch.randn(bsz, length, d, dtype=DT).requires_grad_(True)
     pad = torch.zeros(bsz, length, dtype=torch.bool)
     for b, n in enumerate(pads):
@@ -116,17 +138,23 @@ def golden_attention(out_dir, causal):
     if causal:
         visible &= torch.tril(torch.ones(length, length, dtype=torch.bool))
     positions = torch.arange(length).expand(bsz, length).clone()
-    out, _ = attn(x, visible, positions, None, None)
+    rotary = None
+    if cfg["position"]["type"] == "rotary":
+        rotary = rotary_inv_freq(cfg["position"], length)  # call length: largest position + 1
+    out, _ = attn(x, visible, positions, rotary, shared)
     dout = torch.randn_like(out)
     (out * dout).sum().backward()
     tensors = {"input": x, "dout": dout, "output": out, "grad.input": x.grad,
                "padding_mask": pad.to(torch.uint8)}
-    for name, p in attn.named_parameters():
-        tensors[f"self_attn.{name}"] = p
-        tensors[f"grad.self_attn.{name}"] = p.grad
+    for pname, p in attn.named_parameters():
+        tensors[f"self_attn.{pname}"] = p
+        tensors[f"grad.self_attn.{pname}"] = p.grad
+    for pname, p in shared.named_parameters():
+        tensors[f"position.{pname}"] = p
+        tensors[f"grad.position.{pname}"] = p.grad
     torch.set_default_dtype(torch.float32)
-    suffix = "_causal" if causal else ""
-    save(os.path.join(out_dir, f"attention_none{suffix}.safetensors"), tensors)
+    name = name or ("attention_none" + ("_causal" if causal else ""))
+    save(os.path.join(out_dir, f"{name}.safetensors"), tensors)
 
 
 def golden_losses(out_dir):
@@ -175,6 +203,60 @@ def golden_tail(out_dir):
     save(os.path.join(out_dir, "tail_ce.safetensors"), tensors)
 
 
+ENCODER_CASES = (
+    ("encoder_none_post", {"norm_first": False, "position": {"type": "none"}}),
+    ("encoder_rotary_pre_final_causal",
+     {"norm_first": True, "final_norm": True, "causal": True, "activation": "gelu",
+      "position": {"type": "rotary", "rotary_dim": 2}}),
+    ("encoder_absolute_post_final", {"norm_first": False, "final_norm": True,
+                                     "position": {"type": "absolute"}}),
+    ("encoder_additive_pre", {"norm_first": True, "activation": "gelu",
+                              "position": {"type": "additive", "source": "learned",
+                                           "window": 2, "max_distance": 3}}),
+    ("encoder_t5_post", {"norm_first": False,
+                         "position": {"type": "t5", "num_buckets": 6, "max_distance": 4}}),
+)
+
+
+def golden_encoder(out_dir, name, extra, seed):
+    """A 2-layer RefEncoder (d_model 8, 2 heads, d_ff 12) on float input [2, 6, 8], the second
+    item padded by 2; every parameter random; loss sum(output * dout)."""
+    torch.manual_seed(seed)
+    torch.set_default_dtype(DT)
+    config = {"d_model": 8, "n_heads": 2, "n_layers": 2, "d_ff": 12, **extra}
+    enc = RefEncoder(config)
+    randomize(enc)
+    bsz, length = 2, 6
+    x = torch.randn(bsz, length, 8, dtype=DT).requires_grad_(True)
+    pad = torch.zeros(bsz, length, dtype=torch.bool)
+    pad[1, length - 2:] = True
+    out, _ = enc(x, padding_mask=pad)
+    dout = torch.randn_like(out)
+    (out * dout).sum().backward()
+    tensors = {"input": x, "dout": dout, "output": out, "grad.input": x.grad,
+               "padding_mask": pad.to(torch.uint8)}
+    for pname, p in enc.named_parameters():
+        tensors[pname] = p
+        tensors["grad." + pname] = p.grad
+    torch.set_default_dtype(torch.float32)
+    save(os.path.join(out_dir, f"{name}.safetensors"), tensors)
+
+
+BIAS_CASES = (
+    ("attention_t5", False, {"type": "t5", "num_buckets": 8, "max_distance": 5}),
+    ("attention_t5_causal", True, {"type": "t5", "num_buckets": 8, "max_distance": 5}),
+    ("attention_alibi", False, {"type": "alibi", "max_bias": 4.0}),
+)
+
+
+ROTARY_CASES = (
+    ("attention_rotary", False, {"type": "rotary", "rotary_dim": 4}),
+    ("attention_rotary_yarn_interleaved_causal", True,
+     {"type": "rotary", "rotary_dim": 4, "interleaved": True, "base": 100.0,
+      "scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4}}),
+)
+
+
 def main():
     out_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "grads")
@@ -184,6 +266,13 @@ def main():
     golden_tail(out_dir)
     golden_attention(out_dir, causal=False)
     golden_attention(out_dir, causal=True)
+    # rotary (ROTARY_CASES): d_model 12, 2 heads of 6, partial rotation of 4
+    for name, causal, position in ROTARY_CASES:
+        golden_attention(out_dir, causal, position, name, d=12, seed=156)
+    for name, causal, position in BIAS_CASES:
+        golden_attention(out_dir, causal, position, name, d=8, seed=157)
+    for seed, (name, extra) in enumerate(ENCODER_CASES, start=160):
+        golden_encoder(out_dir, name, extra, seed)
 
 
 if __name__ == "__main__":

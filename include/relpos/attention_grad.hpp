@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: MIT
-// The backward of multi-head self-attention (attention.hpp, spec §3), so far for position type
-// none: packed in_proj, out_proj, key padding and causal masks, and rows with no visible key
-// (α_i = 0, so no gradient flows through them and none is NaN). The relative terms of the
-// encodings plug in here next, through the same hooks as the forward.
+// The backward of multi-head self-attention (attention.hpp, spec §3), so far for position types
+// none and rotary (every scaling; the gradient flows back through the rotation's transpose,
+// encodings/rotary.hpp), the score biases t5 (one gradient per bucket of the shared table) and
+// alibi, and the types that act on the block's input only: packed in_proj,
+// out_proj, key padding and causal masks, and rows with no visible key (α_i = 0, so no gradient
+// flows through them and none is NaN). The relative terms of the encodings plug in here next,
+// through the same hooks as the forward.
 //
 // Memory: like FlashAttention-2 (Dao 2023), backward keeps no (len × len) matrix. It recomputes
 // the scores of kRows query rows at a time against all keys, and uses
@@ -15,6 +18,7 @@
 #include <limits>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include <relpos/attention.hpp>
 #include <relpos/core.hpp>
@@ -31,7 +35,8 @@ namespace relpos {
 template <Scalar T>
 struct AttentionSaved {
   Matrix<T> x;    // (len, d_model): the input, for ∂L/∂in_proj_weight
-  Matrix<T> qkv;  // (len, 3·d_model): q | k | v after in_proj, heads side by side in each
+  Matrix<T> qkv;  // (len, 3·d_model): q | k | v after in_proj (q, k rotated for rotary), heads
+                  // side by side in each
   Matrix<T> z;    // (len, d_model): the heads' outputs before out_proj, for ∂L/∂out_proj.weight
 };
 
@@ -43,8 +48,12 @@ struct AttentionGrad {
   Vector<T> in_proj_bias;     // (3·d_model)
   Matrix<T> out_proj_weight;  // (d_model, d_model)
   Vector<T> out_proj_bias;    // (d_model)
+  /// t5: ∂L/∂position.relative_attention_bias (num_buckets, n_heads) from this layer. The table
+  /// is shared by every layer, so it is not one of this layer's tensors: for_each leaves it out,
+  /// and EncoderGrad sums the layers' into its `position.relative_attention_bias`.
+  Matrix<T> relative_attention_bias;
 
-  /// f(name, gradient) for each tensor, names as in the model file.
+  /// f(name, gradient) for each of the layer's own tensors, names as in the model file.
   template <class F>
   void for_each(const std::string& prefix, F&& f) {
     f(prefix + "in_proj_weight", in_proj_weight);
@@ -56,9 +65,32 @@ struct AttentionGrad {
 
 namespace detail {
 
+/// The backward of transform_qk: dq, dk (len, n_heads·d_head) from ∂L/∂ of the transformed q
+/// and k to ∂L/∂ of q and k before it, in place (rotary: Rotary::transform_qk_backward).
+template <class E>
+concept TransformsQKBackward = requires(const E& e, MatrixRef<typename E::Scalar> dq,
+                                        MatrixRef<typename E::Scalar> dk, const Positions& p,
+                                        Index h) {
+  e.transform_qk_backward(dq, dk, p, h);
+};
+
+/// The backward of score_bias: g[c − lo] = ∂L/∂b_h(c) for clamped c in [lo, hi], added into
+/// the encoding's table gradient (t5: T5Bias::score_bias_backward). A bias with no tensor
+/// (alibi) has none.
+template <class E>
+concept ScoreBiasBackward = requires(const E& e, Index h, Index lo, Index hi,
+                                     const typename E::Scalar* g,
+                                     Matrix<typename E::Scalar>& grad) {
+  e.score_bias_backward(h, lo, hi, g, grad);
+};
+
+/// Encodings whose attention backward exists so far: those with no hook inside attention
+/// (none, and absolute / additive, which act on the block's input), rotary, and the score
+/// biases (t5, alibi).
 template <class Enc>
 inline constexpr bool attention_backward_supported =
-    std::is_same_v<Enc, NoPosition<typename Enc::Scalar>>;
+    !HasKeyTerm<Enc> && !HasValueTerm<Enc> && !HasHeadKeyTerm<Enc> &&
+    (!TransformsQK<Enc> || TransformsQKBackward<Enc>);
 
 inline void check_attention_io(const char* what, Index x_rows, Index x_cols, Index out_rows,
                                Index out_cols, Index d, Index positions_len) {
@@ -82,7 +114,7 @@ void forward_saving(const MultiHeadAttention<T, Enc>& attn, detail::InRef<T> x,
                     detail::OutRef<T> out, const SequenceInputs& in, SequenceWorkspace<T>& ws,
                     AttentionSaved<T>& saved) {
   static_assert(detail::attention_backward_supported<Enc>,
-                "attention backward: only position type none has a backward so far");
+                "attention backward: no backward for this position type's terms yet");
   attn.validate();
   // spec §7's bias false has no backward yet: refused, rather than a wrong gradient
   if (!attn.config.bias)
@@ -96,6 +128,12 @@ void forward_saving(const MultiHeadAttention<T, Enc>& attn, detail::InRef<T> x,
   if (len == 0) return;
   // q | k | v = x·in_projᵀ + bias
   detail::linear<T>(x, attn.in_proj_weight, attn.in_proj_bias, saved.qkv);
+  if constexpr (TransformsQK<Enc>) {
+    // rotary: q and k rotated in place, as the forward does; saved so, the scores recompute
+    MatrixRef<T> q(saved.qkv.leftCols(d));
+    MatrixRef<T> k(saved.qkv.middleCols(d, d));
+    attn.encoding.transform_qk(q, k, in.positions, attn.n_heads());
+  }
   // z = softmax(q·kᵀ/√d_head + mask)·v per head, by the forward's own kernel
   const detail::AttentionGeometry geometry{.queries = in.positions,
                                            .keys = in.positions,
@@ -120,7 +158,7 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
               const SequenceInputs& in, detail::InRef<T> dy, detail::OutRef<T> dx,
               AttentionGrad<T>& grad) {
   static_assert(detail::attention_backward_supported<Enc>,
-                "attention backward: only position type none has a backward so far");
+                "attention backward: no backward for this position type's terms yet");
   const Index len = saved.x.rows(), d = attn.d_model(), h_count = attn.n_heads(),
               dh = attn.d_head();
   if (saved.x.cols() != d || saved.qkv.rows() != len || saved.qkv.cols() != 3 * d ||
@@ -145,7 +183,36 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
   const T scale = T(1) / std::sqrt(static_cast<T>(dh));
   const Index rows = std::min(kAttentionBackwardRows, std::max<Index>(len, 1));
   Matrix<T> p(rows, len), dp(rows, len);  // α and ∂L/∂α of a block of query rows
+  // score biases (t5, alibi): b_h(c) and ∂L/∂b_h(c) per clamped distance c in [c_lo, c_hi],
+  // R = c_hi − c_lo + 1 values per head (t5 clamps to ±max_distance; alibi spans the positions)
+  [[maybe_unused]] Index c_lo = 0, c_hi = -1;
+  [[maybe_unused]] std::vector<T> bias, dbias;
+  if constexpr (HasScoreBias<Enc>) {
+    if (len > 0) {
+      std::int64_t p_min = in.positions[0], p_max = in.positions[0];
+      for (Index i = 1; i < len; ++i) {
+        p_min = std::min(p_min, in.positions[i]);
+        p_max = std::max(p_max, in.positions[i]);
+      }
+      c_lo = attn.encoding.clamp_distance(p_min - p_max);
+      c_hi = attn.encoding.clamp_distance(p_max - p_min);
+      if (c_hi - c_lo + 1 > 64 * len + 1024) {
+        throw Error(std::string("attention backward: position ids span ") +
+                    std::to_string(c_hi - c_lo + 1) + " distances for " + std::to_string(len) +
+                    " tokens; the " + Enc::name +
+                    " backward keeps one value per distance and supports at most 64·len + 1024");
+      }
+      bias.resize(static_cast<std::size_t>(c_hi - c_lo + 1));
+      dbias.resize(bias.size());
+    }
+  }
   for (Index h = 0; h < h_count; ++h) {
+    if constexpr (HasScoreBias<Enc>) {
+      if (len > 0) {
+        attn.encoding.score_bias(h, c_lo, c_hi, bias.data());
+        std::fill(dbias.begin(), dbias.end(), T(0));
+      }
+    }
     const auto q = saved.qkv.middleCols(h * dh, dh);          // (len, d_head)
     const auto k = saved.qkv.middleCols(d + h * dh, dh);      // (len, d_head)
     const auto v = saved.qkv.middleCols(2 * d + h * dh, dh);  // (len, d_head)
@@ -160,6 +227,15 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
       // e = q·kᵀ/√d_head over the block's rows, recomputed (none is kept)
       pb.noalias() = q.middleRows(r0, n) * k.transpose();
       pb *= scale;
+      if constexpr (HasScoreBias<Enc>) {
+        // + b_h(c_ij), after the scale (spec §3)
+        for (Index i = 0; i < n; ++i) {
+          for (Index j = 0; j < len; ++j) {
+            const auto c = attn.encoding.clamp_distance(in.positions[j] - in.positions[r0 + i]);
+            pb(i, j) += bias[static_cast<std::size_t>(c - c_lo)];
+          }
+        }
+      }
       // α = softmax over the visible keys; a row with none visible is all zeros (spec §2)
       for (Index i = 0; i < n; ++i) {
         const Index end = attn.config.causal ? std::min(r0 + i + 1, len) : len;
@@ -186,12 +262,35 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
       // ∂L/∂e = α ⊙ (∂L/∂α − D), D_i = Σ_j α_ij ∂L/∂α_ij (softmax's Jacobian; α = 0 where masked)
       for (Index i = 0; i < n; ++i) {
         const T d_i = pb.row(i).dot(dpb.row(i));
-        dpb.row(i).array() = pb.row(i).array() * (dpb.row(i).array() - d_i) * scale;
+        dpb.row(i).array() = pb.row(i).array() * (dpb.row(i).array() - d_i);
       }
+      if constexpr (HasScoreBias<Enc>) {
+        // ∂L/∂b_h(c) = Σ over the pairs at clamped distance c of ∂L/∂e_ij (no 1/√d_head: the
+        // bias is added after it)
+        for (Index i = 0; i < n; ++i) {
+          for (Index j = 0; j < len; ++j) {
+            const auto c = attn.encoding.clamp_distance(in.positions[j] - in.positions[r0 + i]);
+            dbias[static_cast<std::size_t>(c - c_lo)] += dpb(i, j);
+          }
+        }
+      }
+      dpb *= scale;
       // with the 1/√d_head folded in: ∂L/∂q = ∂L/∂e·k, ∂L/∂k += ∂L/∂eᵀ·q
       dq.middleRows(r0, n).noalias() = dpb * k;
       dk.noalias() += dpb.transpose() * q.middleRows(r0, n);
     }
+    if constexpr (detail::ScoreBiasBackward<Enc>) {
+      if (len > 0) {
+        attn.encoding.score_bias_backward(h, c_lo, c_hi, dbias.data(),
+                                          grad.relative_attention_bias);
+      }
+    }
+  }
+  if constexpr (TransformsQK<Enc>) {
+    // rotary: from ∂L/∂ of the rotated q, k to ∂L/∂ of in_proj's q, k (the rotation transposed)
+    MatrixRef<T> dq(dqkv.leftCols(d));
+    MatrixRef<T> dk(dqkv.middleCols(d, d));
+    attn.encoding.transform_qk_backward(dq, dk, in.positions, h_count);
   }
   // ∂L/∂W_in += (∂L/∂qkv)ᵀ·x, ∂L/∂b_in += Σ ∂L/∂qkv, ∂L/∂x = ∂L/∂qkv·W_in
   detail::linear_backward<T>(saved.x, attn.in_proj_weight, dqkv, dx, grad.in_proj_weight,

@@ -6,10 +6,12 @@
 #include <relpos/attention.hpp>
 #include <relpos/attention_grad.hpp>
 #include <relpos/block.hpp>
+#include <relpos/block_grad.hpp>
 #include <relpos/core.hpp>
 #include <relpos/distance_table.hpp>
 #include <relpos/embedding_grad.hpp>
 #include <relpos/encoder.hpp>
+#include <relpos/encoder_grad.hpp>
 #include <relpos/encodings/concept.hpp>
 #include <relpos/encodings/rotary_scaling.hpp>
 #include <relpos/feed_forward.hpp>

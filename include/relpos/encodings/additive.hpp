@@ -147,6 +147,34 @@ class Additive {
     });
   }
 
+  /// The backward of add_to_input (training): x̃ = x + S, so ∂L/∂x = ∂L/∂x̃ (nothing to do), and
+  /// with the learned source ∂L/∂position.weight[c + K] += Σ_δ:clamp(δ)=c Σ_{i: δ ∈ window(i)} g_i.
+  /// Token i's window holds δ in [max(−i, −w), min(len−1−i, w)], so for |δ| <= min(w, len−1) the
+  /// tokens that take r(δ) are i in [max(0, −δ), min(len, len − δ)): one difference of prefix
+  /// sums of g, O(len·d_model) in all. g: (len, d_model) = ∂L/∂x̃; grad: (2K + 1, d_model),
+  /// empty starts at zero. The sinusoidal source has no tensor: grad is left as it is.
+  void add_to_input_backward(ConstMatrixRef<T> g, Matrix<T>& grad) const {
+    if (g.cols() != d_model()) {
+      throw Error(std::string(name) + ": input gradient: expected " + std::to_string(d_model()) +
+                  " columns (d_model), got " + std::to_string(g.cols()));
+    }
+    if (config_.source != AdditiveSource::learned) return;
+    const Index rows = 2 * *config_.max_distance + 1, len = g.rows();
+    if (grad.size() == 0) grad = Matrix<T>::Zero(rows, d_model());
+    if (grad.rows() != rows || grad.cols() != d_model()) {
+      throw Error("grad.position.weight: expected " + detail::shape_string(rows, d_model()) +
+                  ", got " + detail::shape_string(grad.rows(), grad.cols()));
+    }
+    if (len == 0) return;
+    Matrix<T> prefix = Matrix<T>::Zero(len + 1, d_model());  // row k: Σ_{i<k} g_i
+    for (Index i = 0; i < len; ++i) prefix.row(i + 1) = prefix.row(i) + g.row(i);
+    const Index span = std::min(*config_.window, len - 1);
+    for (Index delta = -span; delta <= span; ++delta) {
+      const Index lo = std::max<Index>(0, -delta), hi = std::min(len, len - delta);
+      grad.row(table_.clamp(delta) + *config_.max_distance) += prefix.row(hi) - prefix.row(lo);
+    }
+  }
+
   /// The (len, d_model) term the formula adds, Σ_{j∈N(i)} r_ij for each i.
   Matrix<T> encoding(Index len) const {
     if (len < 0)

@@ -166,6 +166,30 @@ class Rotary {
   /// positions that do not match the rows or are negative (after the offset).
   void rotate(MatrixRef<T> x, const Positions& positions, Index n_heads = 1,
               std::int64_t offset = 0) const {
+    apply<false>(x, positions, n_heads, offset);
+  }
+
+  /// The backward of transform_qk (training, attention_grad.hpp): given ∂L/∂ of the rotated q
+  /// and k, writes ∂L/∂ of q and k before the rotation, in place. Each pair's map is
+  /// f·R(θ), R a rotation and f the attention factor, so its Jacobian's transpose is
+  /// f·R(θ)ᵀ = f·R(−θ): the same table with sin negated. Positions and offset as the forward's.
+  void transform_qk_backward(MatrixRef<T> dq, MatrixRef<T> dk, const Positions& positions,
+                             Index n_heads, std::int64_t offset = 0) const {
+    rotate_transposed(dq, positions, n_heads, offset);
+    rotate_transposed(dk, positions, n_heads, offset);
+  }
+
+  /// g ← f·R(θ)ᵀ·g per pair: the transpose of rotate at the same positions (for gradients).
+  /// Checks as rotate.
+  void rotate_transposed(MatrixRef<T> g, const Positions& positions, Index n_heads = 1,
+                         std::int64_t offset = 0) const {
+    apply<true>(g, positions, n_heads, offset);
+  }
+
+ private:
+  // rotate (Transposed = false) or its transpose (true: every sin negated).
+  template <bool Transposed>
+  void apply(MatrixRef<T> x, const Positions& positions, Index n_heads, std::int64_t offset) const {
     if (n_heads < 1 || x.cols() != n_heads * d_head_) {
       throw Error(std::string(name) + ": input: expected " + std::to_string(n_heads) +
                   " heads x d_head " + std::to_string(d_head_) + " = " +
@@ -191,6 +215,7 @@ class Rotary {
     const auto snap = cached > 0 ? table->cache->at_least(cached) : table->cache->current();
     const Index half = rotary_dim() / 2;
     std::vector<T> beyond;  // cos | sin of one position past the cache: r values, not kept
+    std::vector<T> negated(Transposed ? static_cast<std::size_t>(half) : 0);  // −sin, transposed
     for (Index i = 0; i < x.rows(); ++i) {
       const std::int64_t position = positions[i] + offset;
       const T* cos = nullptr;
@@ -202,6 +227,10 @@ class Rotary {
         cos = beyond.data();
       }
       const T* sin = cos + half;
+      if constexpr (Transposed) {
+        for (Index m = 0; m < half; ++m) negated[static_cast<std::size_t>(m)] = -sin[m];
+        sin = negated.data();
+      }
       T* row = x.data() + i * x.outerStride();
       // one loop per pairing, so each has unit strides the compiler can vectorize
       if (config_.interleaved) {
@@ -228,7 +257,6 @@ class Rotary {
     }
   }
 
- private:
   static RotaryConfig validated(Index d_head, RotaryConfig config) {
     detail::check_positive("rotary: ", "d_head", d_head);
     // user errors name the key: "rotary: position.scaling.factor: must be > 0, got 0"

@@ -149,6 +149,21 @@ class T5Bias {
     RELPOS_ASSERT(h >= 0 && h < n_heads_ && lo <= hi, "T5Bias::score_bias: bad head or span");
     for (Index c = lo; c <= hi; ++c) out[c - lo] = (*table_)(bucket(c), h);
   }
+  /// The backward of score_bias (training): g[c − lo] = ∂L/∂b_h(c) for c in [lo, hi] (the score
+  /// gradient summed over the pairs at clamped distance c; the bias is added after the
+  /// 1/sqrt(d_head) scale, so without that factor) is added to grad(bucket(c), h): one
+  /// gradient per bucket. grad: (num_buckets, n_heads), empty starts at zero.
+  void score_bias_backward(Index h, Index lo, Index hi, const T* g, Matrix<T>& grad) const {
+    RELPOS_ASSERT(h >= 0 && h < n_heads_ && lo <= hi, "T5Bias::score_bias_backward: bad span");
+    if (grad.size() == 0) grad = Matrix<T>::Zero(config_.num_buckets, n_heads_);
+    if (grad.rows() != config_.num_buckets || grad.cols() != n_heads_) {
+      throw Error("grad." + config_.tensor_name + ": expected [" +
+                  std::to_string(config_.num_buckets) + ", " + std::to_string(n_heads_) +
+                  "], got [" + std::to_string(grad.rows()) + ", " + std::to_string(grad.cols()) +
+                  "]");
+    }
+    for (Index c = lo; c <= hi; ++c) grad(bucket(c), h) += g[c - lo];
+  }
 
  private:
   static T5Config validated(Index n_heads, const T5Config& config) {
