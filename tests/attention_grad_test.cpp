@@ -18,6 +18,7 @@
 
 #include <gtest/gtest.h>
 
+#include "support/finite_differences.hpp"
 #include "support/golden.hpp"
 #include "support/random.hpp"
 
@@ -36,7 +37,7 @@ TYPED_TEST_SUITE(AttentionGradTyped, Scalars);
 // the tensor's largest entry and 1e-5 relative (inputs rounded once to float, then sums of a
 // few dozen products; the softmax adds exp() and one division per row).
 template <class T, class A, class B>
-::testing::AssertionResult close(const A& actual, const B& expected) {
+::testing::AssertionResult attention_close(const A& actual, const B& expected) {
   if constexpr (std::is_same_v<T, double>) {
     return relpos::test::all_close(actual, expected, 1e-12, 1e-12);
   } else {
@@ -70,22 +71,22 @@ void check_golden(const std::string& file, bool causal, Index d, const Enc& enco
                                     .key_padding = key_padding.get()};
     Matrix<T> out(len, d), dx(len, d);
     relpos::forward_saving(attn, relpos::item(x, b), out, in, ws, saved);
-    EXPECT_TRUE(close<T>(out, relpos::item(want_out, b))) << "item " << b;
+    EXPECT_TRUE(attention_close<T>(out, relpos::item(want_out, b))) << "item " << b;
     relpos::backward(attn, saved, in, relpos::item(dout, b), dx, grad);
-    EXPECT_TRUE(close<T>(dx, relpos::item(want_dx, b))) << "item " << b;
+    EXPECT_TRUE(attention_close<T>(dx, relpos::item(want_dx, b))) << "item " << b;
   }
   grad.for_each("self_attn.", [&](const std::string& name, const auto& g) {
     SCOPED_TRACE(name);
     using G = std::decay_t<decltype(g)>;
     if constexpr (G::ColsAtCompileTime == 1) {
-      EXPECT_TRUE(close<T>(g, f.vector<double>("grad." + name)));
+      EXPECT_TRUE(attention_close<T>(g, f.vector<double>("grad." + name)));
     } else {
-      EXPECT_TRUE(close<T>(g, f.matrix<double>("grad." + name)));
+      EXPECT_TRUE(attention_close<T>(g, f.matrix<double>("grad." + name)));
     }
   });
   if constexpr (std::is_same_v<Enc, relpos::T5Bias<T>>) {
-    EXPECT_TRUE(close<T>(grad.relative_attention_bias,
-                         f.matrix<double>("grad.position.relative_attention_bias")));
+    EXPECT_TRUE(attention_close<T>(grad.relative_attention_bias,
+                                   f.matrix<double>("grad.position.relative_attention_bias")));
   } else {
     EXPECT_EQ(grad.relative_attention_bias.size(), 0);
   }
@@ -146,25 +147,7 @@ TYPED_TEST(AttentionGradTyped, ScoreBiasesMatchTorch) {
 
 // L = Σ dout ⊙ attn(x) by the library's own forward, differentiated numerically; h = 1e-6
 // (truncation ~1e-12, rounding ~1e-9), tolerance 1e-7 absolute + 1e-6 relative.
-template <class M>
-::testing::AssertionResult matches_finite_differences(M& param, const M& analytic,
-                                                      const std::function<double()>& loss,
-                                                      const std::string& what) {
-  const double h = 1e-6;
-  M numeric(param.rows(), param.cols());
-  for (Index k = 0; k < param.size(); ++k) {
-    const double keep = param.data()[k];
-    param.data()[k] = keep + h;
-    const double up = loss();
-    param.data()[k] = keep - h;
-    const double down = loss();
-    param.data()[k] = keep;
-    numeric.data()[k] = (up - down) / (2 * h);
-  }
-  auto r = relpos::test::all_close(analytic, numeric, 1e-7, 1e-6);
-  if (!r) r << " (" << what << ")";
-  return r;
-}
+using relpos::test::matches_finite_differences;
 
 // Every weight and x against finite differences of the library's own forward, with encoding
 // enc, keys 0 and 3 padded (with the causal mask, query 0 sees no key: α_0 = 0), at positions

@@ -19,6 +19,7 @@
 
 #include <gtest/gtest.h>
 
+#include "support/finite_differences.hpp"
 #include "support/golden.hpp"
 #include "support/random.hpp"
 
@@ -38,7 +39,7 @@ TYPED_TEST_SUITE(EncoderGradTyped, Scalars);
 // float bound (two layers and four LayerNorms compound the rounding of tests/grad_test.cpp's
 // single modules).
 template <class T, class A, class B>
-::testing::AssertionResult close(const A& actual, const B& expected) {
+::testing::AssertionResult encoder_close(const A& actual, const B& expected) {
   if constexpr (std::is_same_v<T, double>) {
     return relpos::test::all_close(actual, expected, 1e-11, 1e-11);
   } else {
@@ -84,10 +85,10 @@ void check_golden(const std::string& file, const relpos::EncoderConfig& cfg,
                                     .key_padding = key_padding.get()};
     Matrix<T> h = relpos::item(x, b);
     relpos::forward_saving(encoder, h, in, ws, saved);
-    EXPECT_TRUE(close<T>(h, relpos::item(want_out, b))) << "item " << b;
+    EXPECT_TRUE(encoder_close<T>(h, relpos::item(want_out, b))) << "item " << b;
     Matrix<T> g = relpos::item(dout, b);
     relpos::backward(encoder, saved, in, g, grad);
-    EXPECT_TRUE(close<T>(g, relpos::item(want_dx, b))) << "item " << b;
+    EXPECT_TRUE(encoder_close<T>(g, relpos::item(want_dx, b))) << "item " << b;
   }
   std::size_t checked = 0;
   grad.for_each([&](const std::string& name, const auto& g) {
@@ -95,9 +96,9 @@ void check_golden(const std::string& file, const relpos::EncoderConfig& cfg,
     ++checked;
     using G = std::decay_t<decltype(g)>;
     if constexpr (G::ColsAtCompileTime == 1) {
-      EXPECT_TRUE(close<T>(g, f.vector<double>("grad." + name)));
+      EXPECT_TRUE(encoder_close<T>(g, f.vector<double>("grad." + name)));
     } else {
-      EXPECT_TRUE(close<T>(g, f.matrix<double>("grad." + name)));
+      EXPECT_TRUE(encoder_close<T>(g, f.matrix<double>("grad." + name)));
     }
   });
   // every parameter gradient of the file was compared (all but grad.input)
@@ -154,25 +155,7 @@ TYPED_TEST(EncoderGradTyped, T5PostNormSumsTheSharedTableOverLayers) {
 
 // L = Σ dout ⊙ stack(x) by the library's own forward (Encoder::forward), differentiated
 // numerically; h = 1e-6, tolerance 1e-7 absolute + 1e-6 relative, as attention_grad_test.
-template <class M>
-::testing::AssertionResult matches_finite_differences(M& param, const M& analytic,
-                                                      const std::function<double()>& loss,
-                                                      const std::string& what) {
-  const double h = 1e-6;
-  M numeric(param.rows(), param.cols());
-  for (Index k = 0; k < param.size(); ++k) {
-    const double keep = param.data()[k];
-    param.data()[k] = keep + h;
-    const double up = loss();
-    param.data()[k] = keep - h;
-    const double down = loss();
-    param.data()[k] = keep;
-    numeric.data()[k] = (up - down) / (2 * h);
-  }
-  auto r = relpos::test::all_close(analytic, numeric, 1e-7, 1e-6);
-  if (!r) r << " (" << what << ")";
-  return r;
-}
+using relpos::test::matches_finite_differences;
 
 // Every tensor of a random 2-layer stack (norms and biases random too) and its input against
 // finite differences, key 1 padded; the tensors are reached through the encoder's own fields

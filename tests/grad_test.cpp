@@ -17,6 +17,7 @@
 
 #include <gtest/gtest.h>
 
+#include "support/finite_differences.hpp"
 #include "support/golden.hpp"
 #include "support/random.hpp"
 
@@ -209,25 +210,7 @@ TYPED_TEST(GradTyped, EmbeddingFinalNormHeadAndLossMatchTorch) {
 // analytic gradient is backward(dout)). h = 1e-6: truncation error O(h²) ~ 1e-12, rounding
 // ~ 1e-16·|L|/h ~ 1e-9; tolerance 1e-7 absolute + 1e-6 relative.
 
-template <class M>
-::testing::AssertionResult matches_finite_differences(M& param, const M& analytic,
-                                                      const std::function<double()>& loss,
-                                                      const std::string& what) {
-  const double h = 1e-6;
-  M numeric(param.rows(), param.cols());
-  for (Index k = 0; k < param.size(); ++k) {
-    const double keep = param.data()[k];
-    param.data()[k] = keep + h;
-    const double up = loss();
-    param.data()[k] = keep - h;
-    const double down = loss();
-    param.data()[k] = keep;
-    numeric.data()[k] = (up - down) / (2 * h);
-  }
-  auto r = relpos::test::all_close(analytic, numeric, 1e-7, 1e-6);
-  if (!r) r << " (" << what << ")";
-  return r;
-}
+using relpos::test::matches_finite_differences;
 
 TEST(GradFiniteDifferences, LayerNorm) {
   std::mt19937_64 gen(1501);

@@ -11,6 +11,7 @@
 #include <relpos/detail/linear_grad.hpp>
 #include <relpos/detail/shape_checks.hpp>
 #include <relpos/layer_norm.hpp>
+#include <relpos/norm.hpp>
 
 namespace relpos {
 
@@ -37,11 +38,20 @@ struct LayerNormGrad {
   }
 };
 
-/// out = norm(x) as LayerNorm::forward computes it (the same operations in the same order, so
-/// the same bits), keeping x̂ and s in `saved`. x, out: (len, d); they may be the same matrix.
+namespace detail {
+// A Norm (spec §7's `norm` key) differentiates here when it is a LayerNorm; RMSNorm's
+// backward is not written yet, and an Error is better than a wrong gradient.
 template <Scalar T>
-void forward_saving(const LayerNorm<T>& norm, detail::InRef<T> x, detail::OutRef<T> out,
-                    LayerNormSaved<T>& saved) {
+void require_layer_norm(const LayerNorm<T>&) {}
+template <Scalar T>
+void require_layer_norm(const Norm<T>& norm) {
+  if (norm.kind != NormKind::layer) throw Error("norm: rms: no backward yet (LayerNorm only)");
+}
+
+// LayerNorm's and Norm's shared body: both have validate(), dim(), weight, bias and eps.
+template <Scalar T, class N>
+void layer_norm_forward_saving(const N& norm, detail::InRef<T> x, detail::OutRef<T> out,
+                               LayerNormSaved<T>& saved) {
   norm.validate();
   if (x.cols() != norm.dim() || out.cols() != norm.dim() || out.rows() != x.rows()) {
     throw Error("LayerNorm forward_saving: x and out: expected (len, d = " +
@@ -65,11 +75,9 @@ void forward_saving(const LayerNorm<T>& norm, detail::InRef<T> x, detail::OutRef
   }
 }
 
-/// From dy = ∂L/∂y (len, d): adds ∂L/∂γ and ∂L/∂β into grad (empty ones start at zero) and
-/// writes dx = ∂L/∂x (len, d). dx may be dy itself (each row is read before it is written).
-template <Scalar T>
-void backward(const LayerNorm<T>& norm, const LayerNormSaved<T>& saved, detail::InRef<T> dy,
-              detail::OutRef<T> dx, LayerNormGrad<T>& grad) {
+template <Scalar T, class N>
+void layer_norm_backward(const N& norm, const LayerNormSaved<T>& saved, detail::InRef<T> dy,
+                         detail::OutRef<T> dx, LayerNormGrad<T>& grad) {
   const Index len = saved.x_hat.rows(), d = norm.dim();
   if (saved.x_hat.cols() != d || saved.inv_std.size() != len) {
     throw Error("LayerNorm backward: saved: expected x̂ (len, d = " + std::to_string(d) +
@@ -94,6 +102,37 @@ void backward(const LayerNorm<T>& norm, const LayerNormSaved<T>& saved, detail::
     // ∂L/∂x = s·(g − mean(g) − x̂·mean(g ⊙ x̂)): μ and var depend on every x of the row
     dx.row(i).array() = saved.inv_std(i) * (g - mean_g - x_hat * mean_gx);
   }
+}
+}  // namespace detail
+
+/// out = norm(x) as LayerNorm::forward computes it (the same operations in the same order, so
+/// the same bits), keeping x̂ and s in `saved`. x, out: (len, d); they may be the same matrix.
+template <Scalar T>
+void forward_saving(const LayerNorm<T>& norm, detail::InRef<T> x, detail::OutRef<T> out,
+                    LayerNormSaved<T>& saved) {
+  detail::layer_norm_forward_saving<T>(norm, x, out, saved);
+}
+/// The same for a Norm of kind layer (spec §7's `norm`); an RMSNorm throws Error.
+template <Scalar T>
+void forward_saving(const Norm<T>& norm, detail::InRef<T> x, detail::OutRef<T> out,
+                    LayerNormSaved<T>& saved) {
+  detail::require_layer_norm(norm);
+  detail::layer_norm_forward_saving<T>(norm, x, out, saved);
+}
+
+/// From dy = ∂L/∂y (len, d): adds ∂L/∂γ and ∂L/∂β into grad (empty ones start at zero) and
+/// writes dx = ∂L/∂x (len, d). dx may be dy itself (each row is read before it is written).
+template <Scalar T>
+void backward(const LayerNorm<T>& norm, const LayerNormSaved<T>& saved, detail::InRef<T> dy,
+              detail::OutRef<T> dx, LayerNormGrad<T>& grad) {
+  detail::layer_norm_backward<T>(norm, saved, dy, dx, grad);
+}
+/// The same for a Norm of kind layer; an RMSNorm throws Error.
+template <Scalar T>
+void backward(const Norm<T>& norm, const LayerNormSaved<T>& saved, detail::InRef<T> dy,
+              detail::OutRef<T> dx, LayerNormGrad<T>& grad) {
+  detail::require_layer_norm(norm);
+  detail::layer_norm_backward<T>(norm, saved, dy, dx, grad);
 }
 
 }  // namespace relpos
