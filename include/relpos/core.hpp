@@ -44,6 +44,8 @@ using Tensor3 = Eigen::Tensor<T, 3, Eigen::RowMajor>;
 
 /// Per-token integer data of a batch, [batch, len]: position ids.
 using PositionIds = Eigen::Array<std::int64_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+/// Token ids of a batch, [batch, len] (also the targets of a loss, and token types).
+using TokenIds = Eigen::Array<std::int64_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 /// Key padding mask, [batch, len]: true = padded key (torch's src_key_padding_mask).
 using PaddingMask = Eigen::Array<bool, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 

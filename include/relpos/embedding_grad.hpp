@@ -13,9 +13,6 @@
 
 namespace relpos {
 
-/// Token ids [batch, len] (the same type as encoder.hpp's TokenIds; redeclaring it is allowed).
-using TokenIds = Eigen::Array<std::int64_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
 /// ∂L/∂embed.weight (vocab_size, d_model). The lookup keeps nothing but the ids themselves.
 template <Scalar T>
 struct EmbeddingGrad {

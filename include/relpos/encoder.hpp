@@ -26,9 +26,6 @@
 
 namespace relpos {
 
-/// Token ids of a batch, [batch, len].
-using TokenIds = Eigen::Array<std::int64_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
 /// The hyper-parameters of spec §1 that shape the stack (the position type is the Enc
 /// template argument of Encoder; io::ModelConfig maps onto this field by field).
 struct EncoderConfig {

@@ -45,13 +45,6 @@ struct FeedForwardGrad {
 
 namespace detail {
 
-// gelu(a) = a·Φ(a) = a/2·(1 + erf(a/√2)), exactly as FeedForward::forward writes it
-template <Scalar T>
-T gelu_exact(T a) {
-  const T inv_sqrt2 = static_cast<T>(0.70710678118654752440);
-  return T(0.5) * a * (T(1) + std::erf(a * inv_sqrt2));
-}
-
 // gelu'(a) = Φ(a) + a·φ(a), φ(a) = exp(−a²/2)/√(2π)
 template <Scalar T>
 T gelu_exact_derivative(T a) {
@@ -90,7 +83,7 @@ void forward_saving(const FeedForward<T>& ffn, detail::InRef<T> x, detail::OutRe
   if (ffn.activation == Activation::relu) {
     saved.hidden = saved.pre.cwiseMax(T(0));
   } else {
-    saved.hidden = saved.pre.unaryExpr([](T v) { return detail::gelu_exact(v); });
+    saved.hidden = saved.pre.unaryExpr([](T v) { return detail::activate(Activation::gelu, v); });
   }
   // y = h·W2ᵀ + b2
   detail::linear<T>(saved.hidden, ffn.linear2_weight, ffn.linear2_bias, out);

@@ -13,9 +13,7 @@
 
 namespace relpos {
 
-/// Token ids [batch, len] (the same type as encoder.hpp's TokenIds; redeclaring it is allowed).
-/// As targets: a class in [0, vocab_size), or kIgnoreTarget.
-using TokenIds = Eigen::Array<std::int64_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+// Targets are TokenIds (core.hpp): a class in [0, vocab_size), or kIgnoreTarget.
 
 /// A target that is not counted (torch's default ignore_index).
 inline constexpr std::int64_t kIgnoreTarget = -100;
