@@ -218,6 +218,45 @@ TYPED_TEST(DistanceTableTest, SpansBeyondTheCacheLimitAreComputedNotKept) {
   }
 }
 
+// A few rows far from 0 (sparse position ids) are computed for the call: growing the
+// contiguous cache to them would build rows for every distance in between.
+TYPED_TEST(DistanceTableTest, FarShortSpansAreComputedNotCached) {
+  using T = TypeParam;
+  const auto table = exact_table<T>(2);
+  table.rows(-5, 5);
+  ASSERT_EQ(table.cached_length(), 6);
+  const auto far = table.rows(50000, 50001);
+  EXPECT_EQ(table.cached_length(), 6);
+  EXPECT_EQ(far.view()(0, 0), T(5000000));
+  EXPECT_EQ(far.view()(1, 1), T(5000101));
+  table.rows(-4000, -3999);  // within ±4096, a table small enough to keep whole
+  EXPECT_EQ(table.cached_length(), 4001);
+  table.rows(-9000, 8000);  // a sequence's own span: grows
+  EXPECT_EQ(table.cached_length(), 9001);
+}
+
+// A block generator is called once per span (and per row only for clamped views beyond the
+// cache limit); every route gives the same rows as the per-row generator.
+TYPED_TEST(DistanceTableTest, BlockGeneratorGivesTheRowGeneratorsRows) {
+  using T = TypeParam;
+  for (const std::optional<Index> k : {std::optional<Index>{}, std::optional<Index>{3}}) {
+    const DistanceTable<T> blocks(
+        2, typename DistanceTable<T>::BlockGenerator([](std::int64_t first, Index count, T* out) {
+          for (Index r = 0; r < count; ++r) exact_row(first + r, out + 2 * r, 2);
+        }),
+        k, 8);
+    const auto rows = exact_table<T>(2, k);
+    EXPECT_EQ(Matrix<T>(blocks.rows(-1, 1).view()), Matrix<T>(rows.rows(-1, 1).view()));
+    if (!k) {
+      EXPECT_EQ(Matrix<T>(blocks.rows(-9, 7).view()), Matrix<T>(rows.rows(-9, 7).view()));
+    }
+    for (Index len : {2, 9}) {
+      EXPECT_TRUE(relpos::test::all_close(blocks.materialize(len), rows.materialize(len), 0.0))
+          << "len " << len;
+    }
+  }
+}
+
 TYPED_TEST(DistanceTableTest, NegativeLengthThrowsNamingLen) {
   const auto table = exact_table<TypeParam>(2);
   try {

@@ -85,10 +85,21 @@ class DistanceTable {
  public:
   /// Fills the width-d row of clamped distance c; must be a pure function of c.
   using RowGenerator = std::function<void(std::int64_t c, T* out)>;
+  /// Fills `count` consecutive rows, of distances first .. first + count − 1, row-major into
+  /// out; a pure function of each row's distance. For generators whose per-row cost is a
+  /// product (Transformer-XL's r_net) a block makes it one matrix product instead of count
+  /// matrix-vector products, so that growing the cache stays cheap.
+  using BlockGenerator = std::function<void(std::int64_t first, Index count, T* out)>;
 
   /// A generated table of row width `width`, clamped to [−K, K] when max_distance = K,
   /// caching at most max_cached_scalars scalars.
   DistanceTable(Index width, RowGenerator generate, std::optional<Index> max_distance,
+                Index max_cached_scalars = detail::kMaxCachedScalars)
+      : DistanceTable(width, by_rows(width, std::move(generate)), max_distance,
+                      max_cached_scalars) {}
+
+  /// The same, with rows generated a block at a time.
+  DistanceTable(Index width, BlockGenerator generate, std::optional<Index> max_distance,
                 Index max_cached_scalars = detail::kMaxCachedScalars)
       : width_(width), max_distance_(max_distance) {
     RELPOS_ASSERT(width >= 1, "DistanceTable: width must be >= 1");
@@ -96,11 +107,11 @@ class DistanceTable {
     // the longest M whose (2M − 1, d) table stays within max_cached_scalars
     cache_limit_ = std::max<Index>(1, (max_cached_scalars / width + 1) / 2);
     if (max_distance) cache_limit_ = std::min(cache_limit_, *max_distance + 1);
-    generate_ = std::make_shared<const RowGenerator>(std::move(generate));
+    generate_ = std::make_shared<const BlockGenerator>(std::move(generate));
     cache_ = std::make_shared<detail::GrowingTable<T>>(
         [width, gen = generate_](Index m) {
           Matrix<T> rows(2 * m - 1, width);  // row c + m − 1 holds a(c)
-          for (Index r = 0; r < rows.rows(); ++r) (*gen)(r - (m - 1), rows.row(r).data());
+          (*gen)(-(m - 1), rows.rows(), rows.data());
           return rows;
         },
         cache_limit_);
@@ -136,17 +147,21 @@ class DistanceTable {
 
   /// The rows a(c) for clamped distances c in [lo, hi], (hi − lo + 1, d); grows the cache
   /// when the span is not there yet. lo and hi must already be clamped. A span beyond what
-  /// the cache may hold (detail::kMaxCachedScalars) is computed for this call only.
+  /// the cache may hold (detail::kMaxCachedScalars) is computed for this call only, and so is
+  /// a short span far from 0 (see grows_for).
   DistanceRows<T> rows(std::int64_t lo, std::int64_t hi) const {
     RELPOS_ASSERT(lo <= hi, "DistanceTable::rows: lo > hi");
     RELPOS_ASSERT(clamp(lo) == lo && clamp(hi) == hi, "DistanceTable::rows: distance not clamped");
     const Index needed = std::max<Index>(-lo, hi) + 1;
-    if (needed > cache_limit_) {
-      auto block = std::make_shared<Matrix<T>>(hi - lo + 1, width_);  // row c − lo
-      for (Index r = 0; r < block->rows(); ++r) (*generate_)(lo + r, block->row(r).data());
-      return DistanceRows<T>{std::move(block), 0, lo, hi - lo + 1};
+    auto snap = cache_->current();
+    if (needed > snap.capacity) {
+      if (!grows_for(needed, hi - lo + 1)) {
+        auto block = std::make_shared<Matrix<T>>(hi - lo + 1, width_);  // row c − lo
+        (*generate_)(lo, block->rows(), block->data());
+        return DistanceRows<T>{std::move(block), 0, lo, hi - lo + 1};
+      }
+      snap = cache_->at_least(needed);
     }
-    auto snap = cache_->at_least(needed);
     const Index zero_row = snap.capacity - 1;
     return DistanceRows<T>{std::move(snap.rows), zero_row + lo, lo, hi - lo + 1};
   }
@@ -171,8 +186,12 @@ class DistanceTable {
       }
     } else {  // longer than the cache may hold: this view's rows, computed now
       padded->resize(2 * len - 1, width_);
-      for (Index r = 0; r < padded->rows(); ++r) {
-        (*generate_)(clamp(r - (len - 1)), padded->row(r).data());
+      if (!max_distance_) {
+        (*generate_)(-(len - 1), padded->rows(), padded->data());
+      } else {
+        for (Index r = 0; r < padded->rows(); ++r) {
+          (*generate_)(clamp(r - (len - 1)), 1, padded->row(r).data());
+        }
       }
     }
     return RelativeView<T>(std::move(padded), len - 1, len);
@@ -194,8 +213,24 @@ class DistanceTable {
  private:
   Index width_;
   std::optional<Index> max_distance_;
-  Index cache_limit_ = 0;                         // the largest M the cache may reach
-  std::shared_ptr<const RowGenerator> generate_;  // null for a fixed table
+  Index cache_limit_ = 0;  // the largest M the cache may reach
+  // Whether a request for `count` rows reaching distance needed − 1 grows the cache. The
+  // cache is a contiguous span around 0, so growing it costs O(needed) rows whatever the
+  // request's size: worth it for a sequence's own span (count >= needed / 2) or a small
+  // table, never for a few far rows (sparse position ids spread to 10^6 would otherwise build
+  // two million rows for one tile; those rows are computed per call instead).
+  bool grows_for(Index needed, Index count) const {
+    constexpr Index kAlwaysCached = 4096;  // ±4096 distances: cheap enough to keep at once
+    return needed <= cache_limit_ && (needed <= kAlwaysCached || 2 * count >= needed);
+  }
+
+  static BlockGenerator by_rows(Index width, RowGenerator row) {
+    return [width, row = std::move(row)](std::int64_t first, Index count, T* out) {
+      for (Index r = 0; r < count; ++r) row(first + r, out + r * width);
+    };
+  }
+
+  std::shared_ptr<const BlockGenerator> generate_;  // null for a fixed table
   std::shared_ptr<detail::GrowingTable<T>> cache_;
 };
 

@@ -135,17 +135,28 @@ class XlRelative {
                   ", d_model=" + std::to_string(d) + "], got [" + std::to_string(w.rows()) + ", " +
                   std::to_string(w.cols()) + "]");
     }
-    auto weight = std::make_shared<const Eigen::MatrixXd>(w.template cast<double>());
+    // r_net.weightᵀ, so a block of sinusoids (rows) times it gives the block of r(c) rows
+    auto weight_t = std::make_shared<const Eigen::MatrixXd>(w.transpose().template cast<double>());
     const double base = config.base;
-    return DistanceTable<T>(
-        d,
-        [weight, d, base](std::int64_t c, T* out) {
-          Eigen::VectorXd r(d);  // R(Δ), Δ = p_i − p_j = −c
-          xl_sinusoid(-static_cast<double>(c), d, base, r.data());
-          const Eigen::VectorXd projected = (*weight) * r;
-          for (Index k = 0; k < d; ++k) out[k] = static_cast<T>(projected[k]);
-        },
-        config.max_distance);
+    return DistanceTable<T>(d,
+                            typename DistanceTable<T>::BlockGenerator(
+                                [weight_t, d, base](std::int64_t first, Index count, T* out) {
+                                  // R(Δ) for Δ = p_i − p_j = −c, a chunk of rows at a time: one
+                                  // product each, so that a long table costs a matrix product, not
+                                  // a matrix-vector product per row
+                                  constexpr Index kChunk = 256;
+                                  Matrix<double> sinusoids(std::min(count, kChunk), d);
+                                  for (Index r0 = 0; r0 < count; r0 += kChunk) {
+                                    const Index n = std::min(kChunk, count - r0);
+                                    for (Index r = 0; r < n; ++r) {
+                                      xl_sinusoid(-static_cast<double>(first + r0 + r), d, base,
+                                                  sinusoids.row(r).data());
+                                    }
+                                    MatrixMap<T>(out + r0 * d, n, d) =
+                                        (sinusoids.topRows(n) * (*weight_t)).template cast<T>();
+                                  }
+                                }),
+                            config.max_distance);
   }
 
   XlConfig config_;
