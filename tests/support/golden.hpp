@@ -102,12 +102,15 @@ template <class A, class B>
            << "shape mismatch: actual (" << actual.rows() << ", " << actual.cols()
            << "), expected (" << expected.rows() << ", " << expected.cols() << ")";
   }
+  // An expression (a product) is evaluated once: coeff() of a product asserts in Eigen's debug
+  // builds. eval() of a plain matrix is the matrix itself, not a copy.
+  const auto& a = actual.derived().eval();
+  const auto& e = expected.derived().eval();
   detail::CloseScan scan{atol, rtol};
   Index wr = 0, wc = 0;
   for (Index r = 0; r < actual.rows(); ++r) {
     for (Index c = 0; c < actual.cols(); ++c) {
-      if (scan.add(static_cast<double>(actual.derived().coeff(r, c)),
-                   static_cast<double>(expected.derived().coeff(r, c)))) {
+      if (scan.add(static_cast<double>(a.coeff(r, c)), static_cast<double>(e.coeff(r, c)))) {
         wr = r;
         wc = c;
       }
