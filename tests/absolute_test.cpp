@@ -73,9 +73,12 @@ TYPED_TEST(AbsoluteTest, PositionsNearAMillionMatchFloat64) {
   using T = TypeParam;
   const auto far = this->golden.template values<std::int64_t>("far_ids");
   Matrix<T> x = Matrix<T>::Zero(2, 8);
-  AbsoluteSinusoidal<T>(8).add_to_input(x, Positions{2, far.data()});
+  const AbsoluteSinusoidal<T> pe8(8);
+  pe8.add_to_input(x, Positions{2, far.data()});
   EXPECT_TRUE(relpos::test::all_close(x, this->expected("far_pe_d8"),
                                       std::is_same_v<T, float> ? 1e-7 : 1e-12));
+  // two far tokens: rows computed for the call, no table of a million positions
+  EXPECT_EQ(pe8.cached_positions(), 0);
   // d_model 64: positions past 2^25 / 64 are computed per token, not cached
   Matrix<T> wide = Matrix<T>::Zero(2, 64);
   const AbsoluteSinusoidal<T> pe64(64);

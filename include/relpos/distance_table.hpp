@@ -148,14 +148,14 @@ class DistanceTable {
   /// The rows a(c) for clamped distances c in [lo, hi], (hi − lo + 1, d); grows the cache
   /// when the span is not there yet. lo and hi must already be clamped. A span beyond what
   /// the cache may hold (detail::kMaxCachedScalars) is computed for this call only, and so is
-  /// a short span far from 0 (see grows_for).
+  /// a short span far from 0 (see detail::worth_growing).
   DistanceRows<T> rows(std::int64_t lo, std::int64_t hi) const {
     RELPOS_ASSERT(lo <= hi, "DistanceTable::rows: lo > hi");
     RELPOS_ASSERT(clamp(lo) == lo && clamp(hi) == hi, "DistanceTable::rows: distance not clamped");
     const Index needed = std::max<Index>(-lo, hi) + 1;
     auto snap = cache_->current();
     if (needed > snap.capacity) {
-      if (!grows_for(needed, hi - lo + 1)) {
+      if (!detail::worth_growing(needed, hi - lo + 1, cache_limit_)) {
         auto block = std::make_shared<Matrix<T>>(hi - lo + 1, width_);  // row c − lo
         (*generate_)(lo, block->rows(), block->data());
         return DistanceRows<T>{std::move(block), 0, lo, hi - lo + 1};
@@ -214,16 +214,6 @@ class DistanceTable {
   Index width_;
   std::optional<Index> max_distance_;
   Index cache_limit_ = 0;  // the largest M the cache may reach
-  // Whether a request for `count` rows reaching distance needed − 1 grows the cache. The
-  // cache is a contiguous span around 0, so growing it costs O(needed) rows whatever the
-  // request's size: worth it for a sequence's own span (count >= needed / 2) or a small
-  // table, never for a few far rows (sparse position ids spread to 10^6 would otherwise build
-  // two million rows for one tile; those rows are computed per call instead).
-  bool grows_for(Index needed, Index count) const {
-    constexpr Index kAlwaysCached = 4096;  // ±4096 distances: cheap enough to keep at once
-    return needed <= cache_limit_ && (needed <= kAlwaysCached || 2 * count >= needed);
-  }
-
   static BlockGenerator by_rows(Index width, RowGenerator row) {
     return [width, row = std::move(row)](std::int64_t first, Index count, T* out) {
       for (Index r = 0; r < count; ++r) row(first + r, out + r * width);

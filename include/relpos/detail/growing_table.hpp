@@ -18,6 +18,17 @@ namespace relpos::detail {
 /// computed when asked and not kept, so no input can make a cache allocate without bound.
 inline constexpr Index kMaxCachedScalars = Index{1} << 25;
 
+/// Whether a request for `count` rows (tokens, or distances) that reaches capacity `needed`
+/// should grow a cache to `needed`, at most `limit`. A cache is one contiguous span from 0,
+/// so growing costs O(needed) rows whatever the request's size: worth it for a sequence's own
+/// span (count >= needed / 2) or a small table, never for a few far rows (sparse position ids
+/// spread to 10^6 would otherwise build millions of rows for a dozen tokens); those rows are
+/// computed for the call instead.
+inline bool worth_growing(Index needed, Index count, Index limit) {
+  constexpr Index kAlwaysCached = 4096;  // rows cheap enough to keep whatever asked for them
+  return needed <= limit && (needed <= kAlwaysCached || 2 * count >= needed);
+}
+
 /// The cache behind every position table (distances, rotary cos/sin, absolute PE).
 /// `build(capacity)` makes the whole table for a capacity (its meaning is the owner's:
 /// a maximum length, a number of positions); it must be a pure function of capacity, so

@@ -197,8 +197,8 @@ class Rotary {
     }
     detail::check_positions(name, positions, x.rows(), offset);
     if (x.rows() == 0) return;
-    // the cache grows to the largest position it may hold; positions past the limit
-    // (hostile or sparse ids) are computed per token instead of growing it
+    // the cache grows to the largest position it may hold, when that is worth it; positions
+    // past it (hostile or sparse ids) are computed per token instead
     Index cached = 0;
     std::int64_t largest = 0;
     for (Index i = 0; i < x.rows(); ++i) {
@@ -212,7 +212,11 @@ class Rotary {
     const std::shared_ptr<const Table> table = table_for(call_length);
     const std::vector<double>& inv_freq = table->freq.inv_freq;
     const double factor = table->freq.attention_factor;
-    const auto snap = cached > 0 ? table->cache->at_least(cached) : table->cache->current();
+    const auto current = table->cache->current();
+    const auto snap =
+        cached > current.capacity && detail::worth_growing(cached, x.rows(), position_limit_)
+            ? table->cache->at_least(cached)
+            : current;
     const Index half = rotary_dim() / 2;
     std::vector<T> beyond;  // cos | sin of one position past the cache: r values, not kept
     std::vector<T> negated(Transposed ? static_cast<std::size_t>(half) : 0);  // −sin, transposed
