@@ -248,6 +248,11 @@ TYPED_TEST(RotaryTest, FarPositionsOfAFewTokensAreComputedNotCached) {
   EXPECT_GE(dense.cached_positions(), 9001);
   EXPECT_EQ(Matrix<T>(two.row(0)), Matrix<T>(all.row(1)));
   EXPECT_EQ(Matrix<T>(two.row(1)), Matrix<T>(all.row(9000)));
+  // plain positions past an offset are a sequence's next tokens (a decoder's step): cached
+  Matrix<T> next = original.row(1);
+  sparse.rotate(next, Positions{1}, 1, 9000);
+  EXPECT_GE(sparse.cached_positions(), 9001);
+  EXPECT_EQ(Matrix<T>(next.row(0)), Matrix<T>(all.row(9000)));
 }
 
 // Several threads rotate at rising positions while the cos/sin cache grows under them

@@ -80,18 +80,21 @@ class AbsoluteSinusoidal {
     }
     detail::check_positions(name, positions, x.rows(), offset);
     if (x.rows() == 0) return;
-    // the cache grows to the largest position it may hold, when that is worth it; positions
-    // past it (hostile or sparse ids) are computed per token instead
+    // the cache grows to the largest position it may hold when that is worth it: always for
+    // plain positions 0..len−1 (+ offset: a decoder's next tokens, so a warm step allocates
+    // nothing), for explicit ids only when they are dense enough; other positions (hostile or
+    // sparse ids) are computed per token instead
     Index cached = 0;
     for (Index i = 0; i < x.rows(); ++i) {
       const std::int64_t position = positions[i] + offset;
       if (position < position_limit_) cached = std::max(cached, static_cast<Index>(position) + 1);
     }
     const auto current = cache_->current();
-    const auto snap =
-        cached > current.capacity && detail::worth_growing(cached, x.rows(), position_limit_)
-            ? cache_->at_least(cached)
-            : current;
+    const auto snap = cached > current.capacity &&
+                              detail::worth_growing(cached, positions.plain() ? cached : x.rows(),
+                                                    position_limit_)
+                          ? cache_->at_least(cached)
+                          : current;
     Matrix<T> beyond;  // PE of one position past the cache: (1, d_model), not kept
     for (Index i = 0; i < x.rows(); ++i) {
       const std::int64_t position = positions[i] + offset;

@@ -197,8 +197,10 @@ class Rotary {
     }
     detail::check_positions(name, positions, x.rows(), offset);
     if (x.rows() == 0) return;
-    // the cache grows to the largest position it may hold, when that is worth it; positions
-    // past it (hostile or sparse ids) are computed per token instead
+    // the cache grows to the largest position it may hold when that is worth it: always for
+    // plain positions 0..len−1 (+ offset: a decoder's next tokens, so a warm step allocates
+    // nothing), for explicit ids only when they are dense enough; other positions (hostile or
+    // sparse ids) are computed per token instead
     Index cached = 0;
     std::int64_t largest = 0;
     for (Index i = 0; i < x.rows(); ++i) {
@@ -213,10 +215,11 @@ class Rotary {
     const std::vector<double>& inv_freq = table->freq.inv_freq;
     const double factor = table->freq.attention_factor;
     const auto current = table->cache->current();
-    const auto snap =
-        cached > current.capacity && detail::worth_growing(cached, x.rows(), position_limit_)
-            ? table->cache->at_least(cached)
-            : current;
+    const auto snap = cached > current.capacity &&
+                              detail::worth_growing(cached, positions.plain() ? cached : x.rows(),
+                                                    position_limit_)
+                          ? table->cache->at_least(cached)
+                          : current;
     const Index half = rotary_dim() / 2;
     std::vector<T> beyond;  // cos | sin of one position past the cache: r values, not kept
     std::vector<T> negated(Transposed ? static_cast<std::size_t>(half) : 0);  // −sin, transposed
