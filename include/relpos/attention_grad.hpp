@@ -116,10 +116,12 @@ concept FixedRelativeRows = requires {
 /// (t5, alibi), and the key / value terms of learned (with their tables' gradients) and
 /// sinusoidal (fixed rows). Transformer-XL's per-head terms have none yet.
 template <class Enc>
+inline constexpr bool relative_rows_backward_supported =
+    !(HasKeyTerm<Enc> || HasValueTerm<Enc>) || RelativeRowsBackward<Enc> || FixedRelativeRows<Enc>;
+template <class Enc>
 inline constexpr bool attention_backward_supported =
-    !HasHeadKeyTerm<Enc> &&
-    (!(HasKeyTerm<Enc> || HasValueTerm<Enc>) || RelativeRowsBackward<Enc> ||
-     FixedRelativeRows<Enc>)&&(!TransformsQK<Enc> || TransformsQKBackward<Enc>);
+    !HasHeadKeyTerm<Enc> && relative_rows_backward_supported<Enc> &&
+    (!TransformsQK<Enc> || TransformsQKBackward<Enc>);
 
 /// The relative key and value terms of spec §3 inside attention's backward, for one head's
 /// block of query rows [r0, r0 + n) against all len keys at a time:
