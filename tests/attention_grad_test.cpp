@@ -21,6 +21,7 @@
 
 #include <gtest/gtest.h>
 
+#include "support/expect_error.hpp"
 #include "support/finite_differences.hpp"
 #include "support/golden.hpp"
 #include "support/random.hpp"
@@ -463,6 +464,24 @@ TEST(AttentionGradFiniteDifferences, SinusoidalKeysAndValues) {
   SCOPED_TRACE("keys only, three blocks");
   check_relative_tables<relpos::SinusoidalRelative<double>>(
       MakeSinusoidal{.config = {.max_distance = 5}}, 4, false, 150, nullptr, seed++);
+}
+
+// A table gradient of the wrong shape (not the layer's (2K + 1, d_head)) is an Error naming it,
+// not a write past its end.
+TEST(AttentionGrad, LearnedTableGradientOfTheWrongShapeIsAnError) {
+  const Index len = 4, d = 4;
+  relpos::LearnedConfig c{.max_distance = 2, .tensor_prefix = "layers.1.self_attn."};
+  relpos::MultiHeadAttention<double, relpos::LearnedRelative<double>> attn(
+      {.d_model = d, .n_heads = 2}, relpos::LearnedRelative<double>::random(2, c, 1550));
+  Matrix<double> x = Matrix<double>::Ones(len, d), out(len, d), dx(len, d);
+  const relpos::SequenceInputs in{.positions = {.len = len}};
+  relpos::SequenceWorkspace<double> ws;
+  relpos::AttentionSaved<double> saved;
+  relpos::forward_saving(attn, x, out, in, ws, saved);
+  relpos::AttentionGrad<double> grad;
+  grad.relative_value = Matrix<double>::Zero(4, 2);
+  relpos::test::expect_error([&] { relpos::backward(attn, saved, in, out, dx, grad); },
+                             "grad.layers.1.self_attn.relative_value: expected [5, 2], got [4, 2]");
 }
 
 // Spec §6's pitfall: softmax ignores a constant added to a whole row of scores, so the key rows
