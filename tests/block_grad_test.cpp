@@ -1,12 +1,14 @@
 // Tests for include/relpos/block_grad.hpp and encoder_grad.hpp: the backward of a block
 // (post-norm, pre-norm) and of the stack (layers in sequence, the final norm, the input encodings
-// absolute and additive, whose learned position.weight gets a gradient), for position types none
-// and rotary, against PyTorch autograd through tools/reference.py's RefEncoder
-// (tools/golden_grads.py) and central finite differences in double.
+// absolute and additive, whose learned position.weight gets a gradient), for position types none,
+// rotary, t5, learned (per-layer tables) and sinusoidal, against PyTorch autograd through
+// tools/reference.py's RefEncoder (tools/golden_grads.py) and central finite differences in double.
 #include <relpos/encoder_grad.hpp>
 #include <relpos/encodings/absolute.hpp>
 #include <relpos/encodings/additive.hpp>
+#include <relpos/encodings/learned.hpp>
 #include <relpos/encodings/rotary.hpp>
+#include <relpos/encodings/sinusoidal.hpp>
 #include <relpos/encodings/t5.hpp>
 
 #include <cstdint>
@@ -151,6 +153,33 @@ TYPED_TEST(EncoderGradTyped, T5PostNormSumsTheSharedTableOverLayers) {
   check_golden<T, relpos::T5Bias<T>>("encoder_t5_post",
                                      encoder_config(false, false, false, relpos::Activation::relu),
                                      [&](Index) { return relpos::T5Bias<T>(2, c, table); });
+}
+
+// learned: each layer has its own tables, so each gets its own gradient, under
+// layers.{n}.self_attn.relative_key / relative_value (pre-norm, causal, K = 2).
+TYPED_TEST(EncoderGradTyped, LearnedPreNormCausalGivesEachLayerItsTables) {
+  using T = TypeParam;
+  const auto f = relpos::test::golden_file("grads/encoder_learned_pre_causal.safetensors");
+  check_golden<T, relpos::LearnedRelative<T>>(
+      "encoder_learned_pre_causal", encoder_config(true, false, true, relpos::Activation::relu),
+      [&](Index n) {
+        const std::string p = "layers." + std::to_string(n) + ".self_attn.";
+        return relpos::LearnedRelative<T>(4, {.max_distance = 2, .tensor_prefix = p},
+                                          f.template matrix<T>(p + "relative_key", 5, 4),
+                                          f.template matrix<T>(p + "relative_value", 5, 4));
+      });
+}
+
+// sinusoidal keys and values (fixed rows: no tensor, so no gradient of its own), post-norm with
+// the final norm.
+TYPED_TEST(EncoderGradTyped, SinusoidalPostNormFinalNormMatchesTorch) {
+  using T = TypeParam;
+  check_golden<T, relpos::SinusoidalRelative<T>>(
+      "encoder_sinusoidal_post_final", encoder_config(false, true, false, relpos::Activation::relu),
+      [](Index) {
+        return relpos::SinusoidalRelative<T>(
+            4, {.base = 100, .max_distance = 3, .keys = true, .values = true});
+      });
 }
 
 // L = Σ dout ⊙ stack(x) by the library's own forward (Encoder::forward), differentiated

@@ -27,13 +27,21 @@ gradients are exactly what backward(dout) must give), the forward `output`, and
   max_distance 5 (distances up to 6 at length 7, so buckets are shared and the last ones clamp),
   bidirectional, then causal (one-sided buckets); `position.relative_attention_bias` and its
   gradient. alibi (max_bias 4) has no tensor of its own.
+* attention_learned*.safetensors, attention_sinusoidal*.safetensors (RELATIVE_CASES): the
+  relative key and value terms, d_model 8; learned (K 2 or 3) keys and values, keys only and
+  values only, at plain positions and at explicit ids (`position_ids` I64 [3, 7], unsorted with
+  gaps), with and without the causal mask: `self_attn.relative_key` / `relative_value` and
+  their gradients (each layer has its own tables); sinusoidal (base 100) keys and values,
+  clamped to K 3 and unclamped at explicit ids under the causal mask (no tensor of its own).
 * encoder_*.safetensors (ENCODER_CASES): a 2-layer tools/reference.py RefEncoder (d_model 8,
   2 heads, d_ff 12) on float `input` [2, 6, 8] with the second item padded by 2, tensors under
   their model-file names: none post-norm; rotary (rotary_dim 2) pre-norm with the final norm,
   gelu and the causal mask; absolute post-norm with the final norm; additive (learned source,
   window 2, max_distance 3, so `position.weight` gets a gradient) pre-norm with gelu; t5 (6
   buckets, max_distance 4) post-norm: `position.relative_attention_bias`, shared by both layers,
-  gets the sum of their gradients.
+  gets the sum of their gradients; learned (max_distance 2) pre-norm causal: each layer's own
+  `layers.{n}.self_attn.relative_key` / `relative_value` and their gradients; sinusoidal
+  (max_distance 3, keys and values, base 100) post-norm with the final norm.
 
 The loss files:
 
@@ -118,9 +126,10 @@ def golden_modules(out_dir):
                     ["linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias"], x)
 
 
-def golden_attention(out_dir, causal, position=None, name=None, d=8, seed=155):
+def golden_attention(out_dir, causal, position=None, name=None, d=8, seed=155, ids=None):
     """One layer of RefAttention over 3 items with right padding of 0, 3 and all 7 tokens;
-    `position` a §4 position object (default none)."""
+    `position` a §4 position object (default none); `ids` explicit position ids [3][7] (saved as
+    `position_ids` I64), else plain positions."""
     torch.manual_seed(seed)
     torch.set_default_dtype(DT)
     h, bsz, length, pads = 2, 3, 7, (0, 3, 7)
@@ -138,6 +147,8 @@ def golden_attention(out_dir, causal, position=None, name=None, d=8, seed=155):
     if causal:
         visible &= torch.tril(torch.ones(length, length, dtype=torch.bool))
     positions = torch.arange(length).expand(bsz, length).clone()
+    if ids is not None:
+        positions = torch.tensor(ids, dtype=torch.int64)
     rotary = None
     if cfg["position"]["type"] == "rotary":
         rotary = rotary_inv_freq(cfg["position"], length)  # call length: largest position + 1
@@ -146,6 +157,8 @@ def golden_attention(out_dir, causal, position=None, name=None, d=8, seed=155):
     (out * dout).sum().backward()
     tensors = {"input": x, "dout": dout, "output": out, "grad.input": x.grad,
                "padding_mask": pad.to(torch.uint8)}
+    if ids is not None:
+        tensors["position_ids"] = positions
     for pname, p in attn.named_parameters():
         tensors[f"self_attn.{pname}"] = p
         tensors[f"grad.self_attn.{pname}"] = p.grad
@@ -215,6 +228,12 @@ ENCODER_CASES = (
                                            "window": 2, "max_distance": 3}}),
     ("encoder_t5_post", {"norm_first": False,
                          "position": {"type": "t5", "num_buckets": 6, "max_distance": 4}}),
+    ("encoder_learned_pre_causal",
+     {"norm_first": True, "causal": True,
+      "position": {"type": "learned", "max_distance": 2}}),
+    ("encoder_sinusoidal_post_final",
+     {"norm_first": False, "final_norm": True,
+      "position": {"type": "sinusoidal", "max_distance": 3, "values": True, "base": 100.0}}),
 )
 
 
@@ -257,6 +276,29 @@ ROTARY_CASES = (
 )
 
 
+# Explicit ids for RELATIVE_CASES: not sorted, with gaps and repeats (the indexed skew), one
+# row left-padded in spirit (starting at 5).
+RELATIVE_IDS = ([3, 0, 9, 2, 4, 1, 6], [5, 6, 7, 8, 9, 10, 11], [0, 2, 4, 6, 8, 10, 12])
+
+# The relative key and value terms (d_model 8, 2 heads of 4): learned with K = 2 (distances up
+# to 6 at length 7: most pairs clamp) keys and values, keys only, then values only at explicit
+# ids under the causal mask; sinusoidal keys and values clamped to K = 3 and unclamped (base
+# 100, so the rows vary fast), the unclamped one at explicit ids and causal.
+RELATIVE_CASES = (
+    ("attention_learned", False, {"type": "learned", "max_distance": 2}, None),
+    ("attention_learned_keys_ids_causal", True,
+     {"type": "learned", "max_distance": 2, "values": False}, RELATIVE_IDS),
+    ("attention_learned_values_ids", False,
+     {"type": "learned", "max_distance": 3, "keys": False}, RELATIVE_IDS),
+    ("attention_learned_ids_causal", True, {"type": "learned", "max_distance": 2},
+     RELATIVE_IDS),
+    ("attention_sinusoidal_clamped", False,
+     {"type": "sinusoidal", "max_distance": 3, "values": True, "base": 100.0}, None),
+    ("attention_sinusoidal_ids_causal", True,
+     {"type": "sinusoidal", "values": True, "base": 100.0}, RELATIVE_IDS),
+)
+
+
 def main():
     out_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "grads")
@@ -271,6 +313,8 @@ def main():
         golden_attention(out_dir, causal, position, name, d=12, seed=156)
     for name, causal, position in BIAS_CASES:
         golden_attention(out_dir, causal, position, name, d=8, seed=157)
+    for seed, (name, causal, position, ids) in enumerate(RELATIVE_CASES, start=170):
+        golden_attention(out_dir, causal, position, name, d=8, seed=seed, ids=ids)
     for seed, (name, extra) in enumerate(ENCODER_CASES, start=160):
         golden_encoder(out_dir, name, extra, seed)
 

@@ -2,20 +2,25 @@
 // The backward of multi-head self-attention (attention.hpp, spec §3), so far for position types
 // none and rotary (every scaling; the gradient flows back through the rotation's transpose,
 // encodings/rotary.hpp), the score biases t5 (one gradient per bucket of the shared table) and
-// alibi, and the types that act on the block's input only: packed in_proj,
-// out_proj, key padding and causal masks, and rows with no visible key (α_i = 0, so no gradient
-// flows through them and none is NaN). The relative terms of the encodings plug in here next,
-// through the same hooks as the forward.
+// alibi, the relative key and value terms of learned (Shaw et al. 2018: one gradient per
+// clamped distance of the layer's relative_key / relative_value) and sinusoidal (fixed rows: the
+// gradient flows through them to q and α only), and the types that act on the block's input
+// only: packed in_proj, out_proj, key padding and causal masks, and rows with no visible key
+// (α_i = 0, so no gradient flows through them and none is NaN). Transformer-XL's per-head terms
+// have no backward yet.
 //
 // Memory: like FlashAttention-2 (Dao 2023), backward keeps no (len × len) matrix. It recomputes
 // the scores of kRows query rows at a time against all keys, and uses
 // D_i = Σ_j α_ij ∂L/∂α_ij to form the softmax's gradient, so a step keeps O(len·d_model) per
-// layer and works in O(kRows·len) more.
+// layer and works in O(kRows·len) more. The relative terms add an (kRows, R) matrix of sums per
+// distance (RelativeTermsBackward), never a (len × len × d_head) tensor.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -25,6 +30,7 @@
 #include <relpos/detail/gemm.hpp>
 #include <relpos/detail/linear_grad.hpp>
 #include <relpos/detail/shape_checks.hpp>
+#include <relpos/detail/skew.hpp>
 #include <relpos/detail/tiled_attention.hpp>
 #include <relpos/encodings/none.hpp>
 #include <relpos/workspace.hpp>
@@ -52,6 +58,10 @@ struct AttentionGrad {
   /// is shared by every layer, so it is not one of this layer's tensors: for_each leaves it out,
   /// and EncoderGrad sums the layers' into its `position.relative_attention_bias`.
   Matrix<T> relative_attention_bias;
+  /// learned: ∂L/∂ of this layer's own tables (2K + 1, d_head), `<prefix>relative_key` and
+  /// `<prefix>relative_value` (spec §1; each layer has its own). Empty for the other types.
+  Matrix<T> relative_key;
+  Matrix<T> relative_value;
 
   /// f(name, gradient) for each of the layer's own tensors, names as in the model file.
   template <class F>
@@ -60,6 +70,8 @@ struct AttentionGrad {
     f(prefix + "in_proj_bias", in_proj_bias);
     f(prefix + "out_proj.weight", out_proj_weight);
     f(prefix + "out_proj.bias", out_proj_bias);
+    if (relative_key.size() > 0) f(prefix + "relative_key", relative_key);
+    if (relative_value.size() > 0) f(prefix + "relative_value", relative_value);
   }
 };
 
@@ -84,13 +96,228 @@ concept ScoreBiasBackward = requires(const E& e, Index h, Index lo, Index hi,
   e.score_bias_backward(h, lo, hi, g, grad);
 };
 
+/// The backward of key_rows / value_rows: g (hi − lo + 1, d_head) = ∂L/∂aK(c) (∂L/∂aV(c)) for
+/// clamped c in [lo, hi], added into the encoding's table gradient (learned:
+/// LearnedRelative::key_rows_backward). Fixed rows (sinusoidal) have none.
+template <class E>
+concept RelativeRowsBackward = requires(const E& e, Index lo, Index hi,
+                                        ConstMatrixRef<typename E::Scalar> g,
+                                        Matrix<typename E::Scalar>& grad) {
+  e.key_rows_backward(lo, hi, g, grad);
+  e.value_rows_backward(lo, hi, g, grad);
+};
+template <class E>
+concept FixedRelativeRows = requires {
+  requires E::fixed_relative_rows;
+};
+
 /// Encodings whose attention backward exists so far: those with no hook inside attention
-/// (none, and absolute / additive, which act on the block's input), rotary, and the score
-/// biases (t5, alibi).
+/// (none, and absolute / additive, which act on the block's input), rotary, the score biases
+/// (t5, alibi), and the key / value terms of learned (with their tables' gradients) and
+/// sinusoidal (fixed rows). Transformer-XL's per-head terms have none yet.
+template <class Enc>
+inline constexpr bool relative_rows_backward_supported =
+    !(HasKeyTerm<Enc> || HasValueTerm<Enc>) || RelativeRowsBackward<Enc> || FixedRelativeRows<Enc>;
 template <class Enc>
 inline constexpr bool attention_backward_supported =
-    !HasKeyTerm<Enc> && !HasValueTerm<Enc> && !HasHeadKeyTerm<Enc> &&
+    !HasHeadKeyTerm<Enc> && relative_rows_backward_supported<Enc> &&
     (!TransformsQK<Enc> || TransformsQKBackward<Enc>);
+
+/// The relative key and value terms of spec §3 inside attention's backward, for one head's
+/// block of query rows [r0, r0 + n) against all len keys at a time:
+///   score  e_ij += q_i·aK(c_ij) (before the 1/√d_head),  output  z_i += Σ_j α_ij aV(c_ij),
+/// so  ∂L/∂q_i += Σ_j ∂L/∂s_ij aK(c_ij),  ∂L/∂aK(c) = Σ_{c_ij = c} ∂L/∂s_ij q_i  (s the score
+/// before the scale), ∂L/∂α_ij += ∂L/∂z_i·aV(c_ij),  ∂L/∂aV(c) = Σ_{c_ij = c} α_ij ∂L/∂z_i.
+/// Every per-distance sum is a skew (Huang et al. 2018, as the forward's tiles,
+/// detail/tiled_attention.hpp): the block's (n, len) matrix is summed per distance into an
+/// (n, R_window) one, then one small product with the window's rows, with q or with ∂L/∂z —
+/// O(len·R) work on top of the score products and never a (len × len × d_head) tensor.
+/// Contiguous positions under a saturating clamp use three bands per row (DistanceBands);
+/// other ids a (n, len) index; ids spanning more than kDenseRangeFactor·2·len distances (no
+/// clamp, wide gaps) go pair by pair, fetching each pair's row.
+template <Scalar T, class Enc>
+class RelativeTermsBackward {
+ public:
+  using IndexMatrix = Eigen::Matrix<std::int32_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+  RelativeTermsBackward(const Enc& enc, const Positions& p, Index rows, Index d_head)
+      : enc_(enc), p_(p) {
+    keys_ = key_term_active(enc);
+    values_ = value_term_active(enc);
+    if (p.len == 0 || (!keys_ && !values_)) return;
+    range_ = distance_range(enc, p);
+    const Index count = range_.count();
+    dense_ = count <= kDenseRangeFactor * 2 * p.len;
+    banded_ = dense_ && has_distance_bands(enc, p, range_);
+    if (dense_) {
+      if (keys_) key_rows_ = enc.key_rows(range_.lo, range_.hi);
+      if (values_) value_rows_ = enc.value_rows(range_.lo, range_.hi);
+      by_distance_.resize(rows, count);
+      if (!banded_) index_.resize(rows, p.len);
+    }
+    if constexpr (RelativeRowsBackward<Enc>) {
+      // learned: count <= 2K + 1, the table's own rows
+      if (keys_) grad_key_ = Matrix<T>::Zero(count, d_head);
+      if (values_) grad_value_ = Matrix<T>::Zero(count, d_head);
+    }
+  }
+
+  bool keys() const { return keys_; }
+  bool values() const { return values_; }
+
+  /// The block [r0, r0 + n): its distance window, and how its pairs map into it.
+  void block(Index r0, Index n) {
+    r0_ = r0;
+    n_ = n;
+    if (!dense_) return;
+    const Index len = p_.len;
+    if (banded_) {
+      // δ_ij = j − (r0 + i): the window spans δ in [−r0 − (n − 1), len − 1 − r0]
+      lo_ = enc_.clamp_distance(-r0 - (n - 1));
+      const std::int64_t hi = enc_.clamp_distance(len - 1 - r0);
+      count_ = hi - lo_ + 1;
+      bands_ = {lo_ + r0, hi + r0};
+      return;
+    }
+    std::int64_t qmin = p_[r0], qmax = qmin, kmin = p_[0], kmax = kmin;
+    for (Index i = 1; i < n; ++i)
+      qmin = std::min(qmin, p_[r0 + i]), qmax = std::max(qmax, p_[r0 + i]);
+    for (Index j = 1; j < len; ++j) kmin = std::min(kmin, p_[j]), kmax = std::max(kmax, p_[j]);
+    lo_ = enc_.clamp_distance(kmin - qmax);
+    count_ = enc_.clamp_distance(kmax - qmin) - lo_ + 1;
+    for (Index i = 0; i < n; ++i) {
+      const std::int64_t pi = p_[r0 + i];
+      for (Index j = 0; j < len; ++j) {
+        index_(i, j) = static_cast<std::int32_t>(enc_.clamp_distance(p_[j] - pi) - lo_);
+      }
+    }
+  }
+
+  /// s (n, len) += q_i·aK(c_ij), qb (n, d_head) the block's queries.
+  template <class Q, class S>
+  void add_key_scores(const Q& qb, S& s) {
+    if (!dense_) {
+      for_each_pair([&](Index i, Index j, std::int64_t c) {
+        s(i, j) += qb.row(i).dot(enc_.key_rows(c, c).view().row(0));
+      });
+      return;
+    }
+    auto w = by_distance_.topLeftCorner(n_, count_);  // (n, R_window)
+    w.noalias() = qb * window(key_rows_).transpose();
+    gather(s, w);
+  }
+
+  /// da (n, len) += ∂L/∂z_i·aV(c_ij), dzb (n, d_head) the block's ∂L/∂z.
+  template <class D, class A>
+  void add_value_weights_grad(const D& dzb, A& da) {
+    if (!dense_) {
+      for_each_pair([&](Index i, Index j, std::int64_t c) {
+        da(i, j) += dzb.row(i).dot(enc_.value_rows(c, c).view().row(0));
+      });
+      return;
+    }
+    auto w = by_distance_.topLeftCorner(n_, count_);
+    w.noalias() = dzb * window(value_rows_).transpose();
+    gather(da, w);
+  }
+
+  /// ∂L/∂aV(c) += Σ_{c_ij = c} α_ij ∂L/∂z_i (learned only: fixed rows have no gradient).
+  template <class P, class D>
+  void value_rows_grad(const P& alpha, const D& dzb) {
+    if constexpr (RelativeRowsBackward<Enc>) {
+      if (!dense_) {
+        for_each_pair([&](Index i, Index j, std::int64_t c) {
+          grad_value_.row(c - range_.lo) += alpha(i, j) * dzb.row(i);
+        });
+        return;
+      }
+      auto w = by_distance_.topLeftCorner(n_, count_);
+      scatter(w, alpha);
+      grad_value_.middleRows(lo_ - range_.lo, count_).noalias() += w.transpose() * dzb;
+    } else {
+      (void)alpha, (void)dzb;
+    }
+  }
+
+  /// From ds (n, len) = ∂L/∂(the score before the 1/√d_head): dqb (n, d_head) += Σ_j ds_ij
+  /// aK(c_ij) and, learned, ∂L/∂aK(c) += Σ_{c_ij = c} ds_ij q_i.
+  template <class S, class Q, class DQ>
+  void key_backward(const S& ds, const Q& qb, DQ&& dqb) {
+    if (!dense_) {
+      for_each_pair([&](Index i, Index j, std::int64_t c) {
+        dqb.row(i) += ds(i, j) * enc_.key_rows(c, c).view().row(0);
+        if constexpr (RelativeRowsBackward<Enc>)
+          grad_key_.row(c - range_.lo) += ds(i, j) * qb.row(i);
+      });
+      return;
+    }
+    auto w = by_distance_.topLeftCorner(n_, count_);
+    scatter(w, ds);
+    dqb.noalias() += w * window(key_rows_);
+    if constexpr (RelativeRowsBackward<Enc>) {
+      grad_key_.middleRows(lo_ - range_.lo, count_).noalias() += w.transpose() * qb;
+    } else {
+      (void)qb;
+    }
+  }
+
+  /// The per-distance sums handed to the encoding's tables (learned: this layer's
+  /// relative_key / relative_value gradients).
+  void finish(Matrix<T>& grad_key, Matrix<T>& grad_value) const {
+    if constexpr (RelativeRowsBackward<Enc>) {
+      if (p_.len == 0) return;
+      if (keys_) enc_.key_rows_backward(range_.lo, range_.hi, grad_key_, grad_key);
+      if (values_) enc_.value_rows_backward(range_.lo, range_.hi, grad_value_, grad_value);
+    } else {
+      (void)grad_key, (void)grad_value;
+    }
+  }
+
+ private:
+  template <class F>
+  void for_each_pair(F&& f) const {
+    for (Index i = 0; i < n_; ++i) {
+      const std::int64_t pi = p_[r0_ + i];
+      for (Index j = 0; j < p_.len; ++j) f(i, j, enc_.clamp_distance(p_[j] - pi));
+    }
+  }
+  // The call's rows for the block's window [lo_, lo_ + count_).
+  ConstMatrixMap<T> window(const DistanceRows<T>& rows) const {
+    const ConstMatrixMap<T> all = rows.view();
+    return ConstMatrixMap<T>(all.data() + (lo_ - range_.lo) * all.cols(), count_, all.cols());
+  }
+  // s(i, j) += w(i, c_ij − lo_)
+  template <class S, class W>
+  void gather(S& s, const W& w) const {
+    if (banded_) {
+      detail::gather_add(s, w, bands_);
+    } else {
+      detail::gather_add(s, w, index_.topRows(n_));
+    }
+  }
+  // w(i, c − lo_) = Σ_{j: c_ij = c} a(i, j)
+  template <class W, class A>
+  void scatter(W& w, const A& a) const {
+    if (banded_) {
+      scatter_by_distance(w, a, bands_);
+    } else {
+      scatter_by_distance(w, a, index_.topRows(n_));
+    }
+  }
+
+  const Enc& enc_;
+  const Positions& p_;
+  bool keys_ = false, values_ = false, dense_ = false, banded_ = false;
+  DistanceRange range_;                    // the call's clamped distances
+  DistanceRows<T> key_rows_, value_rows_;  // (R, d_head) for range_, when dense
+  Matrix<T> grad_key_, grad_value_;        // (R, d_head): ∂L/∂aK, ∂L/∂aV per distance
+  Matrix<T> by_distance_;                  // (rows, R): a block's sums per distance
+  IndexMatrix index_;                      // (rows, len): c_ij − lo_, not banded
+  Index r0_ = 0, n_ = 0;                   // the block
+  std::int64_t lo_ = 0;                    // its window [lo_, lo_ + count_)
+  Index count_ = 1;
+  DistanceBands bands_;  // banded, in block coordinates
+};
 
 inline void check_attention_io(const char* what, Index x_rows, Index x_cols, Index out_rows,
                                Index out_cols, Index d, Index positions_len) {
@@ -206,6 +433,10 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
       dbias.resize(bias.size());
     }
   }
+  // learned, sinusoidal: q_i·aK(c_ij) in the score, α_ij aV(c_ij) in the output
+  [[maybe_unused]] std::optional<detail::RelativeTermsBackward<T, Enc>> rel;
+  if constexpr (HasKeyTerm<Enc> || HasValueTerm<Enc>)
+    rel.emplace(attn.encoding, in.positions, rows, dh);
   for (Index h = 0; h < h_count; ++h) {
     if constexpr (HasScoreBias<Enc>) {
       if (len > 0) {
@@ -226,6 +457,10 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
       auto dpb = dp.topRows(n);
       // e = q·kᵀ/√d_head over the block's rows, recomputed (none is kept)
       pb.noalias() = q.middleRows(r0, n) * k.transpose();
+      if constexpr (HasKeyTerm<Enc> || HasValueTerm<Enc>) {
+        rel->block(r0, n);
+        if (rel->keys()) rel->add_key_scores(q.middleRows(r0, n), pb);  // + q_i·aK(c_ij)
+      }
       pb *= scale;
       if constexpr (HasScoreBias<Enc>) {
         // + b_h(c_ij), after the scale (spec §3)
@@ -259,6 +494,14 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
       dv.noalias() += pb.transpose() * dz_h.middleRows(r0, n);
       // ∂L/∂α = ∂L/∂z·vᵀ
       dpb.noalias() = dz_h.middleRows(r0, n) * v.transpose();
+      if constexpr (HasValueTerm<Enc>) {
+        if (rel->values()) {
+          // z_i = Σ_j α_ij (v_j + aV(c_ij)): ∂L/∂α_ij += ∂L/∂z_i·aV(c_ij), and the table's
+          // ∂L/∂aV(c) = Σ_{c_ij = c} α_ij ∂L/∂z_i
+          rel->add_value_weights_grad(dz_h.middleRows(r0, n), dpb);
+          rel->value_rows_grad(pb, dz_h.middleRows(r0, n));
+        }
+      }
       // ∂L/∂e = α ⊙ (∂L/∂α − D), D_i = Σ_j α_ij ∂L/∂α_ij (softmax's Jacobian; α = 0 where masked)
       for (Index i = 0; i < n; ++i) {
         const T d_i = pb.row(i).dot(dpb.row(i));
@@ -278,6 +521,9 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
       // with the 1/√d_head folded in: ∂L/∂q = ∂L/∂e·k, ∂L/∂k += ∂L/∂eᵀ·q
       dq.middleRows(r0, n).noalias() = dpb * k;
       dk.noalias() += dpb.transpose() * q.middleRows(r0, n);
+      if constexpr (HasKeyTerm<Enc>) {
+        if (rel->keys()) rel->key_backward(dpb, q.middleRows(r0, n), dq.middleRows(r0, n));
+      }
     }
     if constexpr (detail::ScoreBiasBackward<Enc>) {
       if (len > 0) {
@@ -285,6 +531,9 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
                                           grad.relative_attention_bias);
       }
     }
+  }
+  if constexpr (HasKeyTerm<Enc> || HasValueTerm<Enc>) {
+    rel->finish(grad.relative_key, grad.relative_value);
   }
   if constexpr (TransformsQK<Enc>) {
     // rotary: from ∂L/∂ of the rotated q, k to ∂L/∂ of in_proj's q, k (the rotation transposed)

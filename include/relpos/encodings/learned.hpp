@@ -119,6 +119,16 @@ class LearnedRelative {
     return value_.rows(lo, hi);
   }
 
+  /// The backward of key_rows / value_rows (attention_grad.hpp): g (hi − lo + 1, d_head) =
+  /// ∂L/∂aK(c) (∂L/∂aV(c)) for clamped c in [lo, hi], added into grad's row c + K. grad is this
+  /// layer's (2K + 1, d_head) gradient (the tables are per layer), empty = starts at zero.
+  void key_rows_backward(Index lo, Index hi, ConstMatrixRef<T> g, Matrix<T>& grad) const {
+    rows_backward("relative_key", config_.keys, lo, hi, g, grad);
+  }
+  void value_rows_backward(Index lo, Index hi, ConstMatrixRef<T> g, Matrix<T>& grad) const {
+    rows_backward("relative_value", config_.values, lo, hi, g, grad);
+  }
+
   /// The (2K + 1, d_head) tables and their (len × len × d_head) views.
   const DistanceTable<T>& key_table() const { return key_; }
   const DistanceTable<T>& value_table() const { return value_; }
@@ -129,6 +139,22 @@ class LearnedRelative {
 
  private:
   static std::string layer_prefix(Index n) { return "layers." + std::to_string(n) + ".self_attn."; }
+
+  void rows_backward(const char* tensor, bool used, Index lo, Index hi, ConstMatrixRef<T> g,
+                     Matrix<T>& grad) const {
+    const Index k = *config_.max_distance, rows = 2 * k + 1;
+    RELPOS_ASSERT(
+        used && -k <= lo && lo <= hi && hi <= k && g.rows() == hi - lo + 1 && g.cols() == d_head_,
+        "LearnedRelative::rows_backward: bad span");
+    (void)used;
+    if (grad.size() == 0) grad = Matrix<T>::Zero(rows, d_head_);
+    if (grad.rows() != rows || grad.cols() != d_head_) {
+      throw Error("grad." + config_.tensor_prefix + tensor + ": expected [" + std::to_string(rows) +
+                  ", " + std::to_string(d_head_) + "], got [" + std::to_string(grad.rows()) + ", " +
+                  std::to_string(grad.cols()) + "]");
+    }
+    grad.middleRows(lo + k, hi - lo + 1) += g;
+  }
 
   static LearnedConfig validated(Index d_head, const LearnedConfig& config) {
     detail::check_positive("learned: ", "d_head", d_head);

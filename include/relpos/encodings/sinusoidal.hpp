@@ -39,6 +39,9 @@ class SinusoidalRelative {
   using Scalar = T;
   using Config = SinusoidalConfig;
   static constexpr const char* name = "sinusoidal";
+  /// aK and aV are fixed sinusoids, not parameters: backward sends no gradient to them, only
+  /// through them to q and to α (attention_grad.hpp).
+  static constexpr bool fixed_relative_rows = true;
 
   // The model-file side (encodings/concept.hpp): the one rule of the config (config.json's
   // and the constructor's); one table shared by every layer.
