@@ -5,10 +5,12 @@
 // central finite differences in double, and properties.
 #include <relpos/attention_grad.hpp>
 #include <relpos/encodings/alibi.hpp>
+#include <relpos/encodings/kerple.hpp>
 #include <relpos/encodings/learned.hpp>
 #include <relpos/encodings/rotary.hpp>
 #include <relpos/encodings/sinusoidal.hpp>
 #include <relpos/encodings/t5.hpp>
+#include <relpos/encodings/xl.hpp>
 
 #include <cstdint>
 #include <functional>
@@ -27,6 +29,18 @@
 #include "support/random.hpp"
 
 namespace {
+
+// Which position types have an attention backward: a parameter whose gradient is not written
+// yet (KERPLE's r1 and r2, Transformer-XL's r_net, u and v) is refused at compile time, never
+// left with a silent zero gradient; alibi has no parameter, sinusoidal's rows are fixed.
+static_assert(relpos::detail::attention_backward_supported<relpos::NoPosition<double>>);
+static_assert(relpos::detail::attention_backward_supported<relpos::AlibiBias<double>>);
+static_assert(relpos::detail::attention_backward_supported<relpos::T5Bias<double>>);
+static_assert(relpos::detail::attention_backward_supported<relpos::Rotary<double>>);
+static_assert(relpos::detail::attention_backward_supported<relpos::LearnedRelative<double>>);
+static_assert(relpos::detail::attention_backward_supported<relpos::SinusoidalRelative<double>>);
+static_assert(!relpos::detail::attention_backward_supported<relpos::KerpleBias<double>>);
+static_assert(!relpos::detail::attention_backward_supported<relpos::XlRelative<double>>);
 
 using relpos::Index;
 using relpos::Matrix;

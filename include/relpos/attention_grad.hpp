@@ -110,18 +110,26 @@ template <class E>
 concept FixedRelativeRows = requires {
   requires E::fixed_relative_rows;
 };
+template <class E>
+concept FixedScoreBias = requires {
+  requires E::fixed_score_bias;
+};
 
 /// Encodings whose attention backward exists so far: those with no hook inside attention
 /// (none, and absolute / additive, which act on the block's input), rotary, the score biases
-/// (t5, alibi), and the key / value terms of learned (with their tables' gradients) and
-/// sinusoidal (fixed rows). Transformer-XL's per-head terms have none yet.
+/// of t5 (with its table's gradient) and alibi (no parameter), and the key / value terms of
+/// learned (with their tables' gradients) and sinusoidal (fixed rows). Transformer-XL's
+/// per-head terms and KERPLE's r1, r2 have none yet: refused, never a silent zero gradient.
 template <class Enc>
 inline constexpr bool relative_rows_backward_supported =
     !(HasKeyTerm<Enc> || HasValueTerm<Enc>) || RelativeRowsBackward<Enc> || FixedRelativeRows<Enc>;
 template <class Enc>
+inline constexpr bool score_bias_backward_supported =
+    !HasScoreBias<Enc> || ScoreBiasBackward<Enc> || FixedScoreBias<Enc>;
+template <class Enc>
 inline constexpr bool attention_backward_supported =
     !HasHeadKeyTerm<Enc> && relative_rows_backward_supported<Enc> &&
-    (!TransformsQK<Enc> || TransformsQKBackward<Enc>);
+    score_bias_backward_supported<Enc> && (!TransformsQK<Enc> || TransformsQKBackward<Enc>);
 
 /// The relative key and value terms of spec §3 inside attention's backward, for one head's
 /// block of query rows [r0, r0 + n) against all len keys at a time:

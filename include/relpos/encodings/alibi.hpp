@@ -51,6 +51,8 @@ class AlibiBias {
   using Scalar = T;
   using Config = AlibiConfig;
   static constexpr const char* name = "alibi";
+  /// The slopes are fixed by the head count: the bias has no parameter, so no gradient (§6).
+  static constexpr bool fixed_score_bias = true;
 
   // The model-file side (encodings/concept.hpp): the one rule of the config (config.json's
   // and the constructor's); no tensors, one encoding shared by every layer.
