@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: MIT
 """Golden Hugging Face checkpoint folders for spec §7 (docs/model-format.md, "Hugging Face
-checkpoints"): the BERT family (bert absolute and relative_key, roberta, xlm-roberta).
+checkpoints"): the BERT family (bert absolute and relative_key, roberta, xlm-roberta) and
+RoFormer.
 
 Each folder tests/data/hf/<name>/ holds what `save_pretrained` writes, with Hugging Face's
 tensor names and config.json keys (keys equal to the config class's defaults left out, as
@@ -16,7 +17,8 @@ tensor names and config.json keys (keys equal to the config class's defaults lef
 and tests/data/hf/index.json lists the cases.
 
 transformers is not installed here, so the reference forward below is written by hand after
-transformers 4.40's modeling_bert.py / modeling_roberta.py (BertEmbeddings, BertSelfAttention,
+transformers 4.40's modeling_bert.py / modeling_roberta.py / modeling_roformer.py
+(BertEmbeddings, BertSelfAttention, RoFormer's sinusoidal table and rotation,
 BertSelfOutput, BertIntermediate, BertOutput, the extended attention mask of
 get_extended_attention_mask, RoBERTa's create_position_ids_from_input_ids), in float64 from the
 F32-rounded weights. It uses HF's own conventions, not relpos's: the relative_key table is
@@ -48,7 +50,11 @@ DEFAULTS = {
                 "type_vocab_size": 2, "pad_token_id": 1, "position_embedding_type": "absolute"},
 }
 DEFAULTS["xlm-roberta"] = DEFAULTS["roberta"]
-PREFIX = {"bert": "bert.", "roberta": "roberta.", "xlm-roberta": "roberta."}
+DEFAULTS["roformer"] = {"hidden_act": "gelu", "layer_norm_eps": 1e-12,
+                        "max_position_embeddings": 1536, "type_vocab_size": 2, "pad_token_id": 0,
+                        "position_embedding_type": "rotary"}
+PREFIX = {"bert": "bert.", "roberta": "roberta.", "xlm-roberta": "roberta.",
+          "roformer": "roformer."}
 
 B, L = 2, 9
 N_PADDED = 3  # row 1's last tokens are padding
@@ -88,6 +94,14 @@ CASES = {
          "pad_token_id": 3},
         False, False, False,
         "XLMRobertaModel, pad_token_id 3 so positions start at 4, gelu by default"),
+    "roformer_masked_lm": (
+        {"model_type": "roformer", "architectures": ["RoFormerForMaskedLM"], "vocab_size": 35,
+         "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+         "intermediate_size": 40, "max_position_embeddings": 16},
+        True, False, False,
+        "RoFormerForMaskedLM (roformer. prefix, cls head skipped), rotary on pairs (2m, 2m+1) "
+        "of each head from HF's float32 sin table (encoder.embed_positions.weight, skipped), "
+        "token types; `output_float64_table` is the same forward with the table in float64"),
 }
 
 
@@ -123,7 +137,8 @@ def make_weights(c):
         w[prefix + ".bias"] = rnd(out_f, scale=0.1)
 
     w["embeddings.word_embeddings.weight"] = rnd(V, d)
-    w["embeddings.position_embeddings.weight"] = rnd(P, d)
+    if c["model_type"] != "roformer":
+        w["embeddings.position_embeddings.weight"] = rnd(P, d)
     w["embeddings.token_type_embeddings.weight"] = rnd(T, d)
     norm("embeddings.LayerNorm")
     for n in range(c["num_hidden_layers"]):
@@ -137,8 +152,29 @@ def make_weights(c):
         linear(p + "intermediate.dense", f, d)
         linear(p + "output.dense", d, f)
         norm(p + "output.LayerNorm")
-    linear("pooler.dense", d, d)
+    if c["model_type"] != "roformer":  # RoFormerModel has no pooler
+        linear("pooler.dense", d, d)
     return w
+
+
+def roformer_sin_table(n_pos, dim, float32=True):
+    """RoFormerSinusoidalPositionalEmbedding._init_weight: [sin | cos] of pos / 10000^(2(j//2)/dim),
+    computed in float64 and stored as a float32 parameter (float32=True)."""
+    j = torch.arange(dim, dtype=torch.float64)
+    enc = torch.arange(n_pos, dtype=torch.float64)[:, None] / torch.pow(10000.0, 2 * (j // 2) / dim)
+    out = torch.empty(n_pos, dim, dtype=torch.float64)
+    out[:, : dim // 2] = torch.sin(enc[:, 0::2])
+    out[:, dim // 2:] = torch.cos(enc[:, 1::2])
+    return _f32(out) if float32 else out
+
+
+def roformer_rotate(sinusoidal_pos, x):
+    """apply_rotary_position_embeddings for one of q, k: [B, H, L, dh] with table [L, dh]."""
+    sin, cos = sinusoidal_pos.chunk(2, dim=-1)
+    sin_pos = torch.stack([sin, sin], dim=-1).reshape_as(sinusoidal_pos)
+    cos_pos = torch.stack([cos, cos], dim=-1).reshape_as(sinusoidal_pos)
+    rotate_half = torch.stack([-x[..., 1::2], x[..., ::2]], dim=-1).reshape_as(x)
+    return x * cos_pos + rotate_half * sin_pos
 
 
 def act(name, x):
@@ -152,14 +188,15 @@ def act(name, x):
     raise ValueError(name)
 
 
-def hf_forward(c, w, ids, types, attention_mask):
-    """BertModel / RobertaModel's last hidden state (eval mode), float64."""
+def hf_forward(c, w, ids, types, attention_mask, float32_table=True):
+    """BertModel / RobertaModel / RoFormerModel's last hidden state (eval mode), float64."""
     d, H = c["hidden_size"], c["num_attention_heads"]
     dh = d // H
     eps = c["layer_norm_eps"]
     Bn, Ln = ids.shape
     roberta = c["model_type"] in ("roberta", "xlm-roberta")
     relative = c["position_embedding_type"] == "relative_key"
+    roformer = c["model_type"] == "roformer"
 
     def ln(prefix, x):
         return F.layer_norm(x, (d,), w[prefix + ".weight"], w[prefix + ".bias"], eps)
@@ -170,7 +207,7 @@ def hf_forward(c, w, ids, types, attention_mask):
     # BertEmbeddings / RobertaEmbeddings
     x = w["embeddings.word_embeddings.weight"][ids]
     x = x + w["embeddings.token_type_embeddings.weight"][types]
-    if not relative:
+    if not relative and not roformer:
         if roberta:  # create_position_ids_from_input_ids
             pad = c["pad_token_id"]
             m = ids.ne(pad).long()
@@ -191,6 +228,9 @@ def hf_forward(c, w, ids, types, attention_mask):
         q = heads(lin(p + "attention.self.query", x))
         k = heads(lin(p + "attention.self.key", x))
         v = heads(lin(p + "attention.self.value", x))
+        if roformer:  # RoFormerSelfAttention: q and k rotated, positions 0..L-1
+            table = roformer_sin_table(P, dh, float32_table)[:Ln]
+            q, k = roformer_rotate(table, q), roformer_rotate(table, k)
         scores = q @ k.transpose(-1, -2)
         if relative:  # BertSelfAttention, position_embedding_type == "relative_key"
             l_ = torch.arange(Ln).view(-1, 1)
@@ -228,6 +268,8 @@ def export(out_dir, name):
         types = torch.zeros(B, L, dtype=torch.int64)
     with torch.no_grad():
         io["output"] = hf_forward(c, w, ids, types, attention_mask)
+        if c["model_type"] == "roformer":
+            io["output_float64_table"] = hf_forward(c, w, ids, types, attention_mask, False)
 
     # the file: base names, or the task model's (prefix + head tensors); old LayerNorm names
     stored = {}
@@ -235,13 +277,21 @@ def export(out_dir, name):
         if old_names and k.startswith("embeddings.LayerNorm."):
             k = k.replace(".weight", ".gamma").replace(".bias", ".beta")
         stored[k] = v.float()
-    stored["embeddings.position_ids"] = torch.arange(c["max_position_embeddings"]).view(1, -1)
+    if c["model_type"] == "roformer":
+        dh = c["hidden_size"] // c["num_attention_heads"]
+        stored["encoder.embed_positions.weight"] = roformer_sin_table(
+            c["max_position_embeddings"], dh).float()
+    else:
+        stored["embeddings.position_ids"] = torch.arange(c["max_position_embeddings"]).view(1, -1)
     if prefixed:
         stored = {PREFIX[c["model_type"]] + k: v for k, v in stored.items()}
         d = c["hidden_size"]
         if c["model_type"] == "bert":  # BertForSequenceClassification
             stored["classifier.weight"] = torch.randn(2, d)
             stored["classifier.bias"] = torch.randn(2)
+        elif c["model_type"] == "roformer":  # RoFormerForMaskedLM: cls.predictions.*
+            stored["cls.predictions.transform.dense.weight"] = torch.randn(d, d)
+            stored["cls.predictions.bias"] = torch.randn(c["vocab_size"])
         else:  # RobertaForMaskedLM: lm_head.*, its decoder tied to the word embeddings
             stored["lm_head.dense.weight"] = torch.randn(d, d)
             stored["lm_head.dense.bias"] = torch.randn(d)
@@ -334,6 +384,15 @@ def selftest():
     for i in range(4):
         for j in range(4):
             assert abs(fast[0, 0, i, j] - q[0, 0, i] @ D[i - j + 5]) < 1e-14
+    # RoFormer's rotation is spec §4's interleaved rotary: pair (2m, 2m+1), angle p·10000^(-2m/dh)
+    x = torch.randn(1, 1, 5, 4, dtype=torch.float64)
+    y = roformer_rotate(roformer_sin_table(5, 4, float32=False), x)
+    for p_ in range(5):
+        for m in range(2):
+            th = p_ * 10000.0 ** (-2 * m / 4)
+            a, b = x[0, 0, p_, 2 * m], x[0, 0, p_, 2 * m + 1]
+            assert abs(y[0, 0, p_, 2 * m] - (a * math.cos(th) - b * math.sin(th))) < 1e-14
+            assert abs(y[0, 0, p_, 2 * m + 1] - (a * math.sin(th) + b * math.cos(th))) < 1e-14
     return err
 
 

@@ -6,7 +6,7 @@
 // does not use skipped by name), and the mapped tensors are laid out as one in-memory
 // safetensors file, so Model's loader and its checks run on them unchanged. Bytes are copied
 // as stored (no dtype conversion here): Model converts F16/BF16/F64 on load as for its own
-// files. Families so far: bert (absolute, relative_key), roberta, xlm-roberta.
+// files. Families so far: bert (absolute, relative_key), roberta, xlm-roberta, roformer.
 #pragma once
 
 #include <algorithm>
@@ -142,12 +142,14 @@ inline bool starts_with(std::string_view s, std::string_view p) {
   return s.substr(0, p.size()) == p;
 }
 
-/// bert, roberta, xlm-roberta (spec §7's first row); defaults are BertConfig's and
-/// RobertaConfig's in transformers 4.40.
+/// bert, roberta, xlm-roberta (spec §7's first row) and roformer (its last): the same layers
+/// and embeddings, other positions; defaults are BertConfig's, RobertaConfig's and
+/// RoFormerConfig's in transformers 4.40.
 inline Family bert_family(const std::string& model_type, const HfFields& f) {
-  const bool roberta = model_type != "bert";
+  const bool roberta = model_type == "roberta" || model_type == "xlm-roberta";
+  const bool roformer = model_type == "roformer";
   Family fam;
-  fam.prefix = roberta ? "roberta." : "bert.";
+  fam.prefix = roberta ? "roberta." : roformer ? "roformer." : "bert.";
   if (f.boolean("is_decoder", false))
     f.fail("is_decoder", "true is not supported: relpos reads encoders (no cross-attention)");
   ModelConfig& c = fam.config;
@@ -161,14 +163,22 @@ inline Family bert_family(const std::string& model_type, const HfFields& f) {
   c.activation = activation(f, "hidden_act", "gelu");
   c.layer_norm_eps = f.number("layer_norm_eps", 1e-12);
   c.norm_first = false;  // BertLayer: post-norm
-  c.vocab_size = f.integer("vocab_size", 30522);
+  c.vocab_size = f.integer("vocab_size", roformer ? 50000 : 30522);
   c.embed_norm = true;
   const std::int64_t types = f.integer("type_vocab_size", 2);
   if (types < 0) f.fail("type_vocab_size", "must be >= 0, got " + std::to_string(types));
   if (types > 0) c.type_vocab_size = types;
-  const std::int64_t max_pos = f.integer("max_position_embeddings", 512);
-  const std::string pos = f.string("position_embedding_type", "absolute");
-  if (pos == "absolute") {
+  const std::int64_t max_pos = f.integer("max_position_embeddings", roformer ? 1536 : 512);
+  const std::string pos = roformer ? "rotary" : f.string("position_embedding_type", "absolute");
+  if (roformer) {
+    if (f.boolean("rotary_value", false))
+      f.fail("rotary_value", "true is not supported (rotary on the values has no relpos form)");
+    // RoFormerSinusoidalPositionalEmbedding: pairs (2m, 2m + 1) of each head, 10000^(−2m/d_head)
+    RotaryPosition p;
+    p.base = 10000;
+    p.interleaved = true;
+    c.position = p;
+  } else if (pos == "absolute") {
     if (roberta) {
       // RoBERTa counts positions from padding_idx + 1 (create_position_ids_from_input_ids)
       const auto pad = f.integer("pad_token_id", 1);
@@ -218,7 +228,7 @@ inline Family bert_family(const std::string& model_type, const HfFields& f) {
       r.push_back({p + "linear2" + s, {h + "output.dense" + s}});
       r.push_back({p + "norm2" + s, {h + "output.LayerNorm" + s}});
     }
-    if (!c.pos_embed_offset) {
+    if (!c.pos_embed_offset && !roformer) {
       r.push_back({p + "self_attn.relative_key",
                    {h + "attention.self.distance_embedding.weight"},
                    Op::reverse_rows});
@@ -228,17 +238,19 @@ inline Family bert_family(const std::string& model_type, const HfFields& f) {
   fam.skip = [relative](std::string_view name) {
     return starts_with(name, "pooler.") || name == "embeddings.position_ids" ||
            name == "embeddings.token_type_ids" ||
+           name == "encoder.embed_positions.weight" ||  // RoFormer's sin table, recomputed
            (relative && name == "embeddings.position_embeddings.weight");
   };
   return fam;
 }
 
 inline Family family(const std::string& model_type, const HfFields& f) {
-  if (model_type == "bert" || model_type == "roberta" || model_type == "xlm-roberta")
+  if (model_type == "bert" || model_type == "roberta" || model_type == "xlm-roberta" ||
+      model_type == "roformer")
     return bert_family(model_type, f);
   f.fail("model_type", "\"" + model_type +
-                           "\" is not supported (relpos reads bert, roberta and xlm-roberta "
-                           "checkpoints)");
+                           "\" is not supported (relpos reads bert, roberta, xlm-roberta and "
+                           "roformer checkpoints)");
 }
 
 /// The folder's tensors: name → the file that holds it (one file, or the index's shards).
