@@ -341,4 +341,31 @@ TEST(HfCheckpoint, EncodeCommandReadsTheFolder) {
 }
 #endif
 
+#ifdef RELPOS_CONVERT_EXE
+// relpos-convert --from-hf writes the relpos-format folder (spec §7): a relpos config (no
+// model_type) whose model gives exactly what Model::load gives on the Hugging Face folder.
+TEST(HfCheckpoint, ConvertFromHfRoundTrips) {
+  for (const std::string& name : hf_cases()) {
+    SCOPED_TRACE(name);
+    const HfScratch s(name);
+    const fs::path out = s.dir() / "converted";
+    const std::string cmd = std::string(RELPOS_CONVERT_EXE) + " --from-hf '" +
+                            (kHfDir / name).string() + "' --output '" + out.string() +
+                            "' > /dev/null";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    EXPECT_FALSE(relpos::io::is_hf_checkpoint(out));
+    EXPECT_NO_THROW((void)relpos::io::load_config(out / "config.json"));
+    const auto hf = relpos::Model<double>::load(kHfDir / name);
+    const auto converted = relpos::Model<double>::load(out);
+    EXPECT_EQ(converted.config(), hf.config());
+    const auto io = relpos::io::SafetensorsFile::open((kHfDir / name / "io.safetensors").string());
+    const relpos::ModelInputs<double> in = relpos::read_inputs<double>(io, hf.config());
+    const relpos::Tensor3<double> a = relpos::run(hf, in).output;
+    const relpos::Tensor3<double> b = relpos::run(converted, in).output;
+    ASSERT_EQ(a.size(), b.size());
+    for (Index k = 0; k < a.size(); ++k) ASSERT_EQ(a.data()[k], b.data()[k]) << "element " << k;
+  }
+}
+#endif
+
 }  // namespace
