@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MIT
-// Hugging Face checkpoint folders (spec §7) read by Model::load: the BERT family's and RoFormer's
-// folders of tests/data/hf (Hugging Face's tensor names and config keys; float64 last hidden states
-// from tools/golden_hf.py, a hand-written forward after transformers' modeling_bert.py) reproduced
-// on the unpadded rows in double and float; the config each family becomes; and every refused
-// configuration or malformed folder refused with a message naming the field, file or tensor.
+// Hugging Face checkpoint folders (spec §7) read by Model::load: the folders of tests/data/hf
+// (BERT family, RoFormer, ESM-2; Hugging Face's tensor names and config keys; float64 last
+// hidden states from tools/golden_hf.py, a hand-written forward after transformers' modeling
+// files) reproduced on the unpadded rows in double and float; the config each family becomes;
+// every refused configuration or malformed folder refused with a message naming the field, file
+// or tensor; relpos-encode and relpos-convert --from-hf on such folders.
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -78,13 +79,14 @@ std::vector<std::string> hf_cases() {
   return out;
 }
 
-// RoFormer's reference keeps HF's float32 sin table (spec §7 allows 1e-5 for it); against the
-// same forward with a float64 table, relpos (which computes the angles in double) is exact.
+// RoFormer's and ESM's references keep HF's float32 sin table and inverse frequencies (spec §7
+// allows 1e-5 for them); against the same forward with float64 ones, relpos (which computes the
+// angles in double) is exact.
 TEST(HfCheckpoint, FamiliesMatchHuggingFaceInDouble) {
   const std::vector<std::string> names = hf_cases();
-  ASSERT_EQ(names.size(), 5u);
+  ASSERT_EQ(names.size(), 6u);
   for (const std::string& name : names) {
-    const bool float32_table = name.rfind("roformer", 0) == 0;
+    const bool float32_table = name.rfind("roformer", 0) == 0 || name.rfind("esm", 0) == 0;
     const double err = hf_max_error_unpadded<double>(name);
     EXPECT_LE(err, float32_table ? 1e-5 : 1e-10) << name;
     RecordProperty(name + "_double_max_error", hf_sci(err));
@@ -147,6 +149,19 @@ TEST(HfCheckpoint, ConfigsFollowTheSpecTable) {
   EXPECT_FALSE(roformer.config.pos_embed_offset.has_value());
   EXPECT_TRUE(roformer.config.embed_norm);
   EXPECT_EQ(roformer.config.type_vocab_size, 2);
+  const auto esm = load_hf_checkpoint(kHfDir / "esm2_masked_lm");
+  EXPECT_TRUE(esm.config.norm_first);
+  EXPECT_TRUE(esm.config.final_norm);
+  EXPECT_FALSE(esm.config.embed_norm);
+  EXPECT_FALSE(esm.config.type_vocab_size.has_value());
+  EXPECT_EQ(esm.config.activation, relpos::Activation::gelu);
+  EXPECT_FALSE(std::get<relpos::io::RotaryPosition>(esm.config.position).interleaved);
+  // token_dropout: the word table times 1 − 0.15·0.8, stored F64
+  const relpos::io::SafetensorsFile esm_file =
+      relpos::io::SafetensorsFile::open((kHfDir / "esm2_masked_lm" / "model.safetensors").string());
+  EXPECT_EQ(esm.weights.info("embed.weight").dtype, relpos::io::DType::F64);
+  EXPECT_EQ(esm.weights.matrix<double>("embed.weight"),
+            esm_file.matrix<double>("esm.embeddings.word_embeddings.weight") * (1.0 - 0.15 * 0.8));
   const auto xlmr = load_hf_checkpoint(kHfDir / "xlm_roberta");
   EXPECT_EQ(xlmr.config.pos_embed_offset, 4);  // pad_token_id 3, + 1
   EXPECT_EQ(xlmr.config.type_vocab_size, 1);
@@ -221,6 +236,9 @@ TEST(HfCheckpoint, RefusedConfigurationsNameTheField) {
       "roberta_masked_lm", [](auto& j) { j["is_decoder"] = true; }, "is_decoder: true");
   with(
       "roformer_masked_lm", [](auto& j) { j["rotary_value"] = true; }, "rotary_value: true");
+  with(
+      "esm2_masked_lm", [](auto& j) { j["position_embedding_type"] = "absolute"; },
+      "position_embedding_type: \"absolute\" is not supported for esm");
   with(
       "xlm_roberta", [](auto& j) { j["hidden_act"] = "silu"; },
       "hidden_act: \"silu\" is not supported");

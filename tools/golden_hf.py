@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 """Golden Hugging Face checkpoint folders for spec §7 (docs/model-format.md, "Hugging Face
-checkpoints"): the BERT family (bert absolute and relative_key, roberta, xlm-roberta) and
-RoFormer.
+checkpoints"): the BERT family (bert absolute and relative_key, roberta, xlm-roberta),
+RoFormer and ESM-2.
 
 Each folder tests/data/hf/<name>/ holds what `save_pretrained` writes, with Hugging Face's
 tensor names and config.json keys (keys equal to the config class's defaults left out, as
@@ -17,7 +17,8 @@ tensor names and config.json keys (keys equal to the config class's defaults lef
 and tests/data/hf/index.json lists the cases.
 
 transformers is not installed here, so the reference forward below is written by hand after
-transformers 4.40's modeling_bert.py / modeling_roberta.py / modeling_roformer.py
+transformers 4.40's modeling_bert.py / modeling_roberta.py / modeling_roformer.py /
+modeling_esm.py (EsmEmbeddings' token_dropout, EsmLayer's pre-norm, RotaryEmbedding)
 (BertEmbeddings, BertSelfAttention, RoFormer's sinusoidal table and rotation,
 BertSelfOutput, BertIntermediate, BertOutput, the extended attention mask of
 get_extended_attention_mask, RoBERTa's create_position_ids_from_input_ids), in float64 from the
@@ -53,8 +54,11 @@ DEFAULTS["xlm-roberta"] = DEFAULTS["roberta"]
 DEFAULTS["roformer"] = {"hidden_act": "gelu", "layer_norm_eps": 1e-12,
                         "max_position_embeddings": 1536, "type_vocab_size": 2, "pad_token_id": 0,
                         "position_embedding_type": "rotary"}
+DEFAULTS["esm"] = {"hidden_act": "gelu", "layer_norm_eps": 1e-12, "max_position_embeddings": 1026,
+                   "type_vocab_size": 0, "pad_token_id": None, "position_embedding_type": "absolute",
+                   "token_dropout": False, "emb_layer_norm_before": False}
 PREFIX = {"bert": "bert.", "roberta": "roberta.", "xlm-roberta": "roberta.",
-          "roformer": "roformer."}
+          "roformer": "roformer.", "esm": "esm."}
 
 B, L = 2, 9
 N_PADDED = 3  # row 1's last tokens are padding
@@ -102,6 +106,17 @@ CASES = {
         "RoFormerForMaskedLM (roformer. prefix, cls head skipped), rotary on pairs (2m, 2m+1) "
         "of each head from HF's float32 sin table (encoder.embed_positions.weight, skipped), "
         "token types; `output_float64_table` is the same forward with the table in float64"),
+    "esm2_masked_lm": (
+        {"model_type": "esm", "architectures": ["EsmForMaskedLM"], "vocab_size": 33,
+         "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "intermediate_size": 40, "max_position_embeddings": 30, "pad_token_id": 1,
+         "mask_token_id": 32, "position_embedding_type": "rotary", "token_dropout": True,
+         "emb_layer_norm_before": False, "hidden_act": "gelu"},
+        True, False, False,
+        "EsmForMaskedLM (esm. prefix, lm_head skipped; contact_head, rotary inv_freq buffers and "
+        "the unused absolute table skipped), pre-norm, final emb_layer_norm_after, rotary "
+        "rotate_half with HF's float32 inverse frequencies (`output_float64_table`: float64 "
+        "ones), token_dropout's 0.88 (no mask token in the input)"),
 }
 
 
@@ -175,6 +190,98 @@ def roformer_rotate(sinusoidal_pos, x):
     cos_pos = torch.stack([cos, cos], dim=-1).reshape_as(sinusoidal_pos)
     rotate_half = torch.stack([-x[..., 1::2], x[..., ::2]], dim=-1).reshape_as(x)
     return x * cos_pos + rotate_half * sin_pos
+
+
+def make_weights_esm(c):
+    """EsmModel.state_dict()'s tensors (rotary ESM-2), F32-rounded; inv_freq buffers added at export."""
+    d, f, V, P = c["hidden_size"], c["intermediate_size"], c["vocab_size"], c["max_position_embeddings"]
+    w = {}
+
+    def rnd(*shape, scale=0.3):
+        return _f32(torch.randn(*shape, dtype=torch.float64) * scale)
+
+    def norm(prefix):
+        w[prefix + ".weight"] = _f32(1 + 0.2 * torch.randn(d, dtype=torch.float64))
+        w[prefix + ".bias"] = rnd(d, scale=0.1)
+
+    def linear(prefix, out_f, in_f):
+        w[prefix + ".weight"] = rnd(out_f, in_f, scale=1 / math.sqrt(in_f))
+        w[prefix + ".bias"] = rnd(out_f, scale=0.1)
+
+    w["embeddings.word_embeddings.weight"] = rnd(V, d)
+    w["embeddings.position_embeddings.weight"] = rnd(P, d)  # created, unused with rotary
+    for n in range(c["num_hidden_layers"]):
+        p = f"encoder.layer.{n}."
+        for part in ("query", "key", "value"):
+            linear(p + "attention.self." + part, d, d)
+        linear(p + "attention.output.dense", d, d)
+        norm(p + "attention.LayerNorm")
+        linear(p + "intermediate.dense", f, d)
+        linear(p + "output.dense", d, f)
+        norm(p + "LayerNorm")
+    norm("encoder.emb_layer_norm_after")
+    w["contact_head.regression.weight"] = rnd(1, c["num_hidden_layers"] * c["num_attention_heads"])
+    w["contact_head.regression.bias"] = rnd(1)
+    return w
+
+
+def esm_inv_freq(dim, float32=True):
+    """RotaryEmbedding.inv_freq: a float32 buffer, 1 / 10000^(2m/dim)."""
+    if float32:
+        return (1.0 / (10000 ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))).double()
+    return 1.0 / (10000.0 ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+
+
+def esm_forward(c, w, ids, attention_mask, float32_freq=True):
+    """EsmModel's last hidden state (eval mode), float64, after modeling_esm.py."""
+    d, H = c["hidden_size"], c["num_attention_heads"]
+    dh = d // H
+    eps = c["layer_norm_eps"]
+    Bn, Ln = ids.shape
+
+    def ln(prefix, x):
+        return F.layer_norm(x, (d,), w[prefix + ".weight"], w[prefix + ".bias"], eps)
+
+    def lin(prefix, x):
+        return x @ w[prefix + ".weight"].T + w[prefix + ".bias"]
+
+    x = w["embeddings.word_embeddings.weight"][ids]
+    if c["token_dropout"]:  # EsmEmbeddings
+        is_mask = ids == c["mask_token_id"]
+        x = x.masked_fill(is_mask.unsqueeze(-1), 0.0)
+        mask_ratio_train = 0.15 * 0.8
+        src_lengths = attention_mask.sum(-1)
+        observed = is_mask.sum(-1).float() / src_lengths
+        x = x * (1 - mask_ratio_train) / (1 - observed)[:, None, None]
+    x = x * attention_mask.unsqueeze(-1)
+    ext = (1.0 - attention_mask[:, None, None, :].double()) * torch.finfo(torch.float64).min
+    # RotaryEmbedding: t·inv_freq, cat(freqs, freqs), rotate_half
+    freqs = torch.outer(torch.arange(Ln, dtype=torch.float64), esm_inv_freq(dh, float32_freq))
+    emb = torch.cat((freqs, freqs), dim=-1)
+    cos, sin = emb.cos(), emb.sin()
+
+    def rotate_half(t):
+        t1, t2 = t.chunk(2, dim=-1)
+        return torch.cat((-t2, t1), dim=-1)
+
+    for n in range(c["num_hidden_layers"]):
+        p = f"encoder.layer.{n}."
+
+        def heads(t):
+            return t.view(Bn, Ln, H, dh).permute(0, 2, 1, 3)
+
+        h = ln(p + "attention.LayerNorm", x)
+        q = heads(lin(p + "attention.self.query", h)) * dh ** -0.5
+        k = heads(lin(p + "attention.self.key", h))
+        v = heads(lin(p + "attention.self.value", h))
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        probs = torch.softmax(q @ k.transpose(-1, -2) + ext, dim=-1)
+        ctx = (probs @ v).permute(0, 2, 1, 3).reshape(Bn, Ln, d)
+        a = lin(p + "attention.output.dense", ctx) + x
+        i = F.gelu(lin(p + "intermediate.dense", ln(p + "LayerNorm", a)))
+        x = lin(p + "output.dense", i) + a
+    return ln("encoder.emb_layer_norm_after", x)
 
 
 def act(name, x):
@@ -252,11 +359,14 @@ def export(out_dir, name):
     cfg, prefixed, sharded, old_names, description = CASES[name]
     c = full_config(cfg)
     torch.manual_seed(_seed(name))
-    w = make_weights(c)
+    esm = c["model_type"] == "esm"
+    w = make_weights_esm(c) if esm else make_weights(c)
     pad = c["pad_token_id"]
     # ids avoid the pad id on unpadded tokens (RoBERTa's positions count non-pad tokens)
     ids = torch.randint(0, c["vocab_size"] - 1, (B, L), dtype=torch.int64)
     ids = ids + (ids >= pad).long()
+    if esm:  # no mask token: token_dropout's scale is then exactly 0.88
+        ids[ids == c["mask_token_id"]] = 4
     ids[1, L - N_PADDED:] = pad
     attention_mask = torch.ones(B, L, dtype=torch.int64)
     attention_mask[1, L - N_PADDED:] = 0
@@ -267,7 +377,11 @@ def export(out_dir, name):
     else:
         types = torch.zeros(B, L, dtype=torch.int64)
     with torch.no_grad():
-        io["output"] = hf_forward(c, w, ids, types, attention_mask)
+        if esm:
+            io["output"] = esm_forward(c, w, ids, attention_mask)
+            io["output_float64_table"] = esm_forward(c, w, ids, attention_mask, False)
+        else:
+            io["output"] = hf_forward(c, w, ids, types, attention_mask)
         if c["model_type"] == "roformer":
             io["output_float64_table"] = hf_forward(c, w, ids, types, attention_mask, False)
 
@@ -283,12 +397,20 @@ def export(out_dir, name):
             c["max_position_embeddings"], dh).float()
     else:
         stored["embeddings.position_ids"] = torch.arange(c["max_position_embeddings"]).view(1, -1)
+    if esm:  # the persistent RotaryEmbedding buffers
+        dh = c["hidden_size"] // c["num_attention_heads"]
+        for n in range(c["num_hidden_layers"]):
+            stored[f"encoder.layer.{n}.attention.self.rotary_embeddings.inv_freq"] = \
+                esm_inv_freq(dh).float()
     if prefixed:
         stored = {PREFIX[c["model_type"]] + k: v for k, v in stored.items()}
         d = c["hidden_size"]
         if c["model_type"] == "bert":  # BertForSequenceClassification
             stored["classifier.weight"] = torch.randn(2, d)
             stored["classifier.bias"] = torch.randn(2)
+        elif esm:  # EsmForMaskedLM: lm_head.*
+            stored["lm_head.dense.weight"] = torch.randn(d, d)
+            stored["lm_head.bias"] = torch.randn(c["vocab_size"])
         elif c["model_type"] == "roformer":  # RoFormerForMaskedLM: cls.predictions.*
             stored["cls.predictions.transform.dense.weight"] = torch.randn(d, d)
             stored["cls.predictions.bias"] = torch.randn(c["vocab_size"])

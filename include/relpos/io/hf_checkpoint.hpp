@@ -6,7 +6,8 @@
 // does not use skipped by name), and the mapped tensors are laid out as one in-memory
 // safetensors file, so Model's loader and its checks run on them unchanged. Bytes are copied
 // as stored (no dtype conversion here): Model converts F16/BF16/F64 on load as for its own
-// files. Families so far: bert (absolute, relative_key), roberta, xlm-roberta, roformer.
+// files (ESM's token_dropout scale excepted). Families so far: bert (absolute, relative_key),
+// roberta, xlm-roberta, roformer, esm.
 #pragma once
 
 #include <algorithm>
@@ -118,15 +119,17 @@ inline Activation activation(const HfFields& f, std::string_view key, const std:
 
 /// How one relpos tensor is made from HF tensors.
 enum class Op {
-  copy,         // one tensor as it is
-  concat,       // q, k, v stacked along the first axis (in_proj, spec §1: rows q, then k, then v)
-  reverse_rows  // a [rows, cols] table upside down (relative_key: HF indexes by i − j)
+  copy,          // one tensor as it is
+  concat,        // q, k, v stacked along the first axis (in_proj, spec §1: rows q, then k, then v)
+  reverse_rows,  // a [rows, cols] table upside down (relative_key: HF indexes by i − j)
+  scale          // one tensor times Rule::factor, stored F64 (ESM's token_dropout: 0.88)
 };
 
 struct Rule {
   std::string target;                // relpos name (spec §1)
   std::vector<std::string> sources;  // HF names under the base model (prefix stripped)
   Op op = Op::copy;
+  double factor = 1;  // Op::scale
 };
 
 /// What a family contributes: the relpos config, the tensors to map, and the names (under the
@@ -244,13 +247,83 @@ inline Family bert_family(const std::string& model_type, const HfFields& f) {
   return fam;
 }
 
+/// esm (ESM-2, spec §7): pre-norm, final norm, gelu (erf) whatever hidden_act says, rotary with
+/// half pairing over the whole head; defaults are EsmConfig's in transformers 4.40.
+inline Family esm_family(const HfFields& f) {
+  Family fam;
+  fam.prefix = "esm.";
+  if (f.boolean("is_decoder", false))
+    f.fail("is_decoder", "true is not supported: relpos reads encoders (no cross-attention)");
+  if (f.boolean("is_folding_model", false))
+    f.fail("is_folding_model", "true is not supported (ESMFold is not an encoder of spec §7)");
+  ModelConfig& c = fam.config;
+  c.d_model = f.integer("hidden_size", 768);
+  c.n_heads = f.integer("num_attention_heads", 12);
+  c.n_layers = f.integer("num_hidden_layers", 12);
+  c.d_ff = f.integer("intermediate_size", 3072);
+  c.activation = Activation::gelu;  // EsmIntermediate calls its own erf gelu
+  c.layer_norm_eps = f.number("layer_norm_eps", 1e-12);
+  c.norm_first = true;
+  c.final_norm = true;  // emb_layer_norm_after
+  if (!f.given("vocab_size")) f.fail("vocab_size", "required key is missing");
+  c.vocab_size = f.integer("vocab_size", 0);
+  c.embed_norm = f.boolean("emb_layer_norm_before", false);
+  const std::string pos = f.string("position_embedding_type", "absolute");
+  if (pos != "rotary")
+    f.fail("position_embedding_type",
+           "\"" + pos + "\" is not supported for esm (ESM-2's \"rotary\" is)");
+  RotaryPosition p;  // RotaryEmbedding: rotate_half, inv_freq 10000^(−2m/d_head), whole head
+  p.base = 10000;
+  p.interleaved = false;
+  c.position = p;
+  auto& r = fam.rules;
+  Rule embed{"embed.weight", {"embeddings.word_embeddings.weight"}};
+  if (f.boolean("token_dropout", false)) {
+    // EsmEmbeddings scales by (1 − 0.15·0.8) / (1 − observed mask ratio): 0.88 without mask tokens
+    embed.op = Op::scale;
+    embed.factor = 1.0 - 0.15 * 0.8;
+  }
+  r.push_back(embed);
+  if (c.embed_norm) {
+    r.push_back({"embed_norm.weight", {"embeddings.layer_norm.weight"}});
+    r.push_back({"embed_norm.bias", {"embeddings.layer_norm.bias"}});
+  }
+  for (std::int64_t n = 0; n < c.n_layers; ++n) {
+    const std::string h = "encoder.layer." + std::to_string(n) + ".";
+    const std::string p2 = "layers." + std::to_string(n) + ".";
+    for (const char* part : {"weight", "bias"}) {
+      const std::string s = std::string(".") + part;
+      r.push_back({p2 + "self_attn.in_proj_" + part,
+                   {h + "attention.self.query" + s, h + "attention.self.key" + s,
+                    h + "attention.self.value" + s},
+                   Op::concat});
+      r.push_back({p2 + "self_attn.out_proj" + s, {h + "attention.output.dense" + s}});
+      r.push_back({p2 + "norm1" + s, {h + "attention.LayerNorm" + s}});
+      r.push_back({p2 + "linear1" + s, {h + "intermediate.dense" + s}});
+      r.push_back({p2 + "linear2" + s, {h + "output.dense" + s}});
+      r.push_back({p2 + "norm2" + s, {h + "LayerNorm" + s}});
+    }
+  }
+  r.push_back({"norm.weight", {"encoder.emb_layer_norm_after.weight"}});
+  r.push_back({"norm.bias", {"encoder.emb_layer_norm_after.bias"}});
+  fam.skip = [](std::string_view name) {
+    return starts_with(name, "contact_head.") || starts_with(name, "pooler.") ||
+           name == "embeddings.position_ids" || name == "embeddings.position_embeddings.weight" ||
+           (starts_with(name, "encoder.layer.") &&
+            name.ends_with(".attention.self.rotary_embeddings.inv_freq"));
+  };
+  return fam;
+}
+
 inline Family family(const std::string& model_type, const HfFields& f) {
   if (model_type == "bert" || model_type == "roberta" || model_type == "xlm-roberta" ||
       model_type == "roformer")
     return bert_family(model_type, f);
-  f.fail("model_type", "\"" + model_type +
-                           "\" is not supported (relpos reads bert, roberta, xlm-roberta and "
-                           "roformer checkpoints)");
+  if (model_type == "esm") return esm_family(f);
+  f.fail("model_type",
+         "\"" + model_type +
+             "\" is not supported (relpos reads bert, roberta, xlm-roberta, roformer and "
+             "esm checkpoints)");
 }
 
 /// The folder's tensors: name → the file that holds it (one file, or the index's shards).
@@ -405,6 +478,16 @@ inline HfCheckpoint load_hf_checkpoint(const std::filesystem::path& dir) {
                     flipped.begin() + std::ptrdiff_t(std::size_t(shape[0] - 1 - i) * row));
       }
       bytes = std::move(flipped);
+    } else if (rule.op == hf::Op::scale) {
+      if (first.dtype != DType::F32 && first.dtype != DType::F64 && first.dtype != DType::F16 &&
+          first.dtype != DType::BF16) {
+        src[0].second->fail(src[0].first, "dtype " + std::string(dtype_name(first.dtype)) +
+                                              " is not a weight type (F32, F64, F16 or BF16)");
+      }
+      std::vector<double> v = src[0].second->values<double>(src[0].first);
+      for (double& x : v) x *= rule.factor;
+      w.add(rule.target, v, shape);
+      continue;
     }
     w.add(rule.target, first.dtype, shape, bytes);
   }
