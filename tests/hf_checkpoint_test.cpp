@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // Hugging Face checkpoint folders (spec §7) read by Model::load: the folders of tests/data/hf
-// (BERT family, RoFormer, ESM-2; Hugging Face's tensor names and config keys; float64 last
+// (BERT family, RoFormer, ESM-2, MPNet; Hugging Face's tensor names and config keys; float64 last
 // hidden states from tools/golden_hf.py, a hand-written forward after transformers' modeling
 // files) reproduced on the unpadded rows in double and float; the config each family becomes;
 // every refused configuration or malformed folder refused with a message naming the field, file
@@ -84,7 +84,7 @@ std::vector<std::string> hf_cases() {
 // angles in double) is exact.
 TEST(HfCheckpoint, FamiliesMatchHuggingFaceInDouble) {
   const std::vector<std::string> names = hf_cases();
-  ASSERT_EQ(names.size(), 6u);
+  ASSERT_EQ(names.size(), 7u);
   for (const std::string& name : names) {
     const bool float32_table = name.rfind("roformer", 0) == 0 || name.rfind("esm", 0) == 0;
     const double err = hf_max_error_unpadded<double>(name);
@@ -162,6 +162,13 @@ TEST(HfCheckpoint, ConfigsFollowTheSpecTable) {
   EXPECT_EQ(esm.weights.info("embed.weight").dtype, relpos::io::DType::F64);
   EXPECT_EQ(esm.weights.matrix<double>("embed.weight"),
             esm_file.matrix<double>("esm.embeddings.word_embeddings.weight") * (1.0 - 0.15 * 0.8));
+  const auto mpnet = load_hf_checkpoint(kHfDir / "mpnet_base");
+  EXPECT_EQ(mpnet.config.pos_embed_offset, 2);
+  EXPECT_FALSE(mpnet.config.norm_first);
+  const auto& t5 = std::get<relpos::io::T5Position>(mpnet.config.position);
+  EXPECT_EQ(t5.num_buckets, 32);
+  EXPECT_EQ(t5.max_distance, 128);
+  EXPECT_EQ(t5.bidirectional, true);
   const auto xlmr = load_hf_checkpoint(kHfDir / "xlm_roberta");
   EXPECT_EQ(xlmr.config.pos_embed_offset, 4);  // pad_token_id 3, + 1
   EXPECT_EQ(xlmr.config.type_vocab_size, 1);
@@ -236,6 +243,9 @@ TEST(HfCheckpoint, RefusedConfigurationsNameTheField) {
       "roberta_masked_lm", [](auto& j) { j["is_decoder"] = true; }, "is_decoder: true");
   with(
       "roformer_masked_lm", [](auto& j) { j["rotary_value"] = true; }, "rotary_value: true");
+  with(
+      "mpnet_base", [](auto& j) { j["relative_attention_num_buckets"] = 64; },
+      "relative_attention_num_buckets: expected 32");
   with(
       "esm2_masked_lm", [](auto& j) { j["position_embedding_type"] = "absolute"; },
       "position_embedding_type: \"absolute\" is not supported for esm");

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 """Golden Hugging Face checkpoint folders for spec §7 (docs/model-format.md, "Hugging Face
 checkpoints"): the BERT family (bert absolute and relative_key, roberta, xlm-roberta),
-RoFormer and ESM-2.
+RoFormer, ESM-2 and MPNet.
 
 Each folder tests/data/hf/<name>/ holds what `save_pretrained` writes, with Hugging Face's
 tensor names and config.json keys (keys equal to the config class's defaults left out, as
@@ -18,7 +18,8 @@ and tests/data/hf/index.json lists the cases.
 
 transformers is not installed here, so the reference forward below is written by hand after
 transformers 4.40's modeling_bert.py / modeling_roberta.py / modeling_roformer.py /
-modeling_esm.py (EsmEmbeddings' token_dropout, EsmLayer's pre-norm, RotaryEmbedding)
+modeling_esm.py (EsmEmbeddings' token_dropout, EsmLayer's pre-norm, RotaryEmbedding) /
+modeling_mpnet.py (relative_position_bucket, the shared relative_attention_bias)
 (BertEmbeddings, BertSelfAttention, RoFormer's sinusoidal table and rotation,
 BertSelfOutput, BertIntermediate, BertOutput, the extended attention mask of
 get_extended_attention_mask, RoBERTa's create_position_ids_from_input_ids), in float64 from the
@@ -57,8 +58,12 @@ DEFAULTS["roformer"] = {"hidden_act": "gelu", "layer_norm_eps": 1e-12,
 DEFAULTS["esm"] = {"hidden_act": "gelu", "layer_norm_eps": 1e-12, "max_position_embeddings": 1026,
                    "type_vocab_size": 0, "pad_token_id": None, "position_embedding_type": "absolute",
                    "token_dropout": False, "emb_layer_norm_before": False}
+DEFAULTS["mpnet"] = {"hidden_act": "gelu", "layer_norm_eps": 1e-12, "max_position_embeddings": 514,
+                     "type_vocab_size": 0, "pad_token_id": 1, "position_embedding_type": "mpnet",
+                     "relative_attention_num_buckets": 32}
 PREFIX = {"bert": "bert.", "roberta": "roberta.", "xlm-roberta": "roberta.",
-          "roformer": "roformer.", "esm": "esm."}
+          "roformer": "roformer.", "esm": "esm.", "mpnet": "mpnet."}
+LEN = {"mpnet_base": 40}  # long enough for MPNet's logarithmic buckets (distances >= 8)
 
 B, L = 2, 9
 N_PADDED = 3  # row 1's last tokens are padding
@@ -117,6 +122,14 @@ CASES = {
         "the unused absolute table skipped), pre-norm, final emb_layer_norm_after, rotary "
         "rotate_half with HF's float32 inverse frequencies (`output_float64_table`: float64 "
         "ones), token_dropout's 0.88 (no mask token in the input)"),
+    "mpnet_base": (
+        {"model_type": "mpnet", "architectures": ["MPNetModel"], "vocab_size": 45,
+         "hidden_size": 24, "num_hidden_layers": 2, "num_attention_heads": 3,
+         "intermediate_size": 32, "max_position_embeddings": 50},
+        False, False, False,
+        "MPNetModel, len 40: t5 buckets (32, max_distance 128, bidirectional) from "
+        "encoder.relative_attention_bias shared by the layers, positions from padding id 1 "
+        "(offset 2), pooler skipped"),
 }
 
 
@@ -284,6 +297,92 @@ def esm_forward(c, w, ids, attention_mask, float32_freq=True):
     return ln("encoder.emb_layer_norm_after", x)
 
 
+def make_weights_mpnet(c):
+    """MPNetModel.state_dict()'s tensors, F32-rounded."""
+    d, f, V, P = c["hidden_size"], c["intermediate_size"], c["vocab_size"], c["max_position_embeddings"]
+    w = {}
+
+    def rnd(*shape, scale=0.3):
+        return _f32(torch.randn(*shape, dtype=torch.float64) * scale)
+
+    def norm(prefix):
+        w[prefix + ".weight"] = _f32(1 + 0.2 * torch.randn(d, dtype=torch.float64))
+        w[prefix + ".bias"] = rnd(d, scale=0.1)
+
+    def linear(prefix, out_f, in_f):
+        w[prefix + ".weight"] = rnd(out_f, in_f, scale=1 / math.sqrt(in_f))
+        w[prefix + ".bias"] = rnd(out_f, scale=0.1)
+
+    w["embeddings.word_embeddings.weight"] = rnd(V, d)
+    w["embeddings.position_embeddings.weight"] = rnd(P, d)
+    norm("embeddings.LayerNorm")
+    w["encoder.relative_attention_bias.weight"] = rnd(32, c["num_attention_heads"], scale=1.0)
+    for n in range(c["num_hidden_layers"]):
+        p = f"encoder.layer.{n}."
+        for part in ("q", "k", "v", "o"):
+            linear(p + "attention.attn." + part, d, d)
+        norm(p + "attention.LayerNorm")
+        linear(p + "intermediate.dense", f, d)
+        linear(p + "output.dense", d, f)
+        norm(p + "output.LayerNorm")
+    linear("pooler.dense", d, d)
+    return w
+
+
+def mpnet_bucket(relative_position, num_buckets=32, max_distance=128):
+    """MPNetEncoder.relative_position_bucket, as written there (float32 log)."""
+    ret = 0
+    n = -relative_position
+    num_buckets //= 2
+    ret += (n < 0).to(torch.long) * num_buckets
+    n = torch.abs(n)
+    max_exact = num_buckets // 2
+    is_small = n < max_exact
+    val_if_large = max_exact + (torch.log(n.float() / max_exact) / math.log(max_distance / max_exact)
+                                * (num_buckets - max_exact)).to(torch.long)
+    val_if_large = torch.min(val_if_large, torch.full_like(val_if_large, num_buckets - 1))
+    ret += torch.where(is_small, n, val_if_large)
+    return ret
+
+
+def mpnet_forward(c, w, ids, attention_mask):
+    """MPNetModel's last hidden state (eval mode), float64, after modeling_mpnet.py."""
+    d, H = c["hidden_size"], c["num_attention_heads"]
+    dh = d // H
+    eps = c["layer_norm_eps"]
+    Bn, Ln = ids.shape
+
+    def ln(prefix, x):
+        return F.layer_norm(x, (d,), w[prefix + ".weight"], w[prefix + ".bias"], eps)
+
+    def lin(prefix, x):
+        return x @ w[prefix + ".weight"].T + w[prefix + ".bias"]
+
+    m = ids.ne(1).long()  # MPNetEmbeddings: padding_idx 1
+    pos = torch.cumsum(m, dim=1) * m + 1
+    x = ln("embeddings.LayerNorm", w["embeddings.word_embeddings.weight"][ids] +
+           w["embeddings.position_embeddings.weight"][pos])
+    ext = (1.0 - attention_mask[:, None, None, :].double()) * torch.finfo(torch.float64).min
+    rel = torch.arange(Ln)[None, :] - torch.arange(Ln)[:, None]  # memory - context
+    bias = w["encoder.relative_attention_bias.weight"][mpnet_bucket(rel)]  # [L, L, H]
+    bias = bias.permute(2, 0, 1).unsqueeze(0)
+    for n in range(c["num_hidden_layers"]):
+        p = f"encoder.layer.{n}."
+
+        def heads(t):
+            return t.view(Bn, Ln, H, dh).permute(0, 2, 1, 3)
+
+        q = heads(lin(p + "attention.attn.q", x))
+        k = heads(lin(p + "attention.attn.k", x))
+        v = heads(lin(p + "attention.attn.v", x))
+        scores = q @ k.transpose(-1, -2) / math.sqrt(dh) + bias + ext
+        ctx = (torch.softmax(scores, dim=-1) @ v).permute(0, 2, 1, 3).reshape(Bn, Ln, d)
+        a = ln(p + "attention.LayerNorm", lin(p + "attention.attn.o", ctx) + x)
+        i = act(c["hidden_act"], lin(p + "intermediate.dense", a))
+        x = ln(p + "output.LayerNorm", lin(p + "output.dense", i) + a)
+    return x
+
+
 def act(name, x):
     if name == "gelu":
         return F.gelu(x)
@@ -360,7 +459,9 @@ def export(out_dir, name):
     c = full_config(cfg)
     torch.manual_seed(_seed(name))
     esm = c["model_type"] == "esm"
-    w = make_weights_esm(c) if esm else make_weights(c)
+    mpnet = c["model_type"] == "mpnet"
+    w = make_weights_esm(c) if esm else make_weights_mpnet(c) if mpnet else make_weights(c)
+    B, L = globals()["B"], LEN.get(name, globals()["L"])
     pad = c["pad_token_id"]
     # ids avoid the pad id on unpadded tokens (RoBERTa's positions count non-pad tokens)
     ids = torch.randint(0, c["vocab_size"] - 1, (B, L), dtype=torch.int64)
@@ -377,7 +478,9 @@ def export(out_dir, name):
     else:
         types = torch.zeros(B, L, dtype=torch.int64)
     with torch.no_grad():
-        if esm:
+        if mpnet:
+            io["output"] = mpnet_forward(c, w, ids, attention_mask)
+        elif esm:
             io["output"] = esm_forward(c, w, ids, attention_mask)
             io["output_float64_table"] = esm_forward(c, w, ids, attention_mask, False)
         else:

@@ -7,7 +7,7 @@
 // safetensors file, so Model's loader and its checks run on them unchanged. Bytes are copied
 // as stored (no dtype conversion here): Model converts F16/BF16/F64 on load as for its own
 // files (ESM's token_dropout scale excepted). Families so far: bert (absolute, relative_key),
-// roberta, xlm-roberta, roformer, esm.
+// roberta, xlm-roberta, roformer, esm, mpnet.
 #pragma once
 
 #include <algorithm>
@@ -315,15 +315,73 @@ inline Family esm_family(const HfFields& f) {
   return fam;
 }
 
+/// mpnet (spec §7): post-norm, embed_norm, positions from MPNet's fixed padding id 1 (offset 2),
+/// position t5 with MPNet's fixed 32 buckets and max_distance 128, bidirectional; defaults are
+/// MPNetConfig's in transformers 4.40.
+inline Family mpnet_family(const HfFields& f) {
+  Family fam;
+  fam.prefix = "mpnet.";
+  if (f.boolean("is_decoder", false))
+    f.fail("is_decoder", "true is not supported: relpos reads encoders (no cross-attention)");
+  ModelConfig& c = fam.config;
+  c.d_model = f.integer("hidden_size", 768);
+  c.n_heads = f.integer("num_attention_heads", 12);
+  c.n_layers = f.integer("num_hidden_layers", 12);
+  c.d_ff = f.integer("intermediate_size", 3072);
+  c.activation = activation(f, "hidden_act", "gelu");
+  c.layer_norm_eps = f.number("layer_norm_eps", 1e-12);
+  c.vocab_size = f.integer("vocab_size", 30527);
+  c.embed_norm = true;
+  c.pos_embed_offset = 2;  // MPNetEmbeddings: padding_idx 1 whatever pad_token_id says
+  const std::int64_t buckets = f.integer("relative_attention_num_buckets", 32);
+  if (buckets != 32)
+    f.fail("relative_attention_num_buckets",
+           "expected 32 (MPNet computes its position bias with 32 buckets whatever the config "
+           "says), got " +
+               std::to_string(buckets));
+  T5Position p;
+  p.num_buckets = 32;
+  p.max_distance = 128;
+  p.bidirectional = true;
+  c.position = p;
+  auto& r = fam.rules;
+  r.push_back({"embed.weight", {"embeddings.word_embeddings.weight"}});
+  r.push_back({"pos_embed.weight", {"embeddings.position_embeddings.weight"}});
+  r.push_back({"embed_norm.weight", {"embeddings.LayerNorm.weight"}});
+  r.push_back({"embed_norm.bias", {"embeddings.LayerNorm.bias"}});
+  r.push_back({"position.relative_attention_bias", {"encoder.relative_attention_bias.weight"}});
+  for (std::int64_t n = 0; n < c.n_layers; ++n) {
+    const std::string h = "encoder.layer." + std::to_string(n) + ".";
+    const std::string p2 = "layers." + std::to_string(n) + ".";
+    for (const char* part : {"weight", "bias"}) {
+      const std::string s = std::string(".") + part;
+      r.push_back(
+          {p2 + "self_attn.in_proj_" + part,
+           {h + "attention.attn.q" + s, h + "attention.attn.k" + s, h + "attention.attn.v" + s},
+           Op::concat});
+      r.push_back({p2 + "self_attn.out_proj" + s, {h + "attention.attn.o" + s}});
+      r.push_back({p2 + "norm1" + s, {h + "attention.LayerNorm" + s}});
+      r.push_back({p2 + "linear1" + s, {h + "intermediate.dense" + s}});
+      r.push_back({p2 + "linear2" + s, {h + "output.dense" + s}});
+      r.push_back({p2 + "norm2" + s, {h + "output.LayerNorm" + s}});
+    }
+  }
+  fam.skip = [](std::string_view name) {
+    return starts_with(name, "pooler.") || name == "embeddings.position_ids";
+  };
+  return fam;
+}
+
 inline Family family(const std::string& model_type, const HfFields& f) {
   if (model_type == "bert" || model_type == "roberta" || model_type == "xlm-roberta" ||
       model_type == "roformer")
     return bert_family(model_type, f);
   if (model_type == "esm") return esm_family(f);
+  if (model_type == "mpnet") return mpnet_family(f);
   f.fail("model_type",
          "\"" + model_type +
-             "\" is not supported (relpos reads bert, roberta, xlm-roberta, roformer and "
-             "esm checkpoints)");
+             "\" is not supported (relpos reads bert, roberta, xlm-roberta, roformer, esm "
+             "and mpnet checkpoints)");
 }
 
 /// The folder's tensors: name → the file that holds it (one file, or the index's shards).
