@@ -23,6 +23,7 @@
 #include <relpos/encoder.hpp>
 #include <relpos/io/config.hpp>
 #include <relpos/io/dtype.hpp>
+#include <relpos/io/hf_checkpoint.hpp>
 #include <relpos/io/safetensors.hpp>
 #include <relpos/threads.hpp>
 
@@ -126,11 +127,17 @@ class Model {
   /// One Encoder<T, E<T>> per position type of PositionEncodings (io/position_config.hpp).
   using Encoders = typename detail::EncodersOf<T, PositionEncodings>::type;
 
-  /// A model folder: `dir/config.json` and `dir/model.safetensors`.
+  /// A model folder: `dir/config.json` and `dir/model.safetensors` (spec §1), or a Hugging
+  /// Face checkpoint folder, whose config.json has `model_type` (spec §7,
+  /// io/hf_checkpoint.hpp).
   static Model load(const std::filesystem::path& dir) {
     if (!std::filesystem::is_directory(dir))
       throw Error(dir.string() +
                   ": not a model folder (expected config.json and model.safetensors)");
+    if (io::is_hf_checkpoint(dir)) {
+      const io::HfCheckpoint hf = io::load_hf_checkpoint(dir);
+      return Model(hf.config, hf.weights);
+    }
     const io::ModelConfig config = io::load_config(dir / "config.json");
     return Model(config, io::SafetensorsFile::open((dir / "model.safetensors").string()));
   }
