@@ -145,6 +145,50 @@ inline bool starts_with(std::string_view s, std::string_view p) {
   return s.substr(0, p.size()) == p;
 }
 
+/// The encoder sizes every family reads under the same BertConfig-style keys, with its
+/// config class's defaults; a decoder (cross-attention) is refused.
+inline void read_encoder_sizes(const HfFields& f, ModelConfig& c) {
+  if (f.boolean("is_decoder", false))
+    f.fail("is_decoder", "true is not supported: relpos reads encoders (no cross-attention)");
+  c.d_model = f.integer("hidden_size", 768);
+  c.n_heads = f.integer("num_attention_heads", 12);
+  c.n_layers = f.integer("num_hidden_layers", 12);
+  c.d_ff = f.integer("intermediate_size", 3072);
+}
+
+/// A family's names for one layer's tensors, under `encoder.layer.{n}.`, each without its
+/// `.weight` / `.bias`.
+struct LayerNames {
+  const char* query;
+  const char* key;
+  const char* value;
+  const char* out_proj;
+  const char* norm1;  // after attention (post-norm) or before it (pre-norm)
+  const char* linear1;
+  const char* linear2;
+  const char* norm2;
+};
+
+/// The rules of every layer's weights and biases: q, k, v packed into in_proj (spec §1), the
+/// rest copied.
+inline void add_layer_rules(std::vector<Rule>& r, std::int64_t n_layers, const LayerNames& in) {
+  for (std::int64_t n = 0; n < n_layers; ++n) {
+    const std::string h = "encoder.layer." + std::to_string(n) + ".";
+    const std::string p = "layers." + std::to_string(n) + ".";
+    for (const char* part : {"weight", "bias"}) {
+      const std::string s = std::string(".") + part;
+      r.push_back({p + "self_attn.in_proj_" + part,
+                   {h + in.query + s, h + in.key + s, h + in.value + s},
+                   Op::concat});
+      r.push_back({p + "self_attn.out_proj" + s, {h + in.out_proj + s}});
+      r.push_back({p + "norm1" + s, {h + in.norm1 + s}});
+      r.push_back({p + "linear1" + s, {h + in.linear1 + s}});
+      r.push_back({p + "linear2" + s, {h + in.linear2 + s}});
+      r.push_back({p + "norm2" + s, {h + in.norm2 + s}});
+    }
+  }
+}
+
 /// bert, roberta, xlm-roberta (spec §7's first row) and roformer (its last): the same layers
 /// and embeddings, other positions; defaults are BertConfig's, RobertaConfig's and
 /// RoFormerConfig's in transformers 4.40.
@@ -153,13 +197,8 @@ inline Family bert_family(const std::string& model_type, const HfFields& f) {
   const bool roformer = model_type == "roformer";
   Family fam;
   fam.prefix = roberta ? "roberta." : roformer ? "roformer." : "bert.";
-  if (f.boolean("is_decoder", false))
-    f.fail("is_decoder", "true is not supported: relpos reads encoders (no cross-attention)");
   ModelConfig& c = fam.config;
-  c.d_model = f.integer("hidden_size", 768);
-  c.n_heads = f.integer("num_attention_heads", 12);
-  c.n_layers = f.integer("num_hidden_layers", 12);
-  c.d_ff = f.integer("intermediate_size", 3072);
+  read_encoder_sizes(f, c);
   if (const auto e = f.integer("embedding_size"); e && *e != c.d_model)
     f.fail("embedding_size", std::to_string(*e) + " differs from hidden_size " +
                                  std::to_string(c.d_model) + ": not supported");
@@ -216,25 +255,16 @@ inline Family bert_family(const std::string& model_type, const HfFields& f) {
     r.push_back({"type_embed.weight", {"embeddings.token_type_embeddings.weight"}});
   r.push_back({"embed_norm.weight", {"embeddings.LayerNorm.weight"}});
   r.push_back({"embed_norm.bias", {"embeddings.LayerNorm.bias"}});
-  for (std::int64_t n = 0; n < c.n_layers; ++n) {
-    const std::string h = "encoder.layer." + std::to_string(n) + ".";
-    const std::string p = "layers." + std::to_string(n) + ".";
-    for (const char* part : {"weight", "bias"}) {
-      const std::string s = std::string(".") + part;
-      r.push_back({p + "self_attn.in_proj_" + part,
-                   {h + "attention.self.query" + s, h + "attention.self.key" + s,
-                    h + "attention.self.value" + s},
-                   Op::concat});
-      r.push_back({p + "self_attn.out_proj" + s, {h + "attention.output.dense" + s}});
-      r.push_back({p + "norm1" + s, {h + "attention.output.LayerNorm" + s}});
-      r.push_back({p + "linear1" + s, {h + "intermediate.dense" + s}});
-      r.push_back({p + "linear2" + s, {h + "output.dense" + s}});
-      r.push_back({p + "norm2" + s, {h + "output.LayerNorm" + s}});
-    }
-    if (!c.pos_embed_offset && !roformer) {
-      r.push_back({p + "self_attn.relative_key",
-                   {h + "attention.self.distance_embedding.weight"},
-                   Op::reverse_rows});
+  add_layer_rules(r, c.n_layers,
+                  {"attention.self.query", "attention.self.key", "attention.self.value",
+                   "attention.output.dense", "attention.output.LayerNorm", "intermediate.dense",
+                   "output.dense", "output.LayerNorm"});
+  if (!c.pos_embed_offset && !roformer) {
+    for (std::int64_t n = 0; n < c.n_layers; ++n) {
+      r.push_back(
+          {"layers." + std::to_string(n) + ".self_attn.relative_key",
+           {"encoder.layer." + std::to_string(n) + ".attention.self.distance_embedding.weight"},
+           Op::reverse_rows});
     }
   }
   const bool relative = !c.pos_embed_offset;
@@ -252,15 +282,10 @@ inline Family bert_family(const std::string& model_type, const HfFields& f) {
 inline Family esm_family(const HfFields& f) {
   Family fam;
   fam.prefix = "esm.";
-  if (f.boolean("is_decoder", false))
-    f.fail("is_decoder", "true is not supported: relpos reads encoders (no cross-attention)");
+  ModelConfig& c = fam.config;
+  read_encoder_sizes(f, c);
   if (f.boolean("is_folding_model", false))
     f.fail("is_folding_model", "true is not supported (ESMFold is not an encoder of spec §7)");
-  ModelConfig& c = fam.config;
-  c.d_model = f.integer("hidden_size", 768);
-  c.n_heads = f.integer("num_attention_heads", 12);
-  c.n_layers = f.integer("num_hidden_layers", 12);
-  c.d_ff = f.integer("intermediate_size", 3072);
   c.activation = Activation::gelu;  // EsmIntermediate calls its own erf gelu
   c.layer_norm_eps = f.number("layer_norm_eps", 1e-12);
   c.norm_first = true;
@@ -288,22 +313,10 @@ inline Family esm_family(const HfFields& f) {
     r.push_back({"embed_norm.weight", {"embeddings.layer_norm.weight"}});
     r.push_back({"embed_norm.bias", {"embeddings.layer_norm.bias"}});
   }
-  for (std::int64_t n = 0; n < c.n_layers; ++n) {
-    const std::string h = "encoder.layer." + std::to_string(n) + ".";
-    const std::string p2 = "layers." + std::to_string(n) + ".";
-    for (const char* part : {"weight", "bias"}) {
-      const std::string s = std::string(".") + part;
-      r.push_back({p2 + "self_attn.in_proj_" + part,
-                   {h + "attention.self.query" + s, h + "attention.self.key" + s,
-                    h + "attention.self.value" + s},
-                   Op::concat});
-      r.push_back({p2 + "self_attn.out_proj" + s, {h + "attention.output.dense" + s}});
-      r.push_back({p2 + "norm1" + s, {h + "attention.LayerNorm" + s}});
-      r.push_back({p2 + "linear1" + s, {h + "intermediate.dense" + s}});
-      r.push_back({p2 + "linear2" + s, {h + "output.dense" + s}});
-      r.push_back({p2 + "norm2" + s, {h + "LayerNorm" + s}});
-    }
-  }
+  add_layer_rules(r, c.n_layers,
+                  {"attention.self.query", "attention.self.key", "attention.self.value",
+                   "attention.output.dense", "attention.LayerNorm", "intermediate.dense",
+                   "output.dense", "LayerNorm"});
   r.push_back({"norm.weight", {"encoder.emb_layer_norm_after.weight"}});
   r.push_back({"norm.bias", {"encoder.emb_layer_norm_after.bias"}});
   fam.skip = [](std::string_view name) {
@@ -321,13 +334,8 @@ inline Family esm_family(const HfFields& f) {
 inline Family mpnet_family(const HfFields& f) {
   Family fam;
   fam.prefix = "mpnet.";
-  if (f.boolean("is_decoder", false))
-    f.fail("is_decoder", "true is not supported: relpos reads encoders (no cross-attention)");
   ModelConfig& c = fam.config;
-  c.d_model = f.integer("hidden_size", 768);
-  c.n_heads = f.integer("num_attention_heads", 12);
-  c.n_layers = f.integer("num_hidden_layers", 12);
-  c.d_ff = f.integer("intermediate_size", 3072);
+  read_encoder_sizes(f, c);
   c.activation = activation(f, "hidden_act", "gelu");
   c.layer_norm_eps = f.number("layer_norm_eps", 1e-12);
   c.vocab_size = f.integer("vocab_size", 30527);
@@ -350,22 +358,10 @@ inline Family mpnet_family(const HfFields& f) {
   r.push_back({"embed_norm.weight", {"embeddings.LayerNorm.weight"}});
   r.push_back({"embed_norm.bias", {"embeddings.LayerNorm.bias"}});
   r.push_back({"position.relative_attention_bias", {"encoder.relative_attention_bias.weight"}});
-  for (std::int64_t n = 0; n < c.n_layers; ++n) {
-    const std::string h = "encoder.layer." + std::to_string(n) + ".";
-    const std::string p2 = "layers." + std::to_string(n) + ".";
-    for (const char* part : {"weight", "bias"}) {
-      const std::string s = std::string(".") + part;
-      r.push_back(
-          {p2 + "self_attn.in_proj_" + part,
-           {h + "attention.attn.q" + s, h + "attention.attn.k" + s, h + "attention.attn.v" + s},
-           Op::concat});
-      r.push_back({p2 + "self_attn.out_proj" + s, {h + "attention.attn.o" + s}});
-      r.push_back({p2 + "norm1" + s, {h + "attention.LayerNorm" + s}});
-      r.push_back({p2 + "linear1" + s, {h + "intermediate.dense" + s}});
-      r.push_back({p2 + "linear2" + s, {h + "output.dense" + s}});
-      r.push_back({p2 + "norm2" + s, {h + "output.LayerNorm" + s}});
-    }
-  }
+  add_layer_rules(
+      r, c.n_layers,
+      {"attention.attn.q", "attention.attn.k", "attention.attn.v", "attention.attn.o",
+       "attention.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm"});
   fam.skip = [](std::string_view name) {
     return starts_with(name, "pooler.") || name == "embeddings.position_ids";
   };
