@@ -5,6 +5,8 @@
 // whose verdict follows the host CPU. Diagnostic pragmas are matched by source location, so
 // silencing that one warning while the intrinsics headers are first read keeps it out of a
 // user's -Werror build on any CPU, and leaves it on for every line of relpos and of the user.
+// At -O2 GCC 12 reports the same `__Y` (the intrinsics' deliberate `__m512 __Y = __Y;`) as
+// -Wuninitialized instead (Eigen's ptranspose, 16 floats): silenced the same way.
 // GCC 12's -Wuse-after-free is the same kind: where it inlines a Matrix's resize and destructor
 // into one loop (AbsoluteSinusoidal::add_to_input under Encoder::forward_ids' embedding
 // stage, at -O1), it reports Eigen's own aligned_free (Memory.h) as a use of the pointer it
@@ -14,6 +16,7 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #if __GNUC__ >= 12
 #pragma GCC diagnostic ignored "-Wuse-after-free"
 #endif
