@@ -142,16 +142,9 @@ def _f32(t):
     return t.float().double()
 
 
-def full_config(cfg):
-    return {**DEFAULTS[cfg["model_type"]], **cfg}
-
-
-def make_weights(c):
-    """The base model's tensors under HF's names (BertModel.state_dict()), F32-rounded."""
-    d, f, V = c["hidden_size"], c["intermediate_size"], c["vocab_size"]
-    P, T = c["max_position_embeddings"], c["type_vocab_size"]
-    dh = d // c["num_attention_heads"]
-    w = {}
+def _weight_makers(w, d):
+    """rnd, norm, linear: random F32-rounded tensors, the latter two stored into w under a prefix
+    (the draws' order is the callers', so the files stay the same)."""
 
     def rnd(*shape, scale=0.3):
         return _f32(torch.randn(*shape, dtype=torch.float64) * scale)
@@ -163,6 +156,21 @@ def make_weights(c):
     def linear(prefix, out_f, in_f):
         w[prefix + ".weight"] = rnd(out_f, in_f, scale=1 / math.sqrt(in_f))
         w[prefix + ".bias"] = rnd(out_f, scale=0.1)
+
+    return rnd, norm, linear
+
+
+def full_config(cfg):
+    return {**DEFAULTS[cfg["model_type"]], **cfg}
+
+
+def make_weights(c):
+    """The base model's tensors under HF's names (BertModel.state_dict()), F32-rounded."""
+    d, f, V = c["hidden_size"], c["intermediate_size"], c["vocab_size"]
+    P, T = c["max_position_embeddings"], c["type_vocab_size"]
+    dh = d // c["num_attention_heads"]
+    w = {}
+    rnd, norm, linear = _weight_makers(w, d)
 
     w["embeddings.word_embeddings.weight"] = rnd(V, d)
     if c["model_type"] != "roformer":
@@ -209,17 +217,7 @@ def make_weights_esm(c):
     """EsmModel.state_dict()'s tensors (rotary ESM-2), F32-rounded; inv_freq buffers added at export."""
     d, f, V, P = c["hidden_size"], c["intermediate_size"], c["vocab_size"], c["max_position_embeddings"]
     w = {}
-
-    def rnd(*shape, scale=0.3):
-        return _f32(torch.randn(*shape, dtype=torch.float64) * scale)
-
-    def norm(prefix):
-        w[prefix + ".weight"] = _f32(1 + 0.2 * torch.randn(d, dtype=torch.float64))
-        w[prefix + ".bias"] = rnd(d, scale=0.1)
-
-    def linear(prefix, out_f, in_f):
-        w[prefix + ".weight"] = rnd(out_f, in_f, scale=1 / math.sqrt(in_f))
-        w[prefix + ".bias"] = rnd(out_f, scale=0.1)
+    rnd, norm, linear = _weight_makers(w, d)
 
     w["embeddings.word_embeddings.weight"] = rnd(V, d)
     w["embeddings.position_embeddings.weight"] = rnd(P, d)  # created, unused with rotary
@@ -301,17 +299,7 @@ def make_weights_mpnet(c):
     """MPNetModel.state_dict()'s tensors, F32-rounded."""
     d, f, V, P = c["hidden_size"], c["intermediate_size"], c["vocab_size"], c["max_position_embeddings"]
     w = {}
-
-    def rnd(*shape, scale=0.3):
-        return _f32(torch.randn(*shape, dtype=torch.float64) * scale)
-
-    def norm(prefix):
-        w[prefix + ".weight"] = _f32(1 + 0.2 * torch.randn(d, dtype=torch.float64))
-        w[prefix + ".bias"] = rnd(d, scale=0.1)
-
-    def linear(prefix, out_f, in_f):
-        w[prefix + ".weight"] = rnd(out_f, in_f, scale=1 / math.sqrt(in_f))
-        w[prefix + ".bias"] = rnd(out_f, scale=0.1)
+    rnd, norm, linear = _weight_makers(w, d)
 
     w["embeddings.word_embeddings.weight"] = rnd(V, d)
     w["embeddings.position_embeddings.weight"] = rnd(P, d)
