@@ -16,9 +16,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include <relpos/attention_grad.hpp>
 #include <relpos/feed_forward.hpp>
-#include <relpos/feed_forward_grad.hpp>
 #include <relpos/io/config.hpp>
 #include <relpos/io/safetensors.hpp>
 #include <relpos/io/safetensors_writer.hpp>
@@ -229,37 +227,6 @@ TEST(BlockOptions, NoBiasIsZeroBias) {
     EXPECT_STREQ(e.what(),
                  "ffn.linear2_bias: expected empty (linear1_bias is empty: no biases), got [8]");
   }
-}
-
-// The backward (#15) does not cover §7's options yet: it refuses them, never a wrong gradient.
-TEST(BlockOptions, BackwardRefusesWhatItDoesNotDifferentiate) {
-  const auto refused = [](auto&& f) {
-    try {
-      f();
-    } catch (const relpos::Error& e) {
-      return std::string(e.what());
-    }
-    return std::string("(no error)");
-  };
-  relpos::Matrix<double> x = relpos::Matrix<double>::Ones(3, 4), out(3, 4);
-  relpos::FeedForwardSaved<double> saved;
-  const relpos::FeedForward<double> gated(relpos::FeedForwardConfig{4, 6, {}, true, true});
-  EXPECT_EQ(refused([&] { relpos::forward_saving(gated, x, out, saved); }),
-            "FeedForward forward_saving: linear3_weight: gated: no backward yet");
-  const relpos::FeedForward<double> no_bias(relpos::FeedForwardConfig{4, 6, {}, false, false});
-  EXPECT_EQ(refused([&] { relpos::forward_saving(no_bias, x, out, saved); }),
-            "FeedForward forward_saving: linear1_bias: empty (bias false): no backward yet");
-  const relpos::FeedForward<double> tanh(4, 6, relpos::Activation::gelu_tanh);
-  EXPECT_EQ(refused([&] { relpos::forward_saving(tanh, x, out, saved); }),
-            "FeedForward forward_saving: activation: gelu_tanh: no backward yet");
-  const relpos::MultiHeadAttention<double> attn(
-      relpos::AttentionConfig{.d_model = 4, .n_heads = 2, .causal = false, .bias = false});
-  relpos::AttentionSaved<double> asaved;
-  relpos::SequenceWorkspace<double> ws;
-  relpos::SequenceInputs in;
-  in.positions.len = 3;
-  EXPECT_EQ(refused([&] { relpos::forward_saving(attn, x, out, in, ws, asaved); }),
-            "attention forward_saving: in_proj_bias: empty (bias false): no backward yet");
 }
 
 // ---- config.json ----

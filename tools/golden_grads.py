@@ -54,7 +54,26 @@ The loss files:
   final norm -> head -> cross-entropy, with repeated ids and an ignored target; `loss` and the
   gradients of `embed.weight`, `norm.*`, `head.*` under their spec names.
 
+The block options of spec section 7 (OPTION_MODULE_CASES, OPTION_ENCODER_CASES):
+
+* rms_norm.safetensors: T5's RMSNorm x * rsqrt(mean(x^2) + eps) * w (eps 1e-6), `norm.weight`
+  only (no bias tensor).
+* feed_forward_<case>.safetensors: plain or gated (linear2(act(linear1 x) * linear3 x)), with
+  or without biases, activations relu, gelu and gelu_tanh (F.gelu(approximate="tanh")).
+* encoder_opt_*.safetensors: 2 layers (d_model 8, 2 heads, d_ff 12) of
+  tools/golden_block_options.py's forward (spec §1-§4 with §7's options, written from the
+  formulas, independent of reference.py's encoder), loss sum(output * dout), gradients of every
+  tensor under its model-file name. t5_block: rms norms, no biases, gated gelu_tanh, pre-norm,
+  final rms norm, t5 buckets, on a float `input` (second item padded by 2). rms_post_rotary:
+  post-norm rms, no biases, plain gelu_tanh, rotary. The embedding stage on `input_ids`:
+  bert_embed_absolute: embed_norm, pos_embed_offset 2 (P = 10: rows no token reaches get
+  zero), 2 token types (`token_type_ids` given), post-norm LayerNorm, gated exact gelu with
+  biases (linear3.bias), absolute sinusoid after embed_norm; embed_t5_ids: embed_norm,
+  pos_embed_offset 1 with explicit `position_ids` that repeat (so rows get sums of several
+  tokens), token types absent from the input (all 0), relu, t5 buckets.
+
     /usr/bin/python3 tools/golden_grads.py [out_dir]   # default tests/data/grads
+    /usr/bin/python3 tools/golden_grads.py --options [out_dir]   # only section 7's files
 """
 
 import os
@@ -64,6 +83,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import golden_block_options  # noqa: E402  (spec §7's forward, written from the formulas)
 import safetensors_py  # noqa: E402
 from reference import (PositionParams, RefAttention, RefEncoder, parse_config,  # noqa: E402
                        rotary_inv_freq)
@@ -299,10 +319,147 @@ RELATIVE_CASES = (
 )
 
 
+class RMSNorm(torch.nn.Module):
+    """T5's T5LayerNorm (spec section 7 `norm: "rms"`): x * rsqrt(mean(x^2) + eps) * w."""
+
+    def __init__(self, d, eps):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(d, dtype=DT))
+        self.eps = eps
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class OptionFeedForward(torch.nn.Module):
+    """Spec section 7's feed-forward: linear2(act(linear1 x) [* linear3 x]), biases optional."""
+
+    def __init__(self, d_model, d_ff, act, gated, bias):
+        super().__init__()
+        self.linear1 = torch.nn.Linear(d_model, d_ff, bias=bias, dtype=DT)
+        self.linear2 = torch.nn.Linear(d_ff, d_model, bias=bias, dtype=DT)
+        self.linear3 = torch.nn.Linear(d_model, d_ff, bias=bias, dtype=DT) if gated else None
+        self.act = act
+
+    def forward(self, x):
+        h = self.act(self.linear1(x))
+        if self.linear3 is not None:
+            h = h * self.linear3(x)
+        return self.linear2(h)
+
+
+ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu,
+               "gelu_tanh": lambda t: F.gelu(t, approximate="tanh")}
+
+# name -> (activation, gated, bias)
+OPTION_MODULE_CASES = {
+    "feed_forward_gated_gelu_tanh_nobias": ("gelu_tanh", True, False),
+    "feed_forward_gated_relu": ("relu", True, True),
+    "feed_forward_gated_gelu": ("gelu", True, True),
+    "feed_forward_gelu_tanh": ("gelu_tanh", False, True),
+    "feed_forward_relu_nobias": ("relu", False, False),
+}
+
+
+def golden_option_modules(out_dir):
+    batch, length, d, d_ff = 2, 5, 8, 12
+    torch.manual_seed(180)
+    norm = RMSNorm(d, 1e-6)
+    randomize(norm)
+    with torch.no_grad():
+        norm.weight.add_(1.0)  # near the identity, as trained ones
+    x = torch.randn(batch, length, d, dtype=DT) * 2 + 0.5
+    module_case(os.path.join(out_dir, "rms_norm.safetensors"), norm, ["norm.weight"], x)
+    for seed, (name, (act, gated, bias)) in enumerate(OPTION_MODULE_CASES.items(), start=181):
+        torch.manual_seed(seed)
+        ffn = OptionFeedForward(d, d_ff, ACTIVATIONS[act], gated, bias)
+        randomize(ffn)
+        x = torch.randn(batch, length, d, dtype=DT)
+        names = [n for n, _ in ffn.named_parameters()]
+        module_case(os.path.join(out_dir, f"{name}.safetensors"), ffn, names, x)
+
+
+OPT_SIZES = {"d_model": 8, "n_heads": 2, "n_layers": 2, "d_ff": 12}
+# name -> (config, uses ids, explicit position ids, token types given)
+OPTION_ENCODER_CASES = {
+    "encoder_opt_t5_block": (
+        {**OPT_SIZES, "norm": "rms", "bias": False, "ffn": "gated", "activation": "gelu_tanh",
+         "norm_first": True, "final_norm": True, "layer_norm_eps": 1e-6,
+         "position": {"type": "t5", "num_buckets": 6, "max_distance": 4}},
+        False, False, False),
+    "encoder_opt_rms_post_rotary": (
+        {**OPT_SIZES, "norm": "rms", "bias": False, "activation": "gelu_tanh",
+         "norm_first": False, "position": {"type": "rotary"}},
+        False, False, False),
+    "encoder_opt_bert_embed_absolute": (
+        {**OPT_SIZES, "vocab_size": 11, "embed_norm": True, "pos_embed_offset": 2,
+         "type_vocab_size": 2, "ffn": "gated", "activation": "gelu", "norm_first": False,
+         "position": {"type": "absolute"}},
+        True, False, True),
+    "encoder_opt_embed_t5_ids": (
+        {**OPT_SIZES, "vocab_size": 11, "embed_norm": True, "pos_embed_offset": 1,
+         "type_vocab_size": 3, "activation": "relu", "norm_first": True, "final_norm": True,
+         "position": {"type": "t5", "num_buckets": 6, "max_distance": 4}},
+        True, True, False),
+}
+
+
+def golden_option_encoder(out_dir, name, seed):
+    """tools/golden_block_options.py's forward with autograd: batch 2, len 6; item 1 padded by
+    2 on the right (plain positions) or, with explicit ids, positions that repeat."""
+    cfg, use_ids, explicit_pos, use_types = OPTION_ENCODER_CASES[name]
+    torch.manual_seed(seed)
+    bsz, length = 2, 6
+    pos_rows = length + cfg.get("pos_embed_offset", 0) + 2  # two rows no token reaches
+    w = golden_block_options.make_weights(cfg, pos_rows)
+    w = {k: v.clone().requires_grad_(True) for k, v in w.items()}
+    mask = torch.zeros(bsz, length, dtype=torch.uint8)
+    mask[1, length - 2:] = 1
+    tensors = {"padding_mask": mask}
+    if explicit_pos:
+        positions = torch.tensor([[0, 1, 1, 2, 5, 3], [4, 0, 0, 2, 2, 1]])
+        tensors["position_ids"] = positions
+    else:
+        positions = torch.arange(length).expand(bsz, length).clone()
+    types = None
+    if use_ids:
+        x = torch.tensor([[3, 1, 3, 7, 0, 3], [10, 1, 5, 5, 2, 9]])
+        tensors["input_ids"] = x
+        if use_types:
+            types = torch.tensor([[0, 0, 1, 1, 1, 0], [0, 1, 1, 0, 0, 0]])
+            tensors["token_type_ids"] = types
+    else:
+        x = torch.randn(bsz, length, cfg["d_model"], dtype=DT).requires_grad_(True)
+        tensors["input"] = x
+    out = golden_block_options.forward(cfg, w, x, mask, positions, types)
+    dout = torch.randn_like(out)
+    (out * dout).sum().backward()
+    tensors.update({"dout": dout, "output": out})
+    if not use_ids:
+        tensors["grad.input"] = x.grad
+    for pname, p in w.items():
+        tensors[pname] = p
+        tensors["grad." + pname] = p.grad
+    save(os.path.join(out_dir, f"{name}.safetensors"), tensors)
+
+
+def golden_options(out_dir):
+    golden_option_modules(out_dir)
+    for seed, name in enumerate(OPTION_ENCODER_CASES, start=190):
+        golden_option_encoder(out_dir, name, seed)
+
+
 def main():
-    out_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
+    args = sys.argv[1:]
+    options_only = "--options" in args
+    args = [a for a in args if a != "--options"]
+    out_dir = args[0] if args else os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "grads")
     os.makedirs(out_dir, exist_ok=True)
+    if options_only:
+        golden_options(out_dir)
+        return
+    golden_options(out_dir)
     golden_modules(out_dir)
     golden_losses(out_dir)
     golden_tail(out_dir)

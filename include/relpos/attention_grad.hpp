@@ -46,8 +46,9 @@ struct AttentionSaved {
   Matrix<T> z;    // (len, d_model): the heads' outputs before out_proj, for ∂L/∂out_proj.weight
 };
 
-/// ∂L/∂ of the layer's four tensors, named as in the model file (`<prefix>in_proj_weight`, ...;
-/// prefix e.g. "layers.0.self_attn.", as MultiHeadAttention::load). backward() adds into them.
+/// ∂L/∂ of the layer's four tensors (two without biases), named as in the model file
+/// (`<prefix>in_proj_weight`, ...; prefix e.g. "layers.0.self_attn.", as MultiHeadAttention::load).
+/// backward() adds into them.
 template <Scalar T>
 struct AttentionGrad {
   Matrix<T> in_proj_weight;   // (3·d_model, d_model)
@@ -63,13 +64,14 @@ struct AttentionGrad {
   Matrix<T> relative_key;
   Matrix<T> relative_value;
 
-  /// f(name, gradient) for each of the layer's own tensors, names as in the model file.
+  /// f(name, gradient) for each of the layer's own tensors, names as in the model file; the
+  /// biases only when backward has filled them (a layer with bias false has none).
   template <class F>
   void for_each(const std::string& prefix, F&& f) {
     f(prefix + "in_proj_weight", in_proj_weight);
-    f(prefix + "in_proj_bias", in_proj_bias);
+    if (in_proj_bias.size() > 0) f(prefix + "in_proj_bias", in_proj_bias);
     f(prefix + "out_proj.weight", out_proj_weight);
-    f(prefix + "out_proj.bias", out_proj_bias);
+    if (out_proj_bias.size() > 0) f(prefix + "out_proj.bias", out_proj_bias);
     if (relative_key.size() > 0) f(prefix + "relative_key", relative_key);
     if (relative_value.size() > 0) f(prefix + "relative_value", relative_value);
   }
@@ -351,9 +353,6 @@ void forward_saving(const MultiHeadAttention<T, Enc>& attn, detail::InRef<T> x,
   static_assert(detail::attention_backward_supported<Enc>,
                 "attention backward: no backward for this position type's terms yet");
   attn.validate();
-  // spec §7's bias false has no backward yet: refused, rather than a wrong gradient
-  if (!attn.config.bias)
-    throw Error("attention forward_saving: in_proj_bias: empty (bias false): no backward yet");
   const Index len = x.rows(), d = attn.d_model();
   detail::check_attention_io("attention forward_saving", x.rows(), x.cols(), out.rows(), out.cols(),
                              d, in.positions.len);
@@ -408,11 +407,16 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
                              in.positions.len);
   detail::check_output_grad("attention backward", dy.rows(), dy.cols(), len, d);
   detail::prepare_grad<T>(grad.in_proj_weight, 3 * d, d, "in_proj_weight", "");
-  detail::prepare_grad<T>(grad.in_proj_bias, 3 * d, "in_proj_bias", "");
+  const bool has_bias = attn.config.bias;  // spec §7 bias false: no in_proj / out_proj bias
+  if (has_bias) {
+    detail::prepare_grad<T>(grad.in_proj_bias, 3 * d, "in_proj_bias", "");
+  } else {
+    detail::check_absent_grad<T>(grad.in_proj_bias, "in_proj_bias", "");
+  }
   // ∂L/∂W_o += dyᵀ·z, ∂L/∂b_o += Σ dy, ∂L/∂z = dy·W_o
   Matrix<T> dz(len, d);
   detail::linear_backward<T>(saved.z, attn.out_proj_weight, dy, dz, grad.out_proj_weight,
-                             grad.out_proj_bias, "out_proj");
+                             grad.out_proj_bias, "out_proj", has_bias);
   // ∂L/∂(q | k | v): (len, 3·d_model), filled head by head
   Matrix<T> dqkv = Matrix<T>::Zero(len, 3 * d);
   const T scale = T(1) / std::sqrt(static_cast<T>(dh));
@@ -551,7 +555,7 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
   }
   // ∂L/∂W_in += (∂L/∂qkv)ᵀ·x, ∂L/∂b_in += Σ ∂L/∂qkv, ∂L/∂x = ∂L/∂qkv·W_in
   detail::linear_backward<T>(saved.x, attn.in_proj_weight, dqkv, dx, grad.in_proj_weight,
-                             grad.in_proj_bias, "in_proj");
+                             grad.in_proj_bias, "in_proj", has_bias);
 }
 
 }  // namespace relpos

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // The backward of one encoder block (block.hpp, spec §2), post-norm and pre-norm, from the
-// backward of its four modules (attention_grad, feed_forward_grad, layer_norm_grad). The chain
+// backward of its four modules (attention_grad, feed_forward_grad, norm_grad). The chain
 // rule through a residual x + f(x) is dx = dy + f'(x)ᵀ·dy: each branch's input gradient is added
 // to the gradient that skips it.
 #pragma once
@@ -11,7 +11,7 @@
 #include <relpos/block.hpp>
 #include <relpos/core.hpp>
 #include <relpos/feed_forward_grad.hpp>
-#include <relpos/layer_norm_grad.hpp>
+#include <relpos/norm_grad.hpp>
 #include <relpos/workspace.hpp>
 
 namespace relpos {

@@ -12,7 +12,7 @@
 #include <relpos/block_grad.hpp>
 #include <relpos/core.hpp>
 #include <relpos/encoder.hpp>
-#include <relpos/layer_norm_grad.hpp>
+#include <relpos/norm_grad.hpp>
 #include <relpos/workspace.hpp>
 
 namespace relpos {

@@ -1,7 +1,11 @@
 // SPDX-License-Identifier: MIT
-// The backward of the feed-forward network (feed_forward.hpp), y = linear2(act(linear1(x))),
-// act = relu or exact gelu, with torch's derivatives: relu'(a) = 1 where a > 0, else 0 (0 at
-// a = 0, as torch's threshold_backward); gelu'(a) = Φ(a) + a·φ(a) for gelu(a) = a·Φ(a).
+// The backward of the feed-forward network (feed_forward.hpp), y = linear2(act(linear1(x))), or
+// gated (spec §7): y = linear2(act(linear1(x)) ⊙ linear3(x)), with or without biases, with
+// torch's derivatives: relu'(a) = 1 where a > 0, else 0 (0 at a = 0, as torch's
+// threshold_backward); gelu'(a) = Φ(a) + a·φ(a) for gelu(a) = a·Φ(a); gelu_tanh'(a) =
+// ½(1 + tanh u) + ½a·(1 − tanh²u)·√(2/π)(1 + 3·0.044715·a²), u = √(2/π)(a + 0.044715·a³).
+// Gated, with m = act(a) ⊙ g (a = linear1 x, g = linear3 x): ∂L/∂a = ∂L/∂m ⊙ g ⊙ act'(a) and
+// ∂L/∂g = ∂L/∂m ⊙ act(a).
 #pragma once
 
 #include <cmath>
@@ -15,31 +19,39 @@
 
 namespace relpos {
 
-/// What the feed-forward's forward keeps for its backward: len·(d_model + 2·d_ff) scalars.
-/// backward() reuses `hidden` as its buffer for ∂L/∂h, so a saved state serves one backward.
+/// What the feed-forward's forward keeps for its backward: len·(d_model + 2·d_ff) scalars, and
+/// len·d_ff more when gated. backward() reuses `hidden` (and `gate`) as its buffers, so a saved
+/// state serves one backward.
 template <Scalar T>
 struct FeedForwardSaved {
   Matrix<T> x;       // (len, d_model): the input, for ∂L/∂W1 (the caller may overwrite its own)
   Matrix<T> pre;     // (len, d_ff): a = linear1(x), the activation's pre-image, for act'(a)
-  Matrix<T> hidden;  // (len, d_ff): h = act(a), for ∂L/∂W2
+  Matrix<T> hidden;  // (len, d_ff): h = act(a), or m = act(a) ⊙ g when gated, for ∂L/∂W2
+  Matrix<T> gate;    // (len, d_ff): g = linear3(x) when gated, else empty
 };
 
-/// ∂L/∂ of the four tensors, named as in the model file (`<prefix>linear1.weight`, ...; prefix
-/// e.g. "layers.0.", as FeedForward::load). backward() adds into them.
+/// ∂L/∂ of the layer's tensors, named as in the model file (`<prefix>linear1.weight`, ...;
+/// prefix e.g. "layers.0.", as FeedForward::load). backward() adds into them; the biases stay
+/// empty for a layer without biases, linear3's for a plain one.
 template <Scalar T>
 struct FeedForwardGrad {
   Matrix<T> linear1_weight;  // (d_ff, d_model)
-  Vector<T> linear1_bias;    // (d_ff)
+  Vector<T> linear1_bias;    // (d_ff), or empty
   Matrix<T> linear2_weight;  // (d_model, d_ff)
-  Vector<T> linear2_bias;    // (d_model)
+  Vector<T> linear2_bias;    // (d_model), or empty
+  Matrix<T> linear3_weight;  // (d_ff, d_model) when gated, else empty
+  Vector<T> linear3_bias;    // (d_ff) when gated with biases, else empty
 
-  /// f(name, gradient) for each tensor, names as in the model file.
+  /// f(name, gradient) for each tensor the layer has (the weights, and the biases and linear3
+  /// once backward has filled them), names as in the model file.
   template <class F>
   void for_each(const std::string& prefix, F&& f) {
     f(prefix + "linear1.weight", linear1_weight);
-    f(prefix + "linear1.bias", linear1_bias);
+    if (linear1_bias.size() > 0) f(prefix + "linear1.bias", linear1_bias);
     f(prefix + "linear2.weight", linear2_weight);
-    f(prefix + "linear2.bias", linear2_bias);
+    if (linear2_bias.size() > 0) f(prefix + "linear2.bias", linear2_bias);
+    if (linear3_weight.size() > 0) f(prefix + "linear3.weight", linear3_weight);
+    if (linear3_bias.size() > 0) f(prefix + "linear3.bias", linear3_bias);
   }
 };
 
@@ -53,21 +65,48 @@ T gelu_exact_derivative(T a) {
   return T(0.5) * (T(1) + std::erf(a * inv_sqrt2)) + a * inv_sqrt_2pi * std::exp(T(-0.5) * a * a);
 }
 
+// gelu_tanh'(a) for gelu_tanh(a) = ½a(1 + tanh u), u = √(2/π)(a + 0.044715·a³)
+template <Scalar T>
+T gelu_tanh_derivative(T a) {
+  const T sqrt_2_over_pi = static_cast<T>(0.79788456080286535588);
+  const T c = T(0.044715);
+  const T t = std::tanh(sqrt_2_over_pi * (a + c * a * a * a));
+  return T(0.5) * (T(1) + t) +
+         T(0.5) * a * (T(1) - t * t) * sqrt_2_over_pi * (T(1) + T(3) * c * a * a);
+}
+
+// act'(a) for one element
+template <Scalar T>
+T activation_derivative(Activation act, T a) {
+  switch (act) {
+    case Activation::relu:
+      return a > T(0) ? T(1) : T(0);
+    case Activation::gelu:
+      return gelu_exact_derivative(a);
+    case Activation::gelu_tanh:
+      break;
+  }
+  return gelu_tanh_derivative(a);
+}
+
+// The bias gradient of a linear: prepared when the layer has biases, else it must stay empty.
+template <Scalar T>
+void prepare_bias_grad(Vector<T>& g, bool has_bias, Index size, const char* owner) {
+  if (has_bias) {
+    prepare_grad<T>(g, size, owner, ".bias");
+  } else {
+    check_absent_grad<T>(g, owner, ".bias");
+  }
+}
+
 }  // namespace detail
 
-/// out = ffn(x) as FeedForward::forward computes it, keeping x, a and h in `saved`.
+/// out = ffn(x) as FeedForward::forward computes it, keeping x, a, h (and g) in `saved`.
 /// x, out: (len, d_model), not aliased.
 template <Scalar T>
 void forward_saving(const FeedForward<T>& ffn, detail::InRef<T> x, detail::OutRef<T> out,
                     FeedForwardSaved<T>& saved) {
   ffn.validate();
-  // spec §7's options have no backward yet: refused, rather than a wrong gradient
-  if (ffn.gated())
-    throw Error("FeedForward forward_saving: linear3_weight: gated: no backward yet");
-  if (!ffn.has_bias())
-    throw Error("FeedForward forward_saving: linear1_bias: empty (bias false): no backward yet");
-  if (ffn.activation == Activation::gelu_tanh)
-    throw Error("FeedForward forward_saving: activation: gelu_tanh: no backward yet");
   if (x.cols() != ffn.d_model() || out.cols() != ffn.d_model() || out.rows() != x.rows()) {
     throw Error("FeedForward forward_saving: x and out: expected (len, d_model = " +
                 std::to_string(ffn.d_model()) + "), got " +
@@ -77,51 +116,85 @@ void forward_saving(const FeedForward<T>& ffn, detail::InRef<T> x, detail::OutRe
   saved.x = x;
   saved.pre.resize(x.rows(), ffn.d_ff());
   saved.hidden.resize(x.rows(), ffn.d_ff());
-  // a = x·W1ᵀ + b1
+  // a = x·W1ᵀ (+ b1)
   detail::linear<T>(x, ffn.linear1_weight, ffn.linear1_bias, saved.pre);
   // h = act(a)
   if (ffn.activation == Activation::relu) {
     saved.hidden = saved.pre.cwiseMax(T(0));
   } else {
-    saved.hidden = saved.pre.unaryExpr([](T v) { return detail::activate(Activation::gelu, v); });
+    const Activation act = ffn.activation;
+    saved.hidden = saved.pre.unaryExpr([act](T v) { return detail::activate<T>(act, v); });
   }
-  // y = h·W2ᵀ + b2
+  if (ffn.gated()) {
+    // g = x·W3ᵀ (+ b3), m = h ⊙ g
+    saved.gate.resize(x.rows(), ffn.d_ff());
+    detail::linear<T>(x, ffn.linear3_weight, ffn.linear3_bias, saved.gate);
+    saved.hidden.array() *= saved.gate.array();
+  } else {
+    saved.gate.resize(0, 0);
+  }
+  // y = m·W2ᵀ (+ b2)
   detail::linear<T>(saved.hidden, ffn.linear2_weight, ffn.linear2_bias, out);
 }
 
-/// From dy = ∂L/∂y (len, d_model): adds the four weight gradients into grad (empty ones start
-/// at zero) and writes dx = ∂L/∂x (len, d_model). Spends saved.hidden (it becomes ∂L/∂a).
+/// From dy = ∂L/∂y (len, d_model): adds the weight gradients into grad (empty ones start at
+/// zero) and writes dx = ∂L/∂x (len, d_model). Spends saved.hidden and saved.gate.
 template <Scalar T>
 void backward(const FeedForward<T>& ffn, FeedForwardSaved<T>& saved, detail::InRef<T> dy,
               detail::OutRef<T> dx, FeedForwardGrad<T>& grad) {
-  const Index len = saved.x.rows();
-  if (saved.x.cols() != ffn.d_model() || saved.pre.rows() != len ||
-      saved.pre.cols() != ffn.d_ff() || saved.hidden.rows() != len ||
-      saved.hidden.cols() != ffn.d_ff()) {
+  const Index len = saved.x.rows(), d_ff = ffn.d_ff();
+  const bool gated = ffn.gated(), bias = ffn.has_bias();
+  if (saved.x.cols() != ffn.d_model() || saved.pre.rows() != len || saved.pre.cols() != d_ff ||
+      saved.hidden.rows() != len || saved.hidden.cols() != d_ff ||
+      (gated && (saved.gate.rows() != len || saved.gate.cols() != d_ff))) {
     throw Error("FeedForward backward: saved: expected x (len, " + std::to_string(ffn.d_model()) +
-                "), a and h (len, " + std::to_string(ffn.d_ff()) + "), got " +
-                detail::shape_string(saved.x.rows(), saved.x.cols()) + ", " +
+                "), a and h" + (gated ? " and g" : "") + " (len, " + std::to_string(d_ff) +
+                "), got " + detail::shape_string(saved.x.rows(), saved.x.cols()) + ", " +
                 detail::shape_string(saved.pre.rows(), saved.pre.cols()) + ", " +
-                detail::shape_string(saved.hidden.rows(), saved.hidden.cols()));
+                detail::shape_string(saved.hidden.rows(), saved.hidden.cols()) +
+                (gated ? ", " + detail::shape_string(saved.gate.rows(), saved.gate.cols()) : ""));
   }
   detail::check_output_grad("FeedForward backward", dy.rows(), dy.cols(), len, ffn.d_model());
-  detail::prepare_grad<T>(grad.linear2_weight, ffn.d_model(), ffn.d_ff(), "linear2", ".weight");
-  detail::prepare_grad<T>(grad.linear2_bias, ffn.d_model(), "linear2", ".bias");
-  // ∂L/∂W2 += dyᵀ·h, ∂L/∂b2 += Σ dy
+  detail::prepare_grad<T>(grad.linear2_weight, ffn.d_model(), d_ff, "linear2", ".weight");
+  detail::prepare_bias_grad<T>(grad.linear2_bias, bias, ffn.d_model(), "linear2");
+  // ∂L/∂W2 += dyᵀ·m, ∂L/∂b2 += Σ dy
   detail::matmul_tn_accumulate<T>(dy, saved.hidden, grad.linear2_weight);
-  grad.linear2_bias += dy.colwise().sum().transpose();
-  // ∂L/∂h = dy·W2, written over h, which the line above was the last to read
-  Matrix<T>& dh = saved.hidden;
-  detail::matmul_nn<T>(dy, ffn.linear2_weight, dh);
+  if (bias) grad.linear2_bias += dy.colwise().sum().transpose();
+  // ∂L/∂m = dy·W2, written over m, which the line above was the last to read
+  Matrix<T>& dm = saved.hidden;
+  detail::matmul_nn<T>(dy, ffn.linear2_weight, dm);
+  const Activation act = ffn.activation;
+  if (gated) {
+    // ∂L/∂a = ∂L/∂m ⊙ g ⊙ act'(a) (over ∂L/∂m), ∂L/∂g = ∂L/∂m ⊙ act(a) (over g)
+    for (Index i = 0; i < len; ++i) {
+      for (Index c = 0; c < d_ff; ++c) {
+        const T a = saved.pre(i, c), d_m = dm(i, c);
+        dm(i, c) = d_m * saved.gate(i, c) * detail::activation_derivative<T>(act, a);
+        saved.gate(i, c) = d_m * detail::activate<T>(act, a);
+      }
+    }
+    // ∂L/∂W3 += (∂L/∂g)ᵀ·x, ∂L/∂b3 += Σ ∂L/∂g, ∂L/∂x = ∂L/∂g·W3
+    detail::linear_backward<T>(saved.x, ffn.linear3_weight, saved.gate, dx, grad.linear3_weight,
+                               grad.linear3_bias, "linear3", bias);
+    // then linear1's, through its weight gradient and ∂L/∂x += ∂L/∂a·W1 (both branches)
+    detail::prepare_grad<T>(grad.linear1_weight, d_ff, ffn.d_model(), "linear1", ".weight");
+    detail::prepare_bias_grad<T>(grad.linear1_bias, bias, d_ff, "linear1");
+    detail::matmul_tn_accumulate<T>(dm, saved.x, grad.linear1_weight);
+    if (bias) grad.linear1_bias += dm.colwise().sum().transpose();
+    detail::matmul_nn<T>(dm, ffn.linear1_weight, dx, /*accumulate=*/true);
+    return;
+  }
   // ∂L/∂a = ∂L/∂h ⊙ act'(a)
-  if (ffn.activation == Activation::relu) {
-    dh.array() = (saved.pre.array() > T(0)).select(dh.array(), T(0));
+  if (act == Activation::relu) {
+    dm.array() = (saved.pre.array() > T(0)).select(dm.array(), T(0));
   } else {
-    dh.array() *= saved.pre.unaryExpr([](T v) { return detail::gelu_exact_derivative(v); }).array();
+    dm.array() *=
+        saved.pre.unaryExpr([act](T v) { return detail::activation_derivative<T>(act, v); })
+            .array();
   }
   // ∂L/∂W1 += (∂L/∂a)ᵀ·x, ∂L/∂b1 += Σ ∂L/∂a, ∂L/∂x = (∂L/∂a)·W1
-  detail::linear_backward<T>(saved.x, ffn.linear1_weight, dh, dx, grad.linear1_weight,
-                             grad.linear1_bias, "linear1");
+  detail::linear_backward<T>(saved.x, ffn.linear1_weight, dm, dx, grad.linear1_weight,
+                             grad.linear1_bias, "linear1", bias);
 }
 
 }  // namespace relpos

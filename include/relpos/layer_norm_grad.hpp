@@ -11,12 +11,11 @@
 #include <relpos/detail/linear_grad.hpp>
 #include <relpos/detail/shape_checks.hpp>
 #include <relpos/layer_norm.hpp>
-#include <relpos/norm.hpp>
 
 namespace relpos {
 
 /// What LayerNorm's forward keeps for its backward: len·(d + 1) scalars. x itself is not
-/// kept: x̂ and s determine ∂L/∂x.
+/// kept: x̂ and s determine ∂L/∂x. An RMSNorm keeps the same (x̂ = x·s, s = 1/rms).
 template <Scalar T>
 struct LayerNormSaved {
   Matrix<T> x_hat;    // (len, d): (x − μ)·s, the normalised input before γ and β
@@ -24,30 +23,23 @@ struct LayerNormSaved {
 };
 
 /// ∂L/∂γ and ∂L/∂β, named as the tensors (`<prefix>.weight`, `<prefix>.bias`, e.g.
-/// layers.0.norm1 or the final norm's `norm`). backward() adds into them.
+/// layers.0.norm1 or the final norm's `norm`). backward() adds into them. An RMSNorm
+/// (rms_norm_grad.hpp) uses the same struct with `bias` left empty: it has no bias tensor.
 template <Scalar T>
 struct LayerNormGrad {
   Vector<T> weight;  // (d)
-  Vector<T> bias;    // (d)
+  Vector<T> bias;    // (d), or empty for an RMSNorm
 
-  /// f(name, gradient) for each tensor, names as in the model file: prefix "layers.0.norm1".
+  /// f(name, gradient) for each tensor, names as in the model file: prefix "layers.0.norm1";
+  /// `.bias` only when it is there (a LayerNorm's backward fills it, an RMSNorm has none).
   template <class F>
   void for_each(const std::string& prefix, F&& f) {
     f(prefix + ".weight", weight);
-    f(prefix + ".bias", bias);
+    if (bias.size() > 0) f(prefix + ".bias", bias);
   }
 };
 
 namespace detail {
-// A Norm (spec §7's `norm` key) differentiates here when it is a LayerNorm; RMSNorm's
-// backward is not written yet, and an Error is better than a wrong gradient.
-template <Scalar T>
-void require_layer_norm(const LayerNorm<T>&) {}
-template <Scalar T>
-void require_layer_norm(const Norm<T>& norm) {
-  if (norm.kind != NormKind::layer) throw Error("norm: rms: no backward yet (LayerNorm only)");
-}
-
 // LayerNorm's and Norm's shared body: both have validate(), dim(), weight, bias and eps.
 template <Scalar T, class N>
 void layer_norm_forward_saving(const N& norm, detail::InRef<T> x, detail::OutRef<T> out,
@@ -112,26 +104,12 @@ void forward_saving(const LayerNorm<T>& norm, detail::InRef<T> x, detail::OutRef
                     LayerNormSaved<T>& saved) {
   detail::layer_norm_forward_saving<T>(norm, x, out, saved);
 }
-/// The same for a Norm of kind layer (spec §7's `norm`); an RMSNorm throws Error.
-template <Scalar T>
-void forward_saving(const Norm<T>& norm, detail::InRef<T> x, detail::OutRef<T> out,
-                    LayerNormSaved<T>& saved) {
-  detail::require_layer_norm(norm);
-  detail::layer_norm_forward_saving<T>(norm, x, out, saved);
-}
 
 /// From dy = ∂L/∂y (len, d): adds ∂L/∂γ and ∂L/∂β into grad (empty ones start at zero) and
 /// writes dx = ∂L/∂x (len, d). dx may be dy itself (each row is read before it is written).
 template <Scalar T>
 void backward(const LayerNorm<T>& norm, const LayerNormSaved<T>& saved, detail::InRef<T> dy,
               detail::OutRef<T> dx, LayerNormGrad<T>& grad) {
-  detail::layer_norm_backward<T>(norm, saved, dy, dx, grad);
-}
-/// The same for a Norm of kind layer; an RMSNorm throws Error.
-template <Scalar T>
-void backward(const Norm<T>& norm, const LayerNormSaved<T>& saved, detail::InRef<T> dy,
-              detail::OutRef<T> dx, LayerNormGrad<T>& grad) {
-  detail::require_layer_norm(norm);
   detail::layer_norm_backward<T>(norm, saved, dy, dx, grad);
 }
 

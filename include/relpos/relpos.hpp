@@ -30,8 +30,10 @@
 #include <relpos/model.hpp>
 #include <relpos/model_io.hpp>
 #include <relpos/norm.hpp>
+#include <relpos/norm_grad.hpp>
 #include <relpos/output_head_grad.hpp>
 #include <relpos/rms_norm.hpp>
+#include <relpos/rms_norm_grad.hpp>
 #include <relpos/rotary_layout.hpp>
 #include <relpos/threads.hpp>
 #include <relpos/version.hpp>

@@ -53,6 +53,17 @@ void prepare_grad(Vector<T>& g, Index size, std::string_view owner, std::string_
   }
 }
 
+/// The gradient of a bias the layer does not have (spec §7 `bias: false`) stays empty: nothing
+/// is named for it. One that is not empty is an Error naming it (it belongs to another layer).
+template <Scalar T>
+void check_absent_grad(const Vector<T>& g, std::string_view owner, std::string_view field) {
+  if (g.size() != 0) {
+    throw Error(std::string(owner) + std::string(field) +
+                " gradient: expected empty (the layer has no bias: bias false), got [" +
+                std::to_string(g.size()) + "]");
+  }
+}
+
 /// dy: (rows, cols) = ∂L/∂(the module's output), else Error naming `what`.
 inline void check_output_grad(std::string_view what, Index got_rows, Index got_cols, Index rows,
                               Index cols) {
@@ -65,9 +76,11 @@ inline void check_output_grad(std::string_view what, Index got_rows, Index got_c
 /// Backward of y = x·Wᵀ + b over the rows of one sequence. x: (len, in), the forward's input;
 /// weight: (out, in); dy: (len, out) = ∂L/∂y. Adds into dweight (out, in) and dbias (out) (empty
 /// ones start at zero; `name` names them in errors, e.g. "head"); writes dx (len, in) = ∂L/∂x.
+/// Without a bias (has_bias false: y = x·Wᵀ) dbias stays empty.
 template <Scalar T>
 void linear_backward(ConstMatrixRef<T> x, const Matrix<T>& weight, ConstMatrixRef<T> dy,
-                     MatrixRef<T> dx, Matrix<T>& dweight, Vector<T>& dbias, std::string_view name) {
+                     MatrixRef<T> dx, Matrix<T>& dweight, Vector<T>& dbias, std::string_view name,
+                     bool has_bias = true) {
   if (x.cols() != weight.cols() || dx.rows() != x.rows() || dx.cols() != x.cols()) {
     throw Error(std::string(name) + " backward: x and dx: expected (len, " +
                 std::to_string(weight.cols()) + "), got " + shape_string(x.rows(), x.cols()) +
@@ -75,11 +88,15 @@ void linear_backward(ConstMatrixRef<T> x, const Matrix<T>& weight, ConstMatrixRe
   }
   check_output_grad(name, dy.rows(), dy.cols(), x.rows(), weight.rows());
   prepare_grad<T>(dweight, weight.rows(), weight.cols(), name, ".weight");
-  prepare_grad<T>(dbias, weight.rows(), name, ".bias");
+  if (has_bias) {
+    prepare_grad<T>(dbias, weight.rows(), name, ".bias");
+  } else {
+    check_absent_grad<T>(dbias, name, ".bias");
+  }
   // ∂L/∂W += dyᵀ·x: each token adds the outer product of its dy and its x
   matmul_tn_accumulate<T>(dy, x, dweight);
   // ∂L/∂b += Σ_rows dy
-  dbias += dy.colwise().sum().transpose();
+  if (has_bias) dbias += dy.colwise().sum().transpose();
   // ∂L/∂x = dy·W
   matmul_nn<T>(dy, weight, dx);
 }
