@@ -331,6 +331,12 @@ TEST(HfCheckpoint, RefusedConfigurationsNameTheField) {
       "mt5_conditional_generation_sharded", [](auto& j) { j["dense_act_fn"] = "silu"; },
       "dense_act_fn: activation \"silu\" is not supported");
   with(
+      "t5_encoder", [](auto& j) { j["relative_attention_num_buckets"] = 3; },
+      "relative_attention_num_buckets: must be >= 4");
+  with(
+      "t5_encoder", [](auto& j) { j["relative_attention_max_distance"] = 4; },
+      "relative_attention_max_distance: must be > relative_attention_num_buckets / 4 = 4");
+  with(
       "mt5_conditional_generation_sharded", [](auto& j) { j["is_gated_act"] = "yes"; },
       "is_gated_act: expected a boolean");
   with(
