@@ -512,21 +512,25 @@ TEST(HfCheckpoint, WrongShapesNameTheTensor) {
 #ifdef RELPOS_ENCODE_EXE
 // relpos-encode --model reads the folder through Model::load (spec §7): float output, 1e-5.
 TEST(HfCheckpoint, EncodeCommandReadsTheFolder) {
-  const HfScratch s("bert_relative_key_sharded");
-  const std::string cmd = std::string(RELPOS_ENCODE_EXE) + " --model '" + s.dir().string() +
-                          "' --input '" + (s.dir() / "io.safetensors").string() + "' --output '" +
-                          (s.dir() / "out.safetensors").string() + "'";
-  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
-  const auto io = relpos::io::SafetensorsFile::open((s.dir() / "io.safetensors").string());
-  const auto out = relpos::io::SafetensorsFile::open((s.dir() / "out.safetensors").string());
-  const std::vector<double> want = io.values<double>("output"), got = out.values<double>("output");
-  const std::vector<std::uint8_t> pad = io.values<std::uint8_t>("padding_mask");
-  ASSERT_EQ(got.size(), want.size());
-  const std::size_t d = want.size() / pad.size();
-  double worst = 0;
-  for (std::size_t k = 0; k < got.size(); ++k)
-    if (pad[k / d] == 0) worst = std::max(worst, std::abs(got[k] - want[k]));
-  EXPECT_LE(worst, 1e-5);
+  for (const char* name : {"bert_relative_key_sharded", "mt5_conditional_generation_sharded"}) {
+    SCOPED_TRACE(name);
+    const HfScratch s(name);
+    const std::string cmd = std::string(RELPOS_ENCODE_EXE) + " --model '" + s.dir().string() +
+                            "' --input '" + (s.dir() / "io.safetensors").string() + "' --output '" +
+                            (s.dir() / "out.safetensors").string() + "'";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    const auto io = relpos::io::SafetensorsFile::open((s.dir() / "io.safetensors").string());
+    const auto out = relpos::io::SafetensorsFile::open((s.dir() / "out.safetensors").string());
+    const std::vector<double> want = io.values<double>("output"),
+                              got = out.values<double>("output");
+    const std::vector<std::uint8_t> pad = io.values<std::uint8_t>("padding_mask");
+    ASSERT_EQ(got.size(), want.size());
+    const std::size_t d = want.size() / pad.size();
+    double worst = 0;
+    for (std::size_t k = 0; k < got.size(); ++k)
+      if (pad[k / d] == 0) worst = std::max(worst, std::abs(got[k] - want[k]));
+    EXPECT_LE(worst, 1e-5);
+  }
 }
 #endif
 
