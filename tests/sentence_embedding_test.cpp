@@ -59,7 +59,7 @@ EmbedRun run_embed(const std::vector<std::string>& args) {
 }
 
 // The printed embeddings: one line of numbers per sequence.
-std::vector<std::vector<double> > parse_rows(const std::string& text) {
+std::vector<std::vector<double> > embed_parse_rows(const std::string& text) {
   std::vector<std::vector<double> > rows;
   std::istringstream lines(text);
   std::string line;
@@ -75,7 +75,7 @@ std::vector<std::vector<double> > parse_rows(const std::string& text) {
 
 // The reference: mean of io.safetensors' float64 `output` [batch, len, d] over the rows that
 // `padding_mask` leaves unpadded, optionally divided by its L2 norm.
-std::vector<std::vector<double> > reference_pooling(bool normalize) {
+std::vector<std::vector<double> > embed_reference_pooling(bool normalize) {
   const auto io = relpos::io::SafetensorsFile::open((kMpnet / "io.safetensors").string());
   const std::vector<std::int64_t> shape = io.info("output").shape;
   const std::vector<double> hidden = io.values<double>("output");
@@ -101,8 +101,8 @@ std::vector<std::vector<double> > reference_pooling(bool normalize) {
 }
 
 // The largest |got - want| over all elements; a shape mismatch fails the test.
-double worst_error(const std::vector<std::vector<double> >& got,
-                   const std::vector<std::vector<double> >& want) {
+double embed_worst_error(const std::vector<std::vector<double> >& got,
+                         const std::vector<std::vector<double> >& want) {
   EXPECT_EQ(got.size(), want.size());
   double worst = 0;
   for (std::size_t b = 0; b < std::min(got.size(), want.size()); ++b) {
@@ -114,22 +114,23 @@ double worst_error(const std::vector<std::vector<double> >& got,
 }
 
 // Float forward against HF's float64 one: 1e-5, as hf_checkpoint_test's relpos-encode check.
-constexpr double kFloatTol = 1e-5;
+constexpr double kEmbedFloatTol = 1e-5;
 
 TEST(SentenceEmbedding, MeanPoolingMatchesHuggingFaceHiddenState) {
   const EmbedRun r =
       run_embed({"--model", kMpnet.string(), "--input", (kMpnet / "io.safetensors").string()});
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.err, "");
-  EXPECT_LE(worst_error(parse_rows(r.out), reference_pooling(false)), kFloatTol);
+  EXPECT_LE(embed_worst_error(embed_parse_rows(r.out), embed_reference_pooling(false)),
+            kEmbedFloatTol);
 }
 
 TEST(SentenceEmbedding, NormalizeGivesUnitVectorsOfTheMean) {
   const EmbedRun r = run_embed(
       {"--model", kMpnet.string(), "--input", (kMpnet / "io.safetensors").string(), "--normalize"});
   ASSERT_EQ(r.status, 0) << r.err;
-  const auto rows = parse_rows(r.out);
-  EXPECT_LE(worst_error(rows, reference_pooling(true)), kFloatTol);
+  const auto rows = embed_parse_rows(r.out);
+  EXPECT_LE(embed_worst_error(rows, embed_reference_pooling(true)), kEmbedFloatTol);
   for (const auto& row : rows) {
     double norm = 0;
     for (double v : row) norm += v * v;
@@ -154,7 +155,8 @@ TEST(SentenceEmbedding, IdsOnTheCommandLineGiveTheSameEmbeddings) {
   }
   const EmbedRun r = run_embed({"--model", kMpnet.string(), "--ids", text});
   ASSERT_EQ(r.status, 0) << r.err;
-  EXPECT_LE(worst_error(parse_rows(r.out), reference_pooling(false)), kFloatTol);
+  EXPECT_LE(embed_worst_error(embed_parse_rows(r.out), embed_reference_pooling(false)),
+            kEmbedFloatTol);
 }
 
 TEST(SentenceEmbedding, BadInputGivesOneLineAndNonZeroStatus) {
