@@ -620,7 +620,12 @@ def main(argv=None):
     for name in CASES:
         index[name] = {"description": export(args.out, name)}
         print("wrote", name)
-    with open(os.path.join(args.out, "index.json"), "w") as f:
+    # cases written by other scripts (tools/golden_hf_deberta.py: deberta_v3) stay listed
+    index_path = os.path.join(args.out, "index.json")
+    if os.path.exists(index_path):
+        with open(index_path) as f:
+            index.update({k: v for k, v in json.load(f).items() if k not in CASES})
+    with open(index_path, "w") as f:
         json.dump(index, f, indent=2)
         f.write("\n")
 
