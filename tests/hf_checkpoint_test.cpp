@@ -81,12 +81,12 @@ std::vector<std::string> hf_cases() {
 }
 
 // The references of RoFormer and ESM keep HF's float32 sin table and inverse frequencies, T5's
-// keep T5LayerNorm's variance and the softmax in float32 (spec §7 allows 1e-5 for them); against
-// the same forward with those parts in float64 (io tensors `output_float64_*`), relpos (which
-// computes them in double) matches to rounding.
+// keep T5LayerNorm's variance and the softmax in float32, DeBERTa's its score scale (spec §7 allows
+// 1e-5 for them); against the same forward with those parts in float64 (io tensors
+// `output_float64_*`), relpos (which computes them in double) matches to rounding.
 TEST(HfCheckpoint, FamiliesMatchHuggingFaceInDouble) {
   const std::vector<std::string> names = hf_cases();
-  ASSERT_EQ(names.size(), 9u);
+  ASSERT_EQ(names.size(), 10u);
   for (const std::string& name : names) {
     const auto io = relpos::io::SafetensorsFile::open((kHfDir / name / "io.safetensors").string());
     std::vector<std::string> exact_outputs;
@@ -94,6 +94,7 @@ TEST(HfCheckpoint, FamiliesMatchHuggingFaceInDouble) {
       if (t.rfind("output_float64", 0) == 0) exact_outputs.push_back(t);
     const bool float32_parts = !exact_outputs.empty();
     EXPECT_EQ(float32_parts, name.rfind("roformer", 0) == 0 || name.rfind("esm", 0) == 0 ||
+                                 name.rfind("deberta", 0) == 0 ||
                                  name.find("t5") != std::string::npos)
         << name;
     const double err = hf_max_error_unpadded<double>(name);
@@ -181,6 +182,14 @@ TEST(HfCheckpoint, ConfigsFollowTheSpecTable) {
   const auto xlmr = load_hf_checkpoint(kHfDir / "xlm_roberta");
   EXPECT_EQ(xlmr.config.pos_embed_offset, 4);  // pad_token_id 3, + 1
   EXPECT_EQ(xlmr.config.type_vocab_size, 1);
+  const auto deberta = load_hf_checkpoint(kHfDir / "deberta_v3");
+  EXPECT_FALSE(deberta.config.norm_first);
+  EXPECT_TRUE(deberta.config.embed_norm);
+  EXPECT_FALSE(deberta.config.type_vocab_size.has_value());  // DebertaV2Config's 0
+  EXPECT_FALSE(deberta.config.pos_embed_offset.has_value());
+  EXPECT_EQ(deberta.config.layer_norm_eps, 1e-7);
+  const auto& dp = std::get<relpos::io::DebertaPosition>(deberta.config.position);
+  EXPECT_EQ(dp, (relpos::DebertaConfig{8, 16, true, true, true, true}));
 }
 
 // t5 and mt5 (spec §7's row): pre-norm RMS blocks without biases, a final norm, t5 buckets from
@@ -345,6 +354,31 @@ TEST(HfCheckpoint, RefusedConfigurationsNameTheField) {
   with(
       "bert_absolute", [](auto& j) { j["num_attention_heads"] = 3; },
       "d_model: must be divisible by n_heads = 3");
+  with(
+      "deberta_v3", [](auto& j) { j["conv_kernel_size"] = 3; }, "conv_kernel_size: 3 is not");
+  with(
+      "deberta_v3", [](auto& j) { j.erase("position_biased_input"); },
+      "position_biased_input: true (or absent) is not supported");
+  with(
+      "deberta_v3", [](auto& j) { j["relative_attention"] = false; },
+      "relative_attention: false (or absent) is not supported");
+  with(
+      "deberta_v3", [](auto& j) { j["position_buckets"] = -1; },
+      "position_buckets: -1 is not supported (linear relative positions)");
+  with(
+      "deberta_v3", [](auto& j) { j["attention_head_size"] = 4; },
+      "attention_head_size: 4 differs from hidden_size / num_attention_heads");
+  with(
+      "deberta_v3", [](auto& j) { j["pos_att_type"] = 3; }, "pos_att_type: expected a list");
+  with(
+      "deberta_v3", [](auto& j) { j.erase("share_att_key"); },  // HF's default false
+      "tensor \"deberta.encoder.layer.0.attention.self.pos_key_proj.weight\": missing");
+  with(
+      "deberta_v3", [](auto& j) { j["norm_rel_ebd"] = "none"; },  // no rel_norm: unused
+      "tensor \"deberta.encoder.LayerNorm.bias\": not used by a deberta-v2 encoder");
+  with(
+      "deberta_v3", [](auto& j) { j["hidden_act"] = "silu"; },
+      "hidden_act: \"silu\" is not supported");
 }
 
 TEST(HfCheckpoint, NullKeysMeanTheDefault) {
@@ -354,6 +388,28 @@ TEST(HfCheckpoint, NullKeysMeanTheDefault) {
     j["hidden_act"] = nullptr;
   });
   EXPECT_EQ(relpos::Model<float>::load(s.dir()).config().activation, relpos::Activation::gelu);
+}
+
+// DeBERTa's keys (spec §7): HF's defaults for absent ones, pos_att_type as a list or a string,
+// max_relative_positions < 1 meaning max_position_embeddings, norm_rel_ebd naming layer_norm.
+TEST(HfCheckpoint, DebertaKeysFollowHuggingFace) {
+  const auto position = [](const std::function<void(nlohmann::json&)>& f) {
+    const HfScratch s("deberta_v3");
+    s.edit_config(f);
+    return std::get<relpos::io::DebertaPosition>(
+        relpos::io::load_hf_checkpoint(s.dir()).config.position);
+  };
+  auto p = position([](auto& j) {
+    j["pos_att_type"] = nlohmann::json::array({"c2p"});
+    j["max_relative_positions"] = -1;
+    j["max_position_embeddings"] = 24;
+  });
+  EXPECT_EQ(p, (relpos::DebertaConfig{8, 24, true, false, true, true}));
+  p = position([](auto& j) {
+    j["pos_att_type"] = " P2C ";
+    j["norm_rel_ebd"] = "Layer_Norm | whatever";
+  });
+  EXPECT_EQ(p, (relpos::DebertaConfig{8, 16, false, true, true, true}));
 }
 
 TEST(HfCheckpoint, MalformedFoldersNameTheFileOrTensor) {

@@ -616,7 +616,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     print(f"selftest: forward matches torch.nn.TransformerEncoderLayer within {selftest():.1e}")
     os.makedirs(args.out, exist_ok=True)
-    # index.json also lists the cases of tools/golden_hf_t5.py: keep them
+    # index.json also lists the cases of tools/golden_hf_t5.py and golden_hf_deberta.py: keep them
     index_path = os.path.join(args.out, "index.json")
     index = {}
     if os.path.exists(index_path):

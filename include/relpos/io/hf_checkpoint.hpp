@@ -7,10 +7,11 @@
 // safetensors file, so Model's loader and its checks run on them unchanged. Bytes are copied
 // as stored (no dtype conversion here): Model converts F16/BF16/F64 on load as for its own
 // files (ESM's token_dropout scale and T5's folded query scale excepted). Families so far: bert
-// (absolute, relative_key), roberta, xlm-roberta, roformer, esm, mpnet, t5, mt5.
+// (absolute, relative_key), roberta, xlm-roberta, roformer, esm, mpnet, t5, mt5, deberta-v2.
 #pragma once
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -100,6 +101,11 @@ class HfFields {
   bool boolean(std::string_view key, bool def) const { return given(key) ? *f_.boolean(key) : def; }
   std::string string(std::string_view key, std::string def) const {
     return given(key) ? *f_.string(key) : def;
+  }
+  /// The raw value of a key, or nullptr when absent or null (a key of several JSON types).
+  const Json* value(std::string_view key) const {
+    const auto it = j_.find(key);
+    return it == j_.end() || it->is_null() ? nullptr : &*it;
   }
 
  private:
@@ -485,6 +491,123 @@ inline Family t5_family(const std::string& model_type, const HfFields& f) {
   return fam;
 }
 
+/// deberta-v2 (spec §7; DeBERTa-v3 checkpoints, and v2 ones without the conv layer): post-norm,
+/// embed_norm, token types when type_vocab_size > 0, position deberta; defaults are
+/// DebertaV2Config's and the modules' getattr defaults in transformers 4.40.
+inline Family deberta_family(const HfFields& f) {
+  Family fam;
+  fam.prefix = "deberta.";
+  ModelConfig& c = fam.config;
+  if (f.boolean("is_decoder", false))
+    f.fail("is_decoder", "true is not supported: relpos reads encoders (no cross-attention)");
+  c.d_model = f.integer("hidden_size", 1536);
+  c.n_heads = f.integer("num_attention_heads", 24);
+  c.n_layers = f.integer("num_hidden_layers", 24);
+  c.d_ff = f.integer("intermediate_size", 6144);
+  if (const auto e = f.integer("embedding_size"); e && *e != c.d_model)
+    f.fail("embedding_size", std::to_string(*e) + " differs from hidden_size " +
+                                 std::to_string(c.d_model) + ": not supported");
+  if (const auto a = f.integer("attention_head_size");
+      a && c.n_heads > 0 && *a * c.n_heads != c.d_model)
+    f.fail("attention_head_size", std::to_string(*a) + " differs from hidden_size / " +
+                                      "num_attention_heads: not supported");
+  if (const auto k = f.integer("conv_kernel_size", 0); k > 0)
+    f.fail("conv_kernel_size", std::to_string(k) +
+                                   " is not supported (the conv layer of "
+                                   "DeBERTa-v2 has no relpos form; 0 or absent is)");
+  if (!f.boolean("relative_attention", false))
+    f.fail("relative_attention",
+           "false (or absent) is not supported: relpos reads DeBERTa "
+           "with relative attention");
+  if (f.boolean("position_biased_input", true))
+    f.fail("position_biased_input",
+           "true (or absent) is not supported: relpos reads DeBERTa "
+           "without absolute positions (v3's false)");
+  c.activation = activation(f, "hidden_act", "gelu");
+  c.layer_norm_eps = f.number("layer_norm_eps", 1e-7);
+  c.norm_first = false;  // DebertaV2Layer: post-norm
+  c.vocab_size = f.integer("vocab_size", 128100);
+  c.embed_norm = true;
+  const std::int64_t types = f.integer("type_vocab_size", 0);
+  if (types < 0) f.fail("type_vocab_size", "must be >= 0, got " + std::to_string(types));
+  if (types > 0) c.type_vocab_size = types;
+  DebertaPosition p;
+  p.position_buckets = f.integer("position_buckets", -1);
+  if (p.position_buckets <= 0)
+    f.fail("position_buckets", std::to_string(p.position_buckets) +
+                                   " is not supported (linear relative positions); > 0 is");
+  p.max_relative_positions = f.integer("max_relative_positions", -1);
+  if (p.max_relative_positions < 1)
+    p.max_relative_positions = f.integer("max_position_embeddings", 512);
+  p.share_att_key = f.boolean("share_att_key", false);
+  // "a|b" strings as DebertaV2Config and DebertaV2Encoder split them: lower case, stripped
+  const auto split_bar = [](const std::string& text) {
+    std::vector<std::string> out;
+    std::string s = text;
+    for (char& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    for (std::size_t at = 0;;) {
+      const std::size_t bar = s.find('|', at);
+      const std::string part = s.substr(at, bar == std::string::npos ? bar : bar - at);
+      const auto a = part.find_first_not_of(" \t\n"), b = part.find_last_not_of(" \t\n");
+      out.push_back(a == std::string::npos ? std::string() : part.substr(a, b - a + 1));
+      if (bar == std::string::npos) break;
+      at = bar + 1;
+    }
+    return out;
+  };
+  // pos_att_type: a list, or a "p2c|c2p" string (DebertaV2Config's backwards compatibility)
+  std::vector<std::string> att;
+  if (const Json* v = f.value("pos_att_type")) {
+    if (v->is_string()) {
+      att = split_bar(v->get<std::string>());
+    } else if (v->is_array()) {
+      for (const Json& e : *v) {
+        if (!e.is_string()) f.fail("pos_att_type", "expected a list of strings or a string");
+        att.push_back(e.get<std::string>());
+      }
+    } else {
+      f.fail("pos_att_type", "expected a list of strings or a \"p2c|c2p\" string");
+    }
+  }
+  const auto has = [](const std::vector<std::string>& v, const char* t) {
+    return std::find(v.begin(), v.end(), t) != v.end();
+  };
+  p.c2p = has(att, "c2p");
+  p.p2c = has(att, "p2c");
+  p.rel_norm = has(split_bar(f.string("norm_rel_ebd", "none")), "layer_norm");
+  c.position = p;
+  auto& r = fam.rules;
+  r.push_back({"embed.weight", {"embeddings.word_embeddings.weight"}});
+  if (c.type_vocab_size)
+    r.push_back({"type_embed.weight", {"embeddings.token_type_embeddings.weight"}});
+  r.push_back({"embed_norm.weight", {"embeddings.LayerNorm.weight"}});
+  r.push_back({"embed_norm.bias", {"embeddings.LayerNorm.bias"}});
+  r.push_back({"position.rel_embeddings", {"encoder.rel_embeddings.weight"}});
+  if (p.rel_norm) {
+    r.push_back({"position.rel_norm.weight", {"encoder.LayerNorm.weight"}});
+    r.push_back({"position.rel_norm.bias", {"encoder.LayerNorm.bias"}});
+  }
+  add_layer_rules(
+      r, c.n_layers,
+      {"attention.self.query_proj", "attention.self.key_proj", "attention.self.value_proj",
+       "attention.output.dense", "attention.output.LayerNorm", "intermediate.dense", "output.dense",
+       "output.LayerNorm"});
+  if (!p.share_att_key) {
+    for (std::int64_t n = 0; n < c.n_layers; ++n) {
+      const std::string h = "encoder.layer." + std::to_string(n) + ".attention.self.";
+      const std::string t = "layers." + std::to_string(n) + ".self_attn.";
+      for (const char* part : {".weight", ".bias"}) {
+        if (p.c2p) r.push_back({t + "pos_key_proj" + part, {h + "pos_key_proj" + part}});
+        if (p.p2c) r.push_back({t + "pos_query_proj" + part, {h + "pos_query_proj" + part}});
+      }
+    }
+  }
+  fam.skip = [](std::string_view name) {
+    return starts_with(name, "pooler.") || name == "embeddings.position_ids";
+  };
+  return fam;
+}
+
 inline Family family(const std::string& model_type, const HfFields& f) {
   if (model_type == "bert" || model_type == "roberta" || model_type == "xlm-roberta" ||
       model_type == "roformer")
@@ -492,10 +615,11 @@ inline Family family(const std::string& model_type, const HfFields& f) {
   if (model_type == "esm") return esm_family(f);
   if (model_type == "mpnet") return mpnet_family(f);
   if (model_type == "t5" || model_type == "mt5") return t5_family(model_type, f);
+  if (model_type == "deberta-v2") return deberta_family(f);
   f.fail("model_type",
          "\"" + model_type +
              "\" is not supported (relpos reads bert, roberta, xlm-roberta, roformer, esm, "
-             "mpnet, t5 and mt5 checkpoints)");
+             "mpnet, t5, mt5 and deberta-v2 checkpoints)");
 }
 
 /// The folder's tensors: name → the file that holds it (one file, or the index's shards).
