@@ -74,6 +74,48 @@ void BM_Block(benchmark::State& state) {
   report(state, relpos_bench::block_flops<Kind>(len), before);
 }
 
+// ---- spec §7's block options, each alone beside the plain block (encoding none) ----
+template <relpos_bench::Option option>
+void BM_BlockOption(benchmark::State& state) {
+  const Index len = state.range(0);
+  const auto block = relpos_bench::make_block<relpos_bench::None>(option);
+  const Mat x0 = relpos_bench::random_input(len);  // (len, d_model)
+  Mat x = x0;
+  const relpos::SequenceInputs in{relpos::Positions{len, nullptr}, nullptr};
+  relpos::SequenceWorkspace<float> ws;
+  block.forward(x, in, ws);
+  const auto before = relpos_bench::alloc_counts();
+  for (auto _ : state) {
+    x = x0;
+    block.forward(x, in, ws);
+    benchmark::DoNotOptimize(x.data());
+    benchmark::ClobberMemory();
+  }
+  report(state,
+         relpos_bench::block_flops<relpos_bench::None>(len) +
+             relpos_bench::option_extra_flops(option, len),
+         before);
+}
+
+// ---- the feed-forward alone, plain or gated: the gate is one more product of linear1's size ----
+template <relpos_bench::Option option>
+void BM_FeedForward(benchmark::State& state) {
+  const Index len = state.range(0);
+  const auto block = relpos_bench::make_block<relpos_bench::None>(option);
+  const Mat x = relpos_bench::random_input(len);  // (len, d_model)
+  Mat out(len, kDModel);
+  relpos::SequenceWorkspace<float> ws;
+  block.ffn.forward(x, out, ws);
+  const auto before = relpos_bench::alloc_counts();
+  for (auto _ : state) {
+    block.ffn.forward(x, out, ws);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  report(state, 2.0 * 2.0 * len * kDModel * kDFf + relpos_bench::option_extra_flops(option, len),
+         before);
+}
+
 // ---- attention alone (the efficient skewing path) ----
 template <class Kind>
 void BM_Attention(benchmark::State& state) {
@@ -184,6 +226,19 @@ BENCHMARK_TEMPLATE(BM_Block, relpos_bench::Alibi)->Apply(long_lengths);
 BENCHMARK_TEMPLATE(BM_Block, relpos_bench::Xl)->Apply(long_lengths);
 BENCHMARK_TEMPLATE(BM_Block, None, true)->Apply(long_lengths);
 BENCHMARK_TEMPLATE(BM_Block, Learned, true)->Apply(long_lengths);
+// spec §7's options at len 128 (the smoke run) and 512 (the figures); the plain block is
+// BM_Block<None>, and the ratios are read against it (report.py)
+void option_lengths(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"len"})->Arg(128)->Arg(512)->Unit(benchmark::kMillisecond);
+}
+using relpos_bench::Option;
+BENCHMARK_TEMPLATE(BM_BlockOption, Option::gated)->Apply(option_lengths);
+BENCHMARK_TEMPLATE(BM_BlockOption, Option::rms)->Apply(option_lengths);
+BENCHMARK_TEMPLATE(BM_BlockOption, Option::no_bias)->Apply(option_lengths);
+BENCHMARK_TEMPLATE(BM_FeedForward, Option::plain)->Apply(option_lengths);
+BENCHMARK_TEMPLATE(BM_FeedForward, Option::gated)->Apply(option_lengths);
+// Position type deberta (c2p + p2c, spec §7) goes here as BM_Block<relpos_bench::Deberta>
+// with a Deberta Kind in block_setup.hpp; its target is <= 1.3x BM_Block<None> at len 512.
 BENCHMARK_TEMPLATE(BM_Attention, None)->Apply(lengths);
 BENCHMARK_TEMPLATE(BM_Attention, Learned)->Apply(lengths);
 BENCHMARK_TEMPLATE(BM_AttentionNaive, Learned)->Apply(naive_lengths);

@@ -120,24 +120,43 @@ double block_flops(Index len) {
   return attention_flops<Kind>(len) + 2.0 * len * 2.0 * kDModel * kDFf;
 }
 
+/// The block options of spec §7, each alone on the plain block (post-norm LayerNorm, biases,
+/// relu FFN): `ffn: "gated"` (one more (len, d_model) · (d_model, d_ff) product and a ⊙),
+/// `norm: "rms"` (no mean, no bias) and `bias: false`.
+// (Position type `deberta` is an encoding, not a block option: it gets a Kind above and a
+// BM_Block line in bench_block.cpp.)
+enum class Option { plain, gated, rms, no_bias };
+
+/// The extra FLOPs of an option on the block: the gate's linear3 product, 2·L·d·d_ff.
+inline double option_extra_flops(Option o, Index len) {
+  return o == Option::gated ? 2.0 * len * kDModel * kDFf : 0.0;
+}
+
 template <class Kind>
-relpos::Block<float, typename Kind::Enc> make_block() {
+relpos::Block<float, typename Kind::Enc> make_block(Option option = Option::plain) {
   relpos::BlockConfig cfg;
   cfg.d_model = kDModel;
   cfg.n_heads = kHeads;
   cfg.d_ff = kDFf;
+  cfg.gated = option == Option::gated;
+  cfg.norm = option == Option::rms ? relpos::NormKind::rms : relpos::NormKind::layer;
+  cfg.bias = option != Option::no_bias;
   relpos::Block<float, typename Kind::Enc> b(cfg, Kind::make());
   std::srand(1);  // Eigen's Random draws from std::rand
   const float s = 1.0f / std::sqrt(static_cast<float>(kDModel));
   b.self_attn.in_proj_weight = relpos::Matrix<float>::Random(3 * kDModel, kDModel) * s;
-  b.self_attn.in_proj_bias = relpos::Vector<float>::Random(3 * kDModel) * 0.01f;
   b.self_attn.out_proj_weight = relpos::Matrix<float>::Random(kDModel, kDModel) * s;
-  b.self_attn.out_proj_bias = relpos::Vector<float>::Random(kDModel) * 0.01f;
   b.ffn.linear1_weight = relpos::Matrix<float>::Random(kDFf, kDModel) * s;
-  b.ffn.linear1_bias = relpos::Vector<float>::Random(kDFf) * 0.01f;
   b.ffn.linear2_weight =
       relpos::Matrix<float>::Random(kDModel, kDFf) / std::sqrt(static_cast<float>(kDFf));
-  b.ffn.linear2_bias = relpos::Vector<float>::Random(kDModel) * 0.01f;
+  if (cfg.gated) b.ffn.linear3_weight = relpos::Matrix<float>::Random(kDFf, kDModel) * s;
+  if (cfg.bias) {
+    b.self_attn.in_proj_bias = relpos::Vector<float>::Random(3 * kDModel) * 0.01f;
+    b.self_attn.out_proj_bias = relpos::Vector<float>::Random(kDModel) * 0.01f;
+    b.ffn.linear1_bias = relpos::Vector<float>::Random(kDFf) * 0.01f;
+    b.ffn.linear2_bias = relpos::Vector<float>::Random(kDModel) * 0.01f;
+    if (cfg.gated) b.ffn.linear3_bias = relpos::Vector<float>::Random(kDFf) * 0.01f;
+  }
   return b;
 }
 

@@ -221,7 +221,7 @@ TEST(Config, PositionKeysBelongToTheirType) {
       {with_position(R"({"base": 10})"), "config.json: position.type: required key is missing"},
       {with_position(R"({"type": "cope"})"),
        "config.json: position.type: unknown position type \"cope\" (expected one of none, "
-       "absolute, sinusoidal, learned, rotary, additive, t5, alibi, xl, kerple)"},
+       "absolute, sinusoidal, learned, rotary, additive, t5, alibi, xl, kerple, deberta)"},
       {with_position(R"({"type": "rotary", "window": 3})"),
        "config.json: position.window: not a key of position type \"rotary\" (it belongs to "
        "additive)"},
@@ -404,6 +404,8 @@ TEST(Config, EveryTypeRoundTrips) {
       R"({"type": "xl", "base": 1000.0, "max_distance": 9})",
       R"({"type": "kerple", "form": "log"})",
       R"({"type": "kerple", "form": "power"})",
+      R"({"type": "deberta", "position_buckets": 8, "max_relative_positions": 20, "c2p": true,
+          "p2c": false, "share_att_key": false, "rel_norm": true})",
   };
   for (const std::string& p : positions) {
     const std::string text = "{" + top + R"("position": )" + p + "}";
@@ -425,6 +427,9 @@ TEST(Config, ParameterCountMatchesExpectedTensors) {
       R"({"type": "t5"})",
       R"({"type": "xl"})",
       R"({"type": "kerple", "form": "power"})",
+      R"({"type": "deberta"})",
+      R"({"type": "deberta", "share_att_key": false, "rel_norm": false})",
+      R"({"type": "deberta", "share_att_key": false, "c2p": false})",
   };
   for (const std::string& p : positions) {
     const ModelConfig c = parse_config(

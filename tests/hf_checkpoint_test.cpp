@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: MIT
 // Hugging Face checkpoint folders (spec §7) read by Model::load: the folders of tests/data/hf
-// (BERT family, RoFormer, ESM-2, MPNet; Hugging Face's tensor names and config keys; float64 last
-// hidden states from tools/golden_hf.py, a hand-written forward after transformers' modeling
-// files) reproduced on the unpadded rows in double and float; the config each family becomes;
-// every refused configuration or malformed folder refused with a message naming the field, file
-// or tensor; relpos-encode and relpos-convert --from-hf on such folders.
+// (BERT family, RoFormer, ESM-2, MPNet, T5, mT5; Hugging Face's tensor names and config keys;
+// float64 last hidden states from tools/golden_hf.py, a hand-written forward after transformers'
+// modeling files, and from tools/golden_hf_t5.py, transformers' own modeling_t5.py /
+// modeling_mt5.py run in float64) reproduced on the unpadded rows in double and float; the config
+// each family becomes; every refused configuration or malformed folder refused with a message
+// naming the field, file or tensor; relpos-encode and relpos-convert --from-hf on such folders.
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -79,21 +80,30 @@ std::vector<std::string> hf_cases() {
   return out;
 }
 
-// RoFormer's and ESM's references keep HF's float32 sin table and inverse frequencies (spec §7
-// allows 1e-5 for them); against the same forward with float64 ones, relpos (which computes the
-// angles in double) is exact.
+// The references of RoFormer and ESM keep HF's float32 sin table and inverse frequencies, T5's
+// keep T5LayerNorm's variance and the softmax in float32, DeBERTa's its score scale (spec §7 allows
+// 1e-5 for them); against the same forward with those parts in float64 (io tensors
+// `output_float64_*`), relpos (which computes them in double) matches to rounding.
 TEST(HfCheckpoint, FamiliesMatchHuggingFaceInDouble) {
   const std::vector<std::string> names = hf_cases();
-  ASSERT_EQ(names.size(), 7u);
+  ASSERT_EQ(names.size(), 10u);
   for (const std::string& name : names) {
-    const bool float32_table = name.rfind("roformer", 0) == 0 || name.rfind("esm", 0) == 0;
+    const auto io = relpos::io::SafetensorsFile::open((kHfDir / name / "io.safetensors").string());
+    std::vector<std::string> exact_outputs;
+    for (const std::string& t : io.names())
+      if (t.rfind("output_float64", 0) == 0) exact_outputs.push_back(t);
+    const bool float32_parts = !exact_outputs.empty();
+    EXPECT_EQ(float32_parts, name.rfind("roformer", 0) == 0 || name.rfind("esm", 0) == 0 ||
+                                 name.rfind("deberta", 0) == 0 ||
+                                 name.find("t5") != std::string::npos)
+        << name;
     const double err = hf_max_error_unpadded<double>(name);
-    EXPECT_LE(err, float32_table ? 1e-5 : 1e-10) << name;
+    EXPECT_LE(err, float32_parts ? 1e-5 : 1e-10) << name;
     RecordProperty(name + "_double_max_error", hf_sci(err));
-    if (float32_table) {
-      const double exact = hf_max_error_unpadded<double>(name, "output_float64_table");
-      EXPECT_LE(exact, 1e-10) << name;
-      RecordProperty(name + "_double_max_error_float64_table", hf_sci(exact));
+    for (const std::string& t : exact_outputs) {
+      const double exact = hf_max_error_unpadded<double>(name, t);
+      EXPECT_LE(exact, 1e-10) << name << " " << t;
+      RecordProperty(name + "_double_max_error_" + t, hf_sci(exact));
     }
   }
 }
@@ -172,6 +182,69 @@ TEST(HfCheckpoint, ConfigsFollowTheSpecTable) {
   const auto xlmr = load_hf_checkpoint(kHfDir / "xlm_roberta");
   EXPECT_EQ(xlmr.config.pos_embed_offset, 4);  // pad_token_id 3, + 1
   EXPECT_EQ(xlmr.config.type_vocab_size, 1);
+  const auto deberta = load_hf_checkpoint(kHfDir / "deberta_v3");
+  EXPECT_FALSE(deberta.config.norm_first);
+  EXPECT_TRUE(deberta.config.embed_norm);
+  EXPECT_FALSE(deberta.config.type_vocab_size.has_value());  // DebertaV2Config's 0
+  EXPECT_FALSE(deberta.config.pos_embed_offset.has_value());
+  EXPECT_EQ(deberta.config.layer_norm_eps, 1e-7);
+  const auto& dp = std::get<relpos::io::DebertaPosition>(deberta.config.position);
+  EXPECT_EQ(dp, (relpos::DebertaConfig{8, 16, true, true, true, true}));
+}
+
+// t5 and mt5 (spec §7's row): pre-norm RMS blocks without biases, a final norm, t5 buckets from
+// block 0's table, the FFN from feed_forward_proj (dense_act_fn / is_gated_act override it).
+TEST(HfCheckpoint, T5ConfigsFollowTheSpecTable) {
+  using relpos::io::load_hf_checkpoint;
+  const auto t5 = load_hf_checkpoint(kHfDir / "t5_encoder");
+  EXPECT_EQ(t5.model_type, "t5");
+  EXPECT_TRUE(t5.config.norm_first);
+  EXPECT_TRUE(t5.config.final_norm);
+  EXPECT_EQ(t5.config.norm, relpos::NormKind::rms);
+  EXPECT_FALSE(t5.config.bias);
+  EXPECT_FALSE(t5.config.gated);  // feed_forward_proj "relu"
+  EXPECT_EQ(t5.config.activation, relpos::Activation::relu);
+  EXPECT_EQ(t5.config.layer_norm_eps, 1e-6);  // T5Config's default
+  EXPECT_FALSE(t5.config.embed_norm);
+  EXPECT_FALSE(t5.config.pos_embed_offset.has_value());
+  EXPECT_EQ(t5.config.vocab_size, 50);
+  const auto& p = std::get<relpos::io::T5Position>(t5.config.position);
+  EXPECT_EQ(p.num_buckets, 16);
+  EXPECT_EQ(p.max_distance, 20);
+  EXPECT_TRUE(p.bidirectional);
+  const auto mt5 = load_hf_checkpoint(kHfDir / "mt5_conditional_generation_sharded");
+  EXPECT_EQ(mt5.model_type, "mt5");
+  EXPECT_TRUE(mt5.config.gated);
+  EXPECT_EQ(mt5.config.activation, relpos::Activation::gelu_tanh);  // gated-gelu: gelu_new
+  EXPECT_EQ(mt5.config.layer_norm_eps, 1e-5);
+  EXPECT_EQ(mt5.config.n_layers, 2);  // the encoder's num_layers, not num_decoder_layers
+  EXPECT_EQ(std::get<relpos::io::T5Position>(mt5.config.position).num_buckets, 32);
+
+  // the query rows of in_proj are HF's q times sqrt(d_kv), k and v as they are: F32 when
+  // sqrt(d_kv) is a power of two (d_kv 16: times 4, exact), else F64 (d_kv 8)
+  const auto t5_file =
+      relpos::io::SafetensorsFile::open((kHfDir / "t5_encoder" / "model.safetensors").string());
+  EXPECT_EQ(t5.weights.info("layers.1.self_attn.in_proj_weight").dtype, relpos::io::DType::F32);
+  const auto in_proj = t5.weights.matrix<double>("layers.1.self_attn.in_proj_weight");
+  ASSERT_EQ(in_proj.rows(), 96);
+  const std::string a = "encoder.block.1.layer.0.SelfAttention.";
+  EXPECT_EQ(in_proj.topRows(32), t5_file.matrix<double>(a + "q.weight") * 4.0);
+  EXPECT_EQ(in_proj.middleRows(32, 32), t5_file.matrix<double>(a + "k.weight"));
+  EXPECT_EQ(in_proj.bottomRows(32), t5_file.matrix<double>(a + "v.weight"));
+  EXPECT_EQ(mt5.weights.info("layers.0.self_attn.in_proj_weight").dtype, relpos::io::DType::F64);
+  // gated: wi_0 is the activated one (T5DenseGatedActDense: act(wi_0 x) * wi_1 x)
+  const auto idx = nlohmann::json::parse(
+      read_text(kHfDir / "mt5_conditional_generation_sharded" / "model.safetensors.index.json"));
+  const auto hf_tensor = [&](const std::string& name) {
+    const auto file = relpos::io::SafetensorsFile::open(
+        (kHfDir / "mt5_conditional_generation_sharded" / idx["weight_map"][name].get<std::string>())
+            .string());
+    return file.matrix<double>(name);
+  };
+  const std::string ff = "encoder.block.0.layer.1.DenseReluDense.";
+  EXPECT_EQ(mt5.weights.matrix<double>("layers.0.linear1.weight"), hf_tensor(ff + "wi_0.weight"));
+  EXPECT_EQ(mt5.weights.matrix<double>("layers.0.linear3.weight"), hf_tensor(ff + "wi_1.weight"));
+  EXPECT_EQ(mt5.weights.matrix<double>("layers.0.linear2.weight"), hf_tensor(ff + "wo.weight"));
 }
 
 // A scratch copy of a golden folder, removed at the end of the test.
@@ -253,11 +326,59 @@ TEST(HfCheckpoint, RefusedConfigurationsNameTheField) {
       "xlm_roberta", [](auto& j) { j["hidden_act"] = "silu"; },
       "hidden_act: \"silu\" is not supported");
   with(
+      "t5_encoder", [](auto& j) { j["d_kv"] = 8; },
+      "d_kv: 8 · num_heads 2 differs from d_model 32: not supported");
+  with(
+      "t5_encoder", [](auto& j) { j["is_decoder"] = true; }, "is_decoder: true is not supported");
+  with(
+      "t5_encoder", [](auto& j) { j["feed_forward_proj"] = "gated-silu"; },
+      "feed_forward_proj: activation \"silu\" is not supported");
+  with(
+      "t5_encoder", [](auto& j) { j["feed_forward_proj"] = "fast-relu"; },
+      "feed_forward_proj: expected \"ACT\" or \"gated-ACT\", got \"fast-relu\"");
+  with(
+      "mt5_conditional_generation_sharded", [](auto& j) { j["dense_act_fn"] = "silu"; },
+      "dense_act_fn: activation \"silu\" is not supported");
+  with(
+      "t5_encoder", [](auto& j) { j["relative_attention_num_buckets"] = 3; },
+      "relative_attention_num_buckets: must be >= 4");
+  with(
+      "t5_encoder", [](auto& j) { j["relative_attention_max_distance"] = 4; },
+      "relative_attention_max_distance: must be > relative_attention_num_buckets / 4 = 4");
+  with(
+      "mt5_conditional_generation_sharded", [](auto& j) { j["is_gated_act"] = "yes"; },
+      "is_gated_act: expected a boolean");
+  with(
       "bert_absolute", [](auto& j) { j["hidden_size"] = "16"; },
       "hidden_size: expected an integer, got a string");
   with(
       "bert_absolute", [](auto& j) { j["num_attention_heads"] = 3; },
       "d_model: must be divisible by n_heads = 3");
+  with(
+      "deberta_v3", [](auto& j) { j["conv_kernel_size"] = 3; }, "conv_kernel_size: 3 is not");
+  with(
+      "deberta_v3", [](auto& j) { j.erase("position_biased_input"); },
+      "position_biased_input: true (or absent) is not supported");
+  with(
+      "deberta_v3", [](auto& j) { j["relative_attention"] = false; },
+      "relative_attention: false (or absent) is not supported");
+  with(
+      "deberta_v3", [](auto& j) { j["position_buckets"] = -1; },
+      "position_buckets: -1 is not supported (linear relative positions)");
+  with(
+      "deberta_v3", [](auto& j) { j["attention_head_size"] = 4; },
+      "attention_head_size: 4 differs from hidden_size / num_attention_heads");
+  with(
+      "deberta_v3", [](auto& j) { j["pos_att_type"] = 3; }, "pos_att_type: expected a list");
+  with(
+      "deberta_v3", [](auto& j) { j.erase("share_att_key"); },  // HF's default false
+      "tensor \"deberta.encoder.layer.0.attention.self.pos_key_proj.weight\": missing");
+  with(
+      "deberta_v3", [](auto& j) { j["norm_rel_ebd"] = "none"; },  // no rel_norm: unused
+      "tensor \"deberta.encoder.LayerNorm.bias\": not used by a deberta-v2 encoder");
+  with(
+      "deberta_v3", [](auto& j) { j["hidden_act"] = "silu"; },
+      "hidden_act: \"silu\" is not supported");
 }
 
 TEST(HfCheckpoint, NullKeysMeanTheDefault) {
@@ -267,6 +388,28 @@ TEST(HfCheckpoint, NullKeysMeanTheDefault) {
     j["hidden_act"] = nullptr;
   });
   EXPECT_EQ(relpos::Model<float>::load(s.dir()).config().activation, relpos::Activation::gelu);
+}
+
+// DeBERTa's keys (spec §7): HF's defaults for absent ones, pos_att_type as a list or a string,
+// max_relative_positions < 1 meaning max_position_embeddings, norm_rel_ebd naming layer_norm.
+TEST(HfCheckpoint, DebertaKeysFollowHuggingFace) {
+  const auto position = [](const std::function<void(nlohmann::json&)>& f) {
+    const HfScratch s("deberta_v3");
+    s.edit_config(f);
+    return std::get<relpos::io::DebertaPosition>(
+        relpos::io::load_hf_checkpoint(s.dir()).config.position);
+  };
+  auto p = position([](auto& j) {
+    j["pos_att_type"] = nlohmann::json::array({"c2p"});
+    j["max_relative_positions"] = -1;
+    j["max_position_embeddings"] = 24;
+  });
+  EXPECT_EQ(p, (relpos::DebertaConfig{8, 24, true, false, true, true}));
+  p = position([](auto& j) {
+    j["pos_att_type"] = " P2C ";
+    j["norm_rel_ebd"] = "Layer_Norm | whatever";
+  });
+  EXPECT_EQ(p, (relpos::DebertaConfig{8, 16, false, true, true, true}));
 }
 
 TEST(HfCheckpoint, MalformedFoldersNameTheFileOrTensor) {
@@ -341,6 +484,80 @@ TEST(HfCheckpoint, MalformedFoldersNameTheFileOrTensor) {
   }
 }
 
+// T5's word table: shared.weight; encoder.embed_tokens.weight is its tied copy, read when
+// shared.weight is absent, refused when it holds other values. A stored dense_act_fn overrides
+// feed_forward_proj (HF sets it after deriving the default).
+TEST(HfCheckpoint, T5WordTableAndOverrides) {
+  const auto output = [](const fs::path& dir) {
+    const auto model = relpos::Model<double>::load(dir);
+    const auto io = relpos::io::SafetensorsFile::open((dir / "io.safetensors").string());
+    return relpos::run(model, relpos::read_inputs<double>(io, model.config())).output;
+  };
+  const relpos::Tensor3<double> want = output(kHfDir / "t5_encoder");
+  const auto same = [&](const relpos::Tensor3<double>& got) {
+    ASSERT_EQ(got.size(), want.size());
+    for (Index k = 0; k < got.size(); ++k) ASSERT_EQ(got.data()[k], want.data()[k]);
+  };
+  {
+    const HfScratch s("t5_encoder");
+    s.rewrite("model.safetensors", "shared.weight");  // only the copy left
+    same(output(s.dir()));
+  }
+  {
+    const HfScratch s("t5_encoder");
+    s.rewrite("model.safetensors", "encoder.embed_tokens.weight");  // only shared.weight
+    same(output(s.dir()));
+  }
+  {
+    // a copy that differs from shared.weight
+    relpos::io::SafetensorsWriter w;
+    const HfScratch s("t5_encoder");
+    {
+      const auto f = relpos::io::SafetensorsFile::open((s.dir() / "model.safetensors").string());
+      for (const std::string& n : f.names()) {
+        std::vector<float> v = f.values<float>(n);
+        if (n == "encoder.embed_tokens.weight") v[7] += 1;
+        w.add(n, v, f.info(n).shape);
+      }
+    }
+    w.write((s.dir() / "model.safetensors").string());
+    expect_hf_load_error(s.dir(),
+                         "tensor \"encoder.embed_tokens.weight\": differs from shared.weight");
+  }
+  {
+    // T5ForSequenceClassification: the model under transformer., a head beside it
+    relpos::io::SafetensorsWriter w;
+    const HfScratch s("t5_encoder");
+    {
+      const auto f = relpos::io::SafetensorsFile::open((s.dir() / "model.safetensors").string());
+      for (const std::string& n : f.names())
+        w.add("transformer." + n, f.info(n).dtype, f.info(n).shape, f.raw(n));
+      w.add("classification_head.out_proj.weight", std::vector<float>{1.f, 2.f}, {1, 2});
+    }
+    w.write((s.dir() / "model.safetensors").string());
+    same(output(s.dir()));
+  }
+  {
+    const HfScratch s("mt5_conditional_generation_sharded");
+    s.edit_config([](auto& j) { j["dense_act_fn"] = "gelu"; });
+    EXPECT_EQ(relpos::Model<float>::load(s.dir()).config().activation, relpos::Activation::gelu);
+    s.edit_config([](auto& j) {
+      j.erase("dense_act_fn");
+      j.erase("is_gated_act");
+      j["feed_forward_proj"] = "gated-relu";
+    });
+    const auto c = relpos::Model<float>::load(s.dir()).config();
+    EXPECT_EQ(c.activation, relpos::Activation::relu);
+    EXPECT_TRUE(c.gated);
+    s.edit_config([](auto& j) { j["feed_forward_proj"] = "gelu"; });  // not gated: no wi_0
+    expect_hf_load_error(s.dir(), "DenseReluDense.wi.weight\": missing");
+    s.edit_config([](auto& j) { j["is_gated_act"] = true; });  // gated again, erf gelu
+    const auto g = relpos::Model<float>::load(s.dir()).config();
+    EXPECT_EQ(g.activation, relpos::Activation::gelu);
+    EXPECT_TRUE(g.gated);
+  }
+}
+
 // The folder's weights go through Model's own checks: a wrong shape names the relpos tensor.
 TEST(HfCheckpoint, WrongShapesNameTheTensor) {
   const HfScratch s("bert_absolute");
@@ -351,21 +568,25 @@ TEST(HfCheckpoint, WrongShapesNameTheTensor) {
 #ifdef RELPOS_ENCODE_EXE
 // relpos-encode --model reads the folder through Model::load (spec §7): float output, 1e-5.
 TEST(HfCheckpoint, EncodeCommandReadsTheFolder) {
-  const HfScratch s("bert_relative_key_sharded");
-  const std::string cmd = std::string(RELPOS_ENCODE_EXE) + " --model '" + s.dir().string() +
-                          "' --input '" + (s.dir() / "io.safetensors").string() + "' --output '" +
-                          (s.dir() / "out.safetensors").string() + "'";
-  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
-  const auto io = relpos::io::SafetensorsFile::open((s.dir() / "io.safetensors").string());
-  const auto out = relpos::io::SafetensorsFile::open((s.dir() / "out.safetensors").string());
-  const std::vector<double> want = io.values<double>("output"), got = out.values<double>("output");
-  const std::vector<std::uint8_t> pad = io.values<std::uint8_t>("padding_mask");
-  ASSERT_EQ(got.size(), want.size());
-  const std::size_t d = want.size() / pad.size();
-  double worst = 0;
-  for (std::size_t k = 0; k < got.size(); ++k)
-    if (pad[k / d] == 0) worst = std::max(worst, std::abs(got[k] - want[k]));
-  EXPECT_LE(worst, 1e-5);
+  for (const char* name : {"bert_relative_key_sharded", "mt5_conditional_generation_sharded"}) {
+    SCOPED_TRACE(name);
+    const HfScratch s(name);
+    const std::string cmd = std::string(RELPOS_ENCODE_EXE) + " --model '" + s.dir().string() +
+                            "' --input '" + (s.dir() / "io.safetensors").string() + "' --output '" +
+                            (s.dir() / "out.safetensors").string() + "'";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    const auto io = relpos::io::SafetensorsFile::open((s.dir() / "io.safetensors").string());
+    const auto out = relpos::io::SafetensorsFile::open((s.dir() / "out.safetensors").string());
+    const std::vector<double> want = io.values<double>("output"),
+                              got = out.values<double>("output");
+    const std::vector<std::uint8_t> pad = io.values<std::uint8_t>("padding_mask");
+    ASSERT_EQ(got.size(), want.size());
+    const std::size_t d = want.size() / pad.size();
+    double worst = 0;
+    for (std::size_t k = 0; k < got.size(); ++k)
+      if (pad[k / d] == 0) worst = std::max(worst, std::abs(got[k] - want[k]));
+    EXPECT_LE(worst, 1e-5);
+  }
 }
 #endif
 

@@ -55,21 +55,21 @@ struct Tol<double> {
 
 using relpos::test::fill_normal;
 
-constexpr Index kDModel = 16, kHeads = 2, kDHead = kDModel / kHeads;
+constexpr Index kCacheDModel = 16, kCacheHeads = 2, kCacheDHead = kCacheDModel / kCacheHeads;
 
 // A causal stack of 2 layers with random weights; make(n) gives layer n's encoding.
 template <class T, class Enc, class Make>
 Encoder<T, Enc> random_encoder(bool norm_first, Make make, std::uint64_t seed) {
   Encoder<T, Enc> e;
-  e.config.d_model = kDModel;
-  e.config.n_heads = kHeads;
+  e.config.d_model = kCacheDModel;
+  e.config.n_heads = kCacheHeads;
   e.config.n_layers = 2;
   e.config.d_ff = 24;
   e.config.norm_first = norm_first;
   e.config.final_norm = norm_first;
   e.config.causal = true;
   std::mt19937_64 gen(seed);
-  const double w = 1.0 / std::sqrt(double(kDModel));
+  const double w = 1.0 / std::sqrt(double(kCacheDModel));
   for (Index n = 0; n < 2; ++n) {
     relpos::Block<T, Enc> b(e.config.block(), make(n));
     fill_normal(b.self_attn.in_proj_weight, gen, w);
@@ -84,13 +84,13 @@ Encoder<T, Enc> random_encoder(bool norm_first, Make make, std::uint64_t seed) {
     fill_normal(b.norm2.bias, gen, 0.1);
     e.layers.push_back(std::move(b));
   }
-  if (norm_first) e.norm = relpos::LayerNorm<T>(kDModel, 1e-5);
+  if (norm_first) e.norm = relpos::LayerNorm<T>(kCacheDModel, 1e-5);
   return e;
 }
 
 template <class T>
 Tensor3<T> random_batch(Index batch, Index len, std::uint64_t seed) {
-  Tensor3<T> x(batch, len, kDModel);
+  Tensor3<T> x(batch, len, kCacheDModel);
   std::mt19937_64 gen(seed);
   std::normal_distribution<double> n(0.0, 1.0);
   for (Index i = 0; i < x.size(); ++i) x.data()[i] = static_cast<T>(n(gen));
@@ -101,7 +101,7 @@ Tensor3<T> random_batch(Index batch, Index len, std::uint64_t seed) {
 template <class T, class Enc, class X>
 Matrix<T> decode(Decoder<T, Enc>& dec, const X& x, Index len, Index chunk,
                  const std::int64_t* ids = nullptr, const bool* padding = nullptr) {
-  Matrix<T> out(len, kDModel);
+  Matrix<T> out(len, kCacheDModel);
   for (Index i = 0; i < len; i += chunk) {
     const Index n = std::min(chunk, len - i);
     // the chunk's ids and flags as spans of its n tokens (empty: none)
@@ -160,44 +160,45 @@ TYPED_TEST(KVCacheTyped, DecodingEqualsOneCausalForwardForEveryEncoding) {
   check_matches_full_forward<T, relpos::NoPosition<T>>(
       "none", [](Index) { return relpos::NoPosition<T>(); });
   check_matches_full_forward<T, relpos::AbsoluteSinusoidal<T>>(
-      "absolute", [](Index) { return relpos::AbsoluteSinusoidal<T>(kDModel); });
+      "absolute", [](Index) { return relpos::AbsoluteSinusoidal<T>(kCacheDModel); });
   check_matches_full_forward<T, relpos::SinusoidalRelative<T>>("sinusoidal keys+values", [](Index) {
-    return relpos::SinusoidalRelative<T>(kDHead, {100.0, std::nullopt, true, true});
+    return relpos::SinusoidalRelative<T>(kCacheDHead, {100.0, std::nullopt, true, true});
   });
   check_matches_full_forward<T, relpos::SinusoidalRelative<T>>("sinusoidal clamped", [](Index) {
-    return relpos::SinusoidalRelative<T>(kDHead, {10000.0, Index(3), true, true});
+    return relpos::SinusoidalRelative<T>(kCacheDHead, {10000.0, Index(3), true, true});
   });
   check_matches_full_forward<T, relpos::LearnedRelative<T>>("learned K=2", [](Index n) {
-    return relpos::LearnedRelative<T>::random(kDHead, {2, true, true, ""}, 7 + n, 0.5);
+    return relpos::LearnedRelative<T>::random(kCacheDHead, {2, true, true, ""}, 7 + n, 0.5);
   });
   check_matches_full_forward<T, relpos::Rotary<T>>("rotary half", [](Index) {
-    return relpos::Rotary<T>(kDHead, {100.0, std::nullopt, false});
+    return relpos::Rotary<T>(kCacheDHead, {100.0, std::nullopt, false});
   });
   check_matches_full_forward<T, relpos::Rotary<T>>("rotary linear scaling", [](Index) {
-    return relpos::Rotary<T>(kDHead, {100.0, std::nullopt, false,
-                                      relpos::io::RotaryScaling{relpos::io::LinearScaling{2.0}}});
+    return relpos::Rotary<T>(
+        kCacheDHead,
+        {100.0, std::nullopt, false, relpos::io::RotaryScaling{relpos::io::LinearScaling{2.0}}});
   });
   check_matches_full_forward<T, relpos::T5Bias<T>>("t5 causal", [](Index) {
     std::mt19937_64 gen(4);
-    Matrix<T> table(8, kHeads);
+    Matrix<T> table(8, kCacheHeads);
     fill_normal(table, gen, 1.0);
-    return relpos::T5Bias<T>(kHeads, {8, 6, false}, relpos::share(table));
+    return relpos::T5Bias<T>(kCacheHeads, {8, 6, false}, relpos::share(table));
   });
   check_matches_full_forward<T, relpos::AlibiBias<T>>(
-      "alibi", [](Index) { return relpos::AlibiBias<T>(kHeads, {4.0}); });
+      "alibi", [](Index) { return relpos::AlibiBias<T>(kCacheHeads, {4.0}); });
   std::mt19937_64 gen(6);
-  auto u = std::make_shared<Matrix<T>>(kHeads, kDHead);
-  auto v = std::make_shared<Matrix<T>>(kHeads, kDHead);
+  auto u = std::make_shared<Matrix<T>>(kCacheHeads, kCacheDHead);
+  auto v = std::make_shared<Matrix<T>>(kCacheHeads, kCacheDHead);
   fill_normal(*u, gen, 0.5);
   fill_normal(*v, gen, 0.5);
   check_matches_full_forward<T, relpos::XlRelative<T>>("xl clamped", [&](Index) {
     std::mt19937_64 g(9);
-    Matrix<T> r_net(kDModel, kDModel);
-    fill_normal(r_net, g, 1.0 / std::sqrt(double(kDModel)));
-    return relpos::XlRelative<T>(kDModel, kHeads, {100.0, Index(5), ""}, r_net, u, v);
+    Matrix<T> r_net(kCacheDModel, kCacheDModel);
+    fill_normal(r_net, g, 1.0 / std::sqrt(double(kCacheDModel)));
+    return relpos::XlRelative<T>(kCacheDModel, kCacheHeads, {100.0, Index(5), ""}, r_net, u, v);
   });
   check_matches_full_forward<T, relpos::Rotary<T>>("rotary partial interleaved", [](Index) {
-    return relpos::Rotary<T>(kDHead, {100.0, 4, true});
+    return relpos::Rotary<T>(kCacheDHead, {100.0, 4, true});
   });
 }
 
@@ -205,13 +206,15 @@ TYPED_TEST(KVCacheTyped, DecodingEqualsOneCausalForwardForEveryEncoding) {
 // 0, 1, ..., gives (decoded or in one forward) what the unpadded row gives alone.
 TYPED_TEST(KVCacheTyped, LeftPaddingWithPositionIdsEqualsTheRowAlone) {
   using T = TypeParam;
-  const auto make = [](Index) { return relpos::Rotary<T>(kDHead, {100.0, std::nullopt, false}); };
+  const auto make = [](Index) {
+    return relpos::Rotary<T>(kCacheDHead, {100.0, std::nullopt, false});
+  };
   const auto enc = random_encoder<T, relpos::Rotary<T>>(true, make, 3);
   const Index n = 6, pad = 3;
   const Tensor3<T> alone_x = random_batch<T>(1, n, 9);
   const Tensor3<T> alone = enc.forward(alone_x);
 
-  Tensor3<T> x(1, n + pad, kDModel);
+  Tensor3<T> x(1, n + pad, kCacheDModel);
   x.setConstant(T(7));  // garbage in the padded slots: it must not leak
   relpos::item(x, 0).bottomRows(n) = relpos::item(alone_x, 0);
   relpos::PositionIds ids(1, n + pad);
@@ -274,21 +277,21 @@ TYPED_TEST(KVCacheTyped, GoldenLeftPaddedPositionIdsTokenByToken) {
 TYPED_TEST(KVCacheTyped, ShiftingRotaryKeysComposesAndEqualsKeysAtTheNewPositions) {
   using T = TypeParam;
   for (const bool interleaved : {false, true}) {
-    const relpos::Rotary<T> rot(kDHead, {10000.0, 6, interleaved});
+    const relpos::Rotary<T> rot(kCacheDHead, {10000.0, 6, interleaved});
     const Index len = 20;
-    Matrix<T> raw(len, kDModel);
+    Matrix<T> raw(len, kCacheDModel);
     std::mt19937_64 gen(1);
     fill_normal(raw, gen, 1.0);
     std::vector<std::int64_t> pos(len);
     for (Index i = 0; i < len; ++i) pos[static_cast<std::size_t>(i)] = 5000 + 3 * i;
     Matrix<T> keys = raw;
-    rot.rotate(keys, relpos::Positions{len, pos.data()}, kHeads);
+    rot.rotate(keys, relpos::Positions{len, pos.data()}, kCacheHeads);
 
     // δ1 then δ2 == δ1 + δ2
     Matrix<T> a = keys, b = keys;
-    relpos::shift_rotary_keys(rot, a, 37, kHeads);
-    relpos::shift_rotary_keys(rot, a, -1200, kHeads);
-    relpos::shift_rotary_keys(rot, b, 37 - 1200, kHeads);
+    relpos::shift_rotary_keys(rot, a, 37, kCacheHeads);
+    relpos::shift_rotary_keys(rot, a, -1200, kCacheHeads);
+    relpos::shift_rotary_keys(rot, b, 37 - 1200, kCacheHeads);
     EXPECT_LE(max_abs_diff(a, b), Tol<T>::same);
 
     // many shifts, each checked against keys rotated from scratch at the new positions
@@ -298,12 +301,12 @@ TYPED_TEST(KVCacheTyped, ShiftingRotaryKeysComposesAndEqualsKeysAtTheNewPosition
     for (int s = 0; s < 200; ++s) {
       std::int64_t d = step(gen);
       if (5000 + total + d < 0) d = -d;
-      relpos::shift_rotary_keys(rot, keys, d, kHeads);
+      relpos::shift_rotary_keys(rot, keys, d, kCacheHeads);
       total += d;
       std::vector<std::int64_t> now(pos);
       for (auto& p : now) p += total;
       Matrix<T> fresh = raw;
-      rot.rotate(fresh, relpos::Positions{len, now.data()}, kHeads);
+      rot.rotate(fresh, relpos::Positions{len, now.data()}, kCacheHeads);
       worst = std::max(worst, max_abs_diff(keys, fresh));
     }
     EXPECT_LE(worst, Tol<T>::same) << "interleaved " << interleaved << " after 200 shifts";
@@ -318,22 +321,22 @@ TYPED_TEST(KVCacheTyped, ShiftUsesTheScaledTableAndRefusesLengthDependentOnes) {
   using T = TypeParam;
   namespace io = relpos::io;
   const relpos::Rotary<T> rot(
-      kDHead, {10000.0, std::nullopt, false, io::RotaryScaling{io::LinearScaling{4.0}}});
-  Matrix<T> raw(5, kDModel);
+      kCacheDHead, {10000.0, std::nullopt, false, io::RotaryScaling{io::LinearScaling{4.0}}});
+  Matrix<T> raw(5, kCacheDModel);
   std::mt19937_64 gen(2);
   fill_normal(raw, gen, 1.0);
   std::vector<std::int64_t> pos = {3, 9, 10, 40, 41}, moved(pos);
   for (auto& p : moved) p += 123;
   Matrix<T> keys = raw, fresh = raw;
-  rot.rotate(keys, relpos::Positions{5, pos.data()}, kHeads);
-  relpos::shift_rotary_keys(rot, keys, 123, kHeads);
-  rot.rotate(fresh, relpos::Positions{5, moved.data()}, kHeads);
+  rot.rotate(keys, relpos::Positions{5, pos.data()}, kCacheHeads);
+  relpos::shift_rotary_keys(rot, keys, 123, kCacheHeads);
+  rot.rotate(fresh, relpos::Positions{5, moved.data()}, kCacheHeads);
   EXPECT_LE(max_abs_diff(keys, fresh), Tol<T>::same);
 
   const relpos::Rotary<T> dynamic(
-      kDHead, {10000.0, std::nullopt, false, io::RotaryScaling{io::DynamicScaling{2.0, 16}}});
+      kCacheDHead, {10000.0, std::nullopt, false, io::RotaryScaling{io::DynamicScaling{2.0, 16}}});
   try {
-    relpos::shift_rotary_keys(dynamic, keys, 1, kHeads);
+    relpos::shift_rotary_keys(dynamic, keys, 1, kCacheHeads);
     FAIL() << "dynamic scaling shifted";
   } catch (const relpos::Error& e) {
     EXPECT_NE(std::string(e.what()).find("dynamic"), std::string::npos) << e.what();
@@ -347,18 +350,21 @@ TYPED_TEST(KVCacheTyped, ShiftUsesTheScaledTableAndRefusesLengthDependentOnes) {
 // shifted positions from the start.
 TYPED_TEST(KVCacheTyped, DecoderShiftPositionsContinuesAsIfShiftedFromTheStart) {
   using T = TypeParam;
-  const auto make = [](Index) { return relpos::Rotary<T>(kDHead, {100.0, std::nullopt, false}); };
+  const auto make = [](Index) {
+    return relpos::Rotary<T>(kCacheDHead, {100.0, std::nullopt, false});
+  };
   const auto enc = random_encoder<T, relpos::Rotary<T>>(false, make, 21);
   const Index len = 10, first = 6, delta = 40;
   const Tensor3<T> x = random_batch<T>(1, len, 2);
   const auto xs = relpos::item(x, 0);
 
   Decoder<T, relpos::Rotary<T>> shifted(enc, 32);
-  (void)decode(shifted, relpos::ConstMatrixMap<T>(xs.data(), first, kDModel), first, 1);
+  (void)decode(shifted, relpos::ConstMatrixMap<T>(xs.data(), first, kCacheDModel), first, 1);
   shifted.shift_positions(delta);
   EXPECT_EQ(shifted.next_position(), first + delta);
   const Matrix<T> rest =
-      decode(shifted, relpos::ConstMatrixMap<T>(xs.data() + first * kDModel, len - first, kDModel),
+      decode(shifted,
+             relpos::ConstMatrixMap<T>(xs.data() + first * kCacheDModel, len - first, kCacheDModel),
              len - first, 1);
 
   std::vector<std::int64_t> ids(len);
@@ -375,7 +381,9 @@ TYPED_TEST(KVCacheTyped, DecoderShiftPositionsContinuesAsIfShiftedFromTheStart) 
 // second packed sequence still sees the first (documented in kv_cache.hpp).
 TYPED_TEST(KVCacheTyped, PackedSequencesWithRestartedIds) {
   using T = TypeParam;
-  const auto make = [](Index) { return relpos::Rotary<T>(kDHead, {100.0, std::nullopt, false}); };
+  const auto make = [](Index) {
+    return relpos::Rotary<T>(kCacheDHead, {100.0, std::nullopt, false});
+  };
   const auto enc = random_encoder<T, relpos::Rotary<T>>(true, make, 8);
   const Index la = 4, lb = 5;
   const Tensor3<T> x = random_batch<T>(1, la + lb, 4);
@@ -417,13 +425,13 @@ TEST(KVCache, GrowsGeometricallyAndRefusesPastItsLimit) {
 }
 
 TEST(KVCache, DecoderRefusesOverflowBadIdsAndAdditive) {
-  const auto make = [](Index) { return relpos::Rotary<float>(kDHead); };
+  const auto make = [](Index) { return relpos::Rotary<float>(kCacheDHead); };
   const auto enc = random_encoder<float, relpos::Rotary<float>>(false, make, 1);
   Decoder<float, relpos::Rotary<float>> dec(enc, 4);
-  Matrix<float> x = Matrix<float>::Ones(5, kDModel), out(5, kDModel);
+  Matrix<float> x = Matrix<float>::Ones(5, kCacheDModel), out(5, kCacheDModel);
   EXPECT_THROW(dec.forward(x, out), relpos::Error);
   const std::int64_t bad[1] = {-2};
-  Matrix<float> one = Matrix<float>::Ones(1, kDModel), o1(1, kDModel);
+  Matrix<float> one = Matrix<float>::Ones(1, kCacheDModel), o1(1, kCacheDModel);
   EXPECT_THROW(dec.forward(one, o1, bad), relpos::Error);
   EXPECT_EQ(dec.size(), 0);
 
@@ -433,7 +441,7 @@ TEST(KVCache, DecoderRefusesOverflowBadIdsAndAdditive) {
       [](Index) {
         relpos::AdditiveConfig c;
         c.window = 1;
-        return Add(kDModel, c);
+        return Add(kCacheDModel, c);
       },
       1);
   try {

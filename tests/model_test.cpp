@@ -24,7 +24,7 @@
 namespace {
 
 namespace fs = std::filesystem;
-const fs::path kModels = fs::path(RELPOS_TEST_DATA_DIR) / "models";
+const fs::path kModelTestModels = fs::path(RELPOS_TEST_DATA_DIR) / "models";
 
 using relpos::test::read_text;
 
@@ -46,15 +46,15 @@ std::pair<double, relpos::Index> worst(const relpos::Tensor3<T>& actual,
 
 template <class T>
 void check_all_models(double tol) {
-  const nlohmann::json index = nlohmann::json::parse(read_text(kModels / "index.json"));
+  const nlohmann::json index = nlohmann::json::parse(read_text(kModelTestModels / "index.json"));
   int matched = 0;
   for (const auto& [name, info] : index.items()) {
     SCOPED_TRACE(name + ": " + info["description"].template get<std::string>());
     // both waves (the second: t5, alibi, xl, rotary scaling) load and run
     std::optional<relpos::Model<T>> model;
-    model.emplace(relpos::Model<T>::load(kModels / name));
+    model.emplace(relpos::Model<T>::load(kModelTestModels / name));
     const relpos::io::SafetensorsFile io =
-        relpos::io::SafetensorsFile::open((kModels / name / "io.safetensors").string());
+        relpos::io::SafetensorsFile::open((kModelTestModels / name / "io.safetensors").string());
     const relpos::ModelInputs<T> in = relpos::read_inputs<T>(io, model->config());
     const relpos::ModelOutput<T> out = relpos::run(*model, in);
     const std::vector<double> expected = io.values<double>("output");
@@ -207,7 +207,7 @@ namespace {
 // single thread computed on its own copy of the model. Named "Thread" so ./dev tsan runs it.
 void concurrent_forwards_match_single_thread(const std::string& name) {
   SCOPED_TRACE(name);
-  const relpos::Model<float> reference_model = relpos::Model<float>::load(kModels / name);
+  const relpos::Model<float> reference_model = relpos::Model<float>::load(kModelTestModels / name);
   const relpos::Index d = reference_model.config().d_model;
   const std::vector<relpos::Index> lengths = {3, 40, 7, 130, 17, 260, 64, 1, 90};
   std::vector<relpos::Tensor3<float>> inputs, expected;
@@ -219,7 +219,7 @@ void concurrent_forwards_match_single_thread(const std::string& name) {
     inputs.push_back(std::move(x));
   }
 
-  const relpos::Model<float> shared = relpos::Model<float>::load(kModels / name);  // cold caches
+  const relpos::Model<float> shared = relpos::Model<float>::load(kModelTestModels / name);  // cold caches
   constexpr int kThreads = 6, kRounds = 3;
   std::vector<double> worst_error(kThreads, 0.0);
   std::vector<std::thread> threads;

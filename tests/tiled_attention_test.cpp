@@ -20,6 +20,7 @@
 
 #include <relpos/detail/tiled_attention.hpp>
 #include <relpos/encodings/alibi.hpp>
+#include <relpos/encodings/deberta.hpp>
 #include <relpos/encodings/learned.hpp>
 #include <relpos/encodings/rotary.hpp>
 #include <relpos/encodings/sinusoidal.hpp>
@@ -203,6 +204,26 @@ std::vector<std::pair<std::string, std::function<void(Index, TileShape)>>> all_e
       relpos::XlRelative<T>(kTiledDModel, kTiledHeads, {100.0, Index(6), ""}, r_net, u, vb));
   add("xl unclamped",
       relpos::XlRelative<T>(kTiledDModel, kTiledHeads, {100.0, std::nullopt, ""}, r_net, u, vb));
+  // deberta: S = 8 (log buckets from |δ| > 4, the edge rows beyond 19): indexed tiles and
+  // sparse ones; S = 200 keeps δ within ±100 linear, so plain ids take the banded path
+  Matrix<T> rel(2 * 200, kTiledDModel);
+  fill_normal(rel, gen, 1.0);
+  using Deberta = relpos::DebertaRelative<T>;
+  typename Deberta::Projection pk, pq;
+  pk.weight.resize(kTiledDModel, kTiledDModel);
+  pq.weight.resize(kTiledDModel, kTiledDModel);
+  pk.bias.resize(kTiledDModel);
+  fill_normal(pk.weight, gen, 1.0 / std::sqrt(double(kTiledDModel)));
+  fill_normal(pq.weight, gen, 1.0 / std::sqrt(double(kTiledDModel)));
+  fill_normal(pk.bias, gen, 0.1);
+  const auto deberta = [&](Index s, Index m, bool c2p, bool p2c) {
+    return Deberta(kTiledDModel, kTiledHeads, {s, m, c2p, p2c, false, false}, rel.topRows(2 * s),
+                   pk, pq);
+  };
+  add("deberta S=8 M=20", deberta(8, 20, true, true));
+  add("deberta S=8 M=20 c2p", deberta(8, 20, true, false));
+  add("deberta S=8 M=20 p2c", deberta(8, 20, false, true));
+  add("deberta S=200 M=512", deberta(200, 512, true, true));
   return v;
 }
 

@@ -616,11 +616,16 @@ def main(argv=None):
     args = ap.parse_args(argv)
     print(f"selftest: forward matches torch.nn.TransformerEncoderLayer within {selftest():.1e}")
     os.makedirs(args.out, exist_ok=True)
+    # index.json also lists the cases of tools/golden_hf_t5.py and golden_hf_deberta.py: keep them
+    index_path = os.path.join(args.out, "index.json")
     index = {}
+    if os.path.exists(index_path):
+        with open(index_path) as f:
+            index = json.load(f)
     for name in CASES:
         index[name] = {"description": export(args.out, name)}
         print("wrote", name)
-    with open(os.path.join(args.out, "index.json"), "w") as f:
+    with open(index_path, "w") as f:
         json.dump(index, f, indent=2)
         f.write("\n")
 

@@ -120,8 +120,9 @@ concept FixedScoreBias = requires {
 /// Encodings whose attention backward exists so far: those with no hook inside attention
 /// (none, and absolute / additive, which act on the block's input), rotary, the score biases
 /// of t5 (with its table's gradient) and alibi (no parameter), and the key / value terms of
-/// learned (with their tables' gradients) and sinusoidal (fixed rows). Transformer-XL's
-/// per-head terms and KERPLE's r1, r2 have none yet: refused, never a silent zero gradient.
+/// learned (with their tables' gradients) and sinusoidal (fixed rows). Transformer-XL's and
+/// DeBERTa's per-head terms and KERPLE's r1, r2 have none yet: refused, never a silent zero
+/// gradient.
 template <class Enc>
 inline constexpr bool relative_rows_backward_supported =
     !(HasKeyTerm<Enc> || HasValueTerm<Enc>) || RelativeRowsBackward<Enc> || FixedRelativeRows<Enc>;
@@ -130,8 +131,9 @@ inline constexpr bool score_bias_backward_supported =
     !HasScoreBias<Enc> || ScoreBiasBackward<Enc> || FixedScoreBias<Enc>;
 template <class Enc>
 inline constexpr bool attention_backward_supported =
-    !HasHeadKeyTerm<Enc> && relative_rows_backward_supported<Enc> &&
-    score_bias_backward_supported<Enc> && (!TransformsQK<Enc> || TransformsQKBackward<Enc>);
+    !HasHeadKeyTerm<Enc> && !HasHeadQueryTerm<Enc> && !ScalesScores<Enc> &&
+    relative_rows_backward_supported<Enc> && score_bias_backward_supported<Enc> &&
+    (!TransformsQK<Enc> || TransformsQKBackward<Enc>);
 
 /// The relative key and value terms of spec §3 inside attention's backward, for one head's
 /// block of query rows [r0, r0 + n) against all len keys at a time:

@@ -28,7 +28,7 @@ namespace relpos {
 template <Scalar T>
 struct TileScratch {
   detail::Buffer<T> scores;            // (Bq, Bk): scores, then unnormalised weights
-  detail::Buffer<T> by_distance;       // (Bq, R_tile): q · a(c)ᵀ, then weights by distance
+  detail::Buffer<T> by_distance;       // (Bq or Bk, R_tile): q·a(c)ᵀ or k·s(c)ᵀ, weights by c
   detail::Buffer<T> acc;               // (Bq, d_head): Σ_j weight · (v_j + aV), unnormalised
   detail::Buffer<T> row_max, row_sum;  // (Bq): the online softmax's m and l
   detail::Buffer<std::int32_t> index;  // (Bq, Bk): c_ij − c_lo of the tile (explicit ids)

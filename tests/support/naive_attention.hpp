@@ -58,7 +58,7 @@ Matrix<T> naive_attention(const MultiHeadAttention<T, Enc>& mha, ConstMatrixRef<
     }
   }
 
-  const T scale = T(1) / std::sqrt(static_cast<T>(dh));
+  const T scale = score_scale(mha.encoding, dh);
   Matrix<T> z = Matrix<T>::Zero(len, d);
   std::vector<T> e(static_cast<std::size_t>(len));
   for (Index h = 0; h < n_heads; ++h) {
@@ -72,14 +72,31 @@ Matrix<T> naive_attention(const MultiHeadAttention<T, Enc>& mha, ConstMatrixRef<
         for (Index t = 0; t < dh; ++t) {
           s += q(i, o + t) * (k(j, o + t) + (keys ? a_k(i, j, t) : T(0)));
         }
-        if constexpr (HasHeadKeyTerm<Enc>) {
-          // Transformer-XL: u_h · k_j + (q_i + v_h) · r_h(c_ij), before the scale
+        if constexpr (HasHeadKeyTerm<Enc> || HasHeadQueryTerm<Enc>) {
           const std::int64_t c = mha.encoding.clamp_distance(p[j] - p[i]);
-          const DistanceRows<T> rows = mha.encoding.head_key_rows(c, c);
-          const ConstMatrixMap<T> r = rows.view();
-          for (Index t = 0; t < dh; ++t) {
-            s += mha.encoding.content_bias()(h, t) * k(j, o + t) +
-                 (q(i, o + t) + mha.encoding.position_bias()(h, t)) * r(0, o + t);
+          if constexpr (HasXlBiases<Enc>) {
+            // Transformer-XL: u_h · k_j + (q_i + v_h) · r_h(c_ij), before the scale
+            const DistanceRows<T> rows = mha.encoding.head_key_rows(c, c);
+            const ConstMatrixMap<T> r = rows.view();
+            for (Index t = 0; t < dh; ++t) {
+              s += mha.encoding.content_bias()(h, t) * k(j, o + t) +
+                   (q(i, o + t) + mha.encoding.position_bias()(h, t)) * r(0, o + t);
+            }
+          } else if constexpr (HasHeadKeyTerm<Enc>) {
+            // q_i · r_h(c_ij) (DeBERTa's c2p), when on
+            if (mha.encoding.uses_head_keys()) {
+              const DistanceRows<T> rows = mha.encoding.head_key_rows(c, c);
+              const ConstMatrixMap<T> r = rows.view();
+              for (Index t = 0; t < dh; ++t) s += q(i, o + t) * r(0, o + t);
+            }
+          }
+          if constexpr (HasHeadQueryTerm<Enc>) {
+            // k_j · s_h(c_ij) (DeBERTa's p2c), when on
+            if (mha.encoding.uses_head_queries()) {
+              const DistanceRows<T> rows = mha.encoding.head_query_rows(c, c);
+              const ConstMatrixMap<T> r = rows.view();
+              for (Index t = 0; t < dh; ++t) s += k(j, o + t) * r(0, o + t);
+            }
           }
         }
         s *= scale;

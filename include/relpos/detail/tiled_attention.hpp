@@ -136,18 +136,43 @@ class TiledAttention {
   }
 
  private:
-  static constexpr bool kRelative =
-      HasKeyTerm<Enc> || HasValueTerm<Enc> || HasScoreBias<Enc> || HasHeadKeyTerm<Enc>;
+  static constexpr bool kRelative = HasKeyTerm<Enc> || HasValueTerm<Enc> || HasScoreBias<Enc> ||
+                                    HasHeadKeyTerm<Enc> || HasHeadQueryTerm<Enc>;
+  static constexpr bool kPerHead = HasHeadKeyTerm<Enc> || HasHeadQueryTerm<Enc>;
+
+  // Whether the per-head terms are on (optional run-time flags, as uses_keys()).
+  static bool head_keys_active(const Enc& e) {
+    if constexpr (!HasHeadKeyTerm<Enc>) {
+      (void)e;
+      return false;
+    } else if constexpr (requires { e.uses_head_keys(); }) {
+      return e.uses_head_keys();
+    } else {
+      return true;
+    }
+  }
+  static bool head_queries_active(const Enc& e) {
+    if constexpr (!HasHeadQueryTerm<Enc>) {
+      (void)e;
+      return false;
+    } else if constexpr (requires { e.uses_head_queries(); }) {
+      return e.uses_head_queries();
+    } else {
+      return true;
+    }
+  }
 
   // What the whole call shares: which terms are on, the call's clamped distances [lo, hi] and,
   // when dense, their rows, fetched once.
   struct Call {
     bool keys = false, values = false;
+    bool head_keys = false, head_queries = false;  // per-head terms (xl, deberta)
     bool dense = false;      // rows for [lo, hi] fetched (else every tile is sparse)
     bool banded = false;     // contiguous positions, saturating clamp
     std::int64_t shift = 0;  // banded: δ_ij = j − i + shift
     DistanceRange range;
-    DistanceRows<T> key_rows, value_rows, head_rows;  // (R, d_head) / (R, n_heads·d_head)
+    DistanceRows<T> key_rows, value_rows;    // (R, d_head)
+    DistanceRows<T> head_rows, head_q_rows;  // (R, n_heads·d_head)
   };
 
   void prepare(ConstMatrixRef<T> k, const AttentionGeometry& g, AttentionScratch<T>& s) {
@@ -155,6 +180,8 @@ class TiledAttention {
     if constexpr (kRelative) {
       call_.keys = key_term_active(enc_);
       call_.values = value_term_active(enc_);
+      call_.head_keys = head_keys_active(enc_);
+      call_.head_queries = head_queries_active(enc_);
       const Positions &pq = g.queries, &pk = g.keys;
       std::int64_t qmin = pq[0], qmax = qmin, kmin = pk[0], kmax = kmin;
       for (Index i = 1; i < pq.len; ++i) qmin = std::min(qmin, pq[i]), qmax = std::max(qmax, pq[i]);
@@ -177,14 +204,22 @@ class TiledAttention {
           }
         }
         if constexpr (HasHeadKeyTerm<Enc>) {
-          call_.head_rows =
-              checked(enc_.head_key_rows(lo, hi), n_heads_ * d_head_, "per-head key rows");
+          if (call_.head_keys) {
+            call_.head_rows =
+                checked(enc_.head_key_rows(lo, hi), n_heads_ * d_head_, "per-head key rows");
+          }
+        }
+        if constexpr (HasHeadQueryTerm<Enc>) {
+          if (call_.head_queries) {
+            call_.head_q_rows =
+                checked(enc_.head_query_rows(lo, hi), n_heads_ * d_head_, "per-head query rows");
+          }
         }
         if constexpr (HasScoreBias<Enc>) {
           auto b = grown(s.bias, n_heads_, count);  // (n_heads, R)
           for (Index h = 0; h < n_heads_; ++h) enc_.score_bias(h, lo, hi, &b(h, 0));
         }
-        if constexpr (HasHeadKeyTerm<Enc>) {
+        if constexpr (HasXlBiases<Enc>) {
           // v_h · r_h(c): the same for every query, once per head and distance
           auto vr = grown(s.head_bias, n_heads_, count);  // (n_heads, R)
           const ConstMatrixMap<T> r = call_.head_rows.view();
@@ -194,7 +229,7 @@ class TiledAttention {
           }
         }
       }
-      if constexpr (HasHeadKeyTerm<Enc>) {
+      if constexpr (HasXlBiases<Enc>) {
         // u_h · k_j: the same for every query, once per head and key
         auto uk = grown(s.key_bias, n_heads_, pk.len);  // (n_heads, n_k)
         for (Index h = 0; h < n_heads_; ++h) {
@@ -260,6 +295,16 @@ class TiledAttention {
       return {};
     }
   }
+  DistanceRows<T> head_q_row(std::int64_t c) const {
+    if constexpr (HasHeadQueryTerm<Enc>) {
+      return call_.dense
+                 ? one_row(call_.head_q_rows, c)
+                 : checked(enc_.head_query_rows(c, c), n_heads_ * d_head_, "per-head query rows");
+    } else {
+      (void)c;
+      return {};
+    }
+  }
   DistanceRows<T> one_row(const DistanceRows<T>& all, std::int64_t c) const {
     return DistanceRows<T>{all.table, all.offset + (c - call_.range.lo), c, 1};
   }
@@ -284,6 +329,28 @@ class TiledAttention {
       } else {
         detail::gather_add(s, d, IndexMap(index, rows, cols));
         if (scale != T(1)) s *= scale;
+      }
+    }
+    // s(r, t) += d(t, column of (r, t)): the gather with the roles of query and key swapped
+    // (d has one row per key of the tile)
+    template <class S, class D>
+    void gather_add_by_key(S& s, const D& d) const {
+      if (kind == banded) {
+        // column of (r, t): clamp(t − r, bands.lo, bands.hi) − bands.lo, row by row in
+        // three segments as DistanceBands::begin/end
+        const Index last = d.cols() - 1;
+        for (Index r = 0; r < s.rows(); ++r) {
+          const Index a = bands.begin(r, s.cols()), b = bands.end(r, s.cols());
+          for (Index t = 0; t < a; ++t) s(r, t) += d(t, 0);
+          const Index col0 = bands.band_column(r, s.cols());
+          for (Index t = a; t < b; ++t) s(r, t) += d(t, col0 + (t - a));
+          for (Index t = b; t < s.cols(); ++t) s(r, t) += d(t, last);
+        }
+      } else {
+        const IndexMap idx(index, rows, cols);
+        for (Index r = 0; r < s.rows(); ++r) {
+          for (Index t = 0; t < s.cols(); ++t) s(r, t) += d(t, idx(r, t));
+        }
       }
     }
     // s(r, t) += row(column of (r, t)): one row of per-distance values for every query
@@ -501,7 +568,7 @@ class TiledAttention {
     template <class Q, class P>
     TilePath score(const Q& qh, Index j0, Index bk, P& p) {
       const Index dh = a.d_head_;
-      const T scale = T(1) / std::sqrt(static_cast<T>(dh));
+      const T scale = score_scale(a.enc_, dh);           // 1/sqrt(d_head · f), f from the encoding
       matmul_nt<T>(qh, k.block(j0, h * dh, bk, dh), p);  // q · kᵀ
       TilePath path;
       bool scaled = false;
@@ -509,13 +576,18 @@ class TiledAttention {
         path = path_of(j0, bk);
         if constexpr (HasKeyTerm<Enc>) {
           if (a.call_.keys) {
-            // a banded key term without xl folds the 1/sqrt(d_head) scale into its gather
-            const bool fold = path.kind != TilePath::sparse && !HasHeadKeyTerm<Enc>;
+            // a banded key term without per-head terms folds the scale into its gather
+            const bool fold = path.kind != TilePath::sparse && !kPerHead;
             add_key_term(qh, path, p, fold ? scale : T(1));
             scaled = fold;
           }
         }
-        if constexpr (HasHeadKeyTerm<Enc>) add_head_key_term(qh, path, j0, p);
+        if constexpr (HasHeadKeyTerm<Enc>) {
+          if (a.call_.head_keys) add_head_key_term(qh, path, j0, p);
+        }
+        if constexpr (HasHeadQueryTerm<Enc>) {
+          if (a.call_.head_queries) add_head_query_term(path, j0, p);
+        }
       }
       if (!scaled) p *= scale;
       if constexpr (HasScoreBias<Enc>) add_score_bias(path, p);  // after the scale (spec §3)
@@ -545,18 +617,22 @@ class TiledAttention {
       path.gather_add(p, qr, scale);
     }
 
-    // Transformer-XL: u_h · k_j + (q_i + v_h) · r_h(c_ij), before the scale.
+    // q_i · r_h(c_ij), before the scale; Transformer-XL adds u_h · k_j + v_h · r_h(c_ij).
     template <class Q, class P>
     void add_head_key_term(const Q& qh, const TilePath& path, Index j0, P& p) {
       const Index dh = a.d_head_;
-      auto uk = call.key_bias.matrix(a.n_heads_, k.rows());
-      p.rowwise() += uk.row(h).segment(j0, p.cols());
+      if constexpr (HasXlBiases<Enc>) {
+        auto uk = call.key_bias.matrix(a.n_heads_, k.rows());
+        p.rowwise() += uk.row(h).segment(j0, p.cols());
+      } else {
+        (void)j0;
+      }
       if (path.kind == TilePath::sparse) {
-        const auto vh = a.enc_.position_bias().row(h);
         for_each_distance([&](std::int64_t c, auto first, auto last) {
           const DistanceRows<T> rows = head_row(c);
           const auto r = rows.view().row(0).segment(h * dh, dh);
-          const T vr = vh.dot(r);
+          T vr{};
+          if constexpr (HasXlBiases<Enc>) vr = a.enc_.position_bias().row(h).dot(r);
           for (auto it = first; it != last; ++it) {
             const Index row = it->second / p.cols(), col = it->second % p.cols();
             p(row, col) += qh.row(row).dot(r) + vr;
@@ -566,11 +642,35 @@ class TiledAttention {
       }
       auto qr = s.by_distance.matrix(bq, path.count);  // (bq, R_tile)
       matmul_nt<T>(qh, window(a.call_.head_rows, path).middleCols(h * dh, dh), qr);
-      const Index count = a.call_.range.count();
-      qr.rowwise() += call.head_bias.matrix(a.n_heads_, count)
-                          .row(h)
-                          .segment(path.c_lo - a.call_.range.lo, path.count);
+      if constexpr (HasXlBiases<Enc>) {
+        const Index count = a.call_.range.count();
+        qr.rowwise() += call.head_bias.matrix(a.n_heads_, count)
+                            .row(h)
+                            .segment(path.c_lo - a.call_.range.lo, path.count);
+      }
       path.gather_add(p, qr);
+    }
+
+    // k_j · s_h(c_ij), before the scale (DeBERTa's p2c): one product of the tile's keys with
+    // the window's rows, then the gather by key.
+    template <class P>
+    void add_head_query_term(const TilePath& path, Index j0, P& p) {
+      const Index dh = a.d_head_, bk = p.cols();
+      const auto kh = k.block(j0, h * dh, bk, dh);  // (bk, d_head)
+      if (path.kind == TilePath::sparse) {
+        for_each_distance([&](std::int64_t c, auto first, auto last) {
+          const DistanceRows<T> rows = head_q_row(c);
+          const auto r = rows.view().row(0).segment(h * dh, dh);
+          for (auto it = first; it != last; ++it) {
+            const Index row = it->second / bk, col = it->second % bk;
+            p(row, col) += kh.row(col).dot(r);
+          }
+        });
+        return;
+      }
+      auto kr = s.by_distance.matrix(bk, path.count);  // (bk, R_tile)
+      matmul_nt<T>(kh, window(a.call_.head_q_rows, path).middleCols(h * dh, dh), kr);
+      path.gather_add_by_key(p, kr);
     }
 
     // b_h(c_ij), t5 / alibi.
@@ -626,6 +726,7 @@ class TiledAttention {
     DistanceRows<T> key_row(std::int64_t c) const { return a.key_row(c); }
     DistanceRows<T> value_row(std::int64_t c) const { return a.value_row(c); }
     DistanceRows<T> head_row(std::int64_t c) const { return a.head_row(c); }
+    DistanceRows<T> head_q_row(std::int64_t c) const { return a.head_q_row(c); }
   };
 
   const Enc& enc_;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <concepts>
 #include <cstdint>
 #include <limits>
@@ -79,18 +80,54 @@ concept HasScoreBias = requires(const E& e, std::int64_t delta, Index h, Index l
   e.score_bias(h, lo, hi, out);
 };
 
-/// The Transformer-XL terms (Dai et al. 2019), added to the scores before the scale:
-///   u_h · k_j + (q_i + v_h) · r_h(c_ij).
+/// Per-head relative rows, added to the scores before the scale (Transformer-XL, Dai et al.
+/// 2019; DeBERTa's c2p, He et al. 2021): q_i · r_h(c_ij).
 /// head_key_rows(lo, hi): the rows r(c) for clamped c in [lo, hi], (hi − lo + 1,
 ///   n_heads · d_head), head h in columns [h·d_head, (h+1)·d_head): unlike aK they differ
-///   per head. content_bias() = u, position_bias() = v: (n_heads, d_head) each.
+///   per head. uses_head_keys() (optional, run-time, as uses_keys()): whether the term is on.
 template <class E>
 concept HasHeadKeyTerm = requires(const E& e, std::int64_t delta, Index lo, Index hi) {
   { e.clamp_distance(delta) } -> std::convertible_to<std::int64_t>;
   { e.head_key_rows(lo, hi) } -> std::same_as<DistanceRows<typename E::Scalar>>;
+};
+
+/// Transformer-XL's two biases beside its head key term: u_h · k_j + v_h · r_h(c_ij), so its
+/// terms read u_h·k_j + (q_i + v_h)·r_h(c_ij). content_bias() = u, position_bias() = v:
+/// (n_heads, d_head) each.
+template <class E>
+concept HasXlBiases = HasHeadKeyTerm<E> && requires(const E& e) {
   { e.content_bias() } -> std::convertible_to<const Matrix<typename E::Scalar>&>;
   { e.position_bias() } -> std::convertible_to<const Matrix<typename E::Scalar>&>;
 };
+
+/// The same gather with the roles of query and key swapped (DeBERTa's p2c): k_j · s_h(c_ij),
+/// added before the scale, c_ij the clamped p_j − p_i as everywhere.
+/// head_query_rows(lo, hi): the rows s(c) for clamped c in [lo, hi], (hi − lo + 1,
+///   n_heads · d_head), as head_key_rows. uses_head_queries() (optional): whether it is on.
+template <class E>
+concept HasHeadQueryTerm = requires(const E& e, std::int64_t delta, Index lo, Index hi) {
+  { e.clamp_distance(delta) } -> std::convertible_to<std::int64_t>;
+  { e.head_query_rows(lo, hi) } -> std::same_as<DistanceRows<typename E::Scalar>>;
+};
+
+/// score_scale_factor(): f in the scale 1/sqrt(d_head · f) of the scores (absent: f = 1).
+///   DeBERTa divides by sqrt(d_head · (1 + c2p + p2c)), one unit per term it adds.
+template <class E>
+concept ScalesScores = requires(const E& e) {
+  { e.score_scale_factor() } -> std::convertible_to<double>;
+};
+
+/// The scale of the scores before the score bias: 1/sqrt(d_head · f).
+template <class E>
+typename E::Scalar score_scale(const E& e, Index d_head) {
+  using T = typename E::Scalar;
+  if constexpr (ScalesScores<E>) {
+    return T(1) / static_cast<T>(std::sqrt(static_cast<double>(d_head) * e.score_scale_factor()));
+  } else {
+    (void)e;
+    return T(1) / std::sqrt(static_cast<T>(d_head));
+  }
+}
 
 /// add_to_input(x, positions): an encoding of the first block's input (absolute, additive);
 ///   x is (len, d_model), changed in place.
@@ -110,7 +147,8 @@ concept Encoding = requires {
 /// Attention's view of an encoding: the hooks that act inside attention.
 template <class E>
 inline constexpr bool has_attention_hooks =
-    TransformsQK<E> || HasKeyTerm<E> || HasValueTerm<E> || HasScoreBias<E> || HasHeadKeyTerm<E>;
+    TransformsQK<E> || HasKeyTerm<E> || HasValueTerm<E> || HasScoreBias<E> || HasHeadKeyTerm<E> ||
+    HasHeadQueryTerm<E> || ScalesScores<E>;
 
 /// Decoding with a cache (kv_cache.hpp), hooks an encoding may have:
 /// check_cacheable(what): throws Error (prefixed `what`) when cached keys of this instance
@@ -167,6 +205,8 @@ struct ModelShape {
   std::int64_t n_heads = 0;
   std::int64_t n_layers = 0;
   bool causal = false;
+  bool bias = true;              // the attention projections have biases (spec §7 `bias`)
+  double layer_norm_eps = 1e-5;  // eps of a norm an encoding owns (deberta's rel_norm)
   std::int64_t d_head() const { return d_model / n_heads; }
 };
 

@@ -62,7 +62,9 @@ struct ModelConfig {
     const auto* t = std::get_if<T5Position>(&position);
     return t != nullptr && t->is_bidirectional(causal);
   }
-  PositionContext position_context() const { return {d_model, n_heads, n_layers, causal}; }
+  PositionContext position_context() const {
+    return {d_model, n_heads, n_layers, causal, bias, layer_norm_eps};
+  }
   bool operator==(const ModelConfig&) const = default;
 };
 

@@ -6,11 +6,13 @@
 // does not use skipped by name), and the mapped tensors are laid out as one in-memory
 // safetensors file, so Model's loader and its checks run on them unchanged. Bytes are copied
 // as stored (no dtype conversion here): Model converts F16/BF16/F64 on load as for its own
-// files (ESM's token_dropout scale excepted). Families so far: bert (absolute, relative_key),
-// roberta, xlm-roberta, roformer, esm, mpnet.
+// files (ESM's token_dropout scale and T5's folded query scale excepted). Families so far: bert
+// (absolute, relative_key), roberta, xlm-roberta, roformer, esm, mpnet, t5, mt5, deberta-v2.
 #pragma once
 
 #include <algorithm>
+#include <cctype>
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -100,6 +102,11 @@ class HfFields {
   std::string string(std::string_view key, std::string def) const {
     return given(key) ? *f_.string(key) : def;
   }
+  /// The raw value of a key, or nullptr when absent or null (a key of several JSON types).
+  const Json* value(std::string_view key) const {
+    const auto it = j_.find(key);
+    return it == j_.end() || it->is_null() ? nullptr : &*it;
+  }
 
  private:
   JsonFields f_;
@@ -129,7 +136,10 @@ struct Rule {
   std::string target;                // relpos name (spec §1)
   std::vector<std::string> sources;  // HF names under the base model (prefix stripped)
   Op op = Op::copy;
-  double factor = 1;  // Op::scale
+  double factor = 1;  // Op::scale: the tensor; Op::concat: the first source only (T5's query)
+  // a tied copy of sources[0] (T5's encoder.embed_tokens.weight of shared.weight): read in its
+  // place when sources[0] is absent; when both are stored they must hold the same bytes
+  std::string tied = {};
 };
 
 /// What a family contributes: the relpos config, the tensors to map, and the names (under the
@@ -368,16 +378,248 @@ inline Family mpnet_family(const HfFields& f) {
   return fam;
 }
 
+/// An activation name of T5's feed_forward_proj / dense_act_fn, mapped as hidden_act (spec §7);
+/// `key` is the config key it came from, for the error.
+inline Activation t5_activation(const HfFields& f, std::string_view key, const std::string& act) {
+  if (act == "gelu") return Activation::gelu;
+  if (act == "gelu_new" || act == "gelu_pytorch_tanh") return Activation::gelu_tanh;
+  if (act == "relu") return Activation::relu;
+  f.fail(key, "activation \"" + act +
+                  "\" is not supported (expected \"relu\", \"gelu\", \"gelu_new\" or "
+                  "\"gelu_pytorch_tanh\")");
+}
+
+/// t5, mt5 (spec §7): the encoder stack of T5Model / T5EncoderModel /
+/// T5ForConditionalGeneration and their MT5 twins. Pre-norm with RMSNorm (T5LayerNorm), no
+/// biases, a final norm, position t5 (bidirectional) from block 0's table shared by all layers;
+/// defaults are T5Config's / MT5Config's in transformers 4.40.
+inline Family t5_family(const std::string& model_type, const HfFields& f) {
+  const bool mt5 = model_type == "mt5";
+  Family fam;
+  // T5ForSequenceClassification / T5ForTokenClassification keep the model under `transformer.`
+  fam.prefix = "transformer.";
+  ModelConfig& c = fam.config;
+  if (f.boolean("is_decoder", false))
+    f.fail("is_decoder", "true is not supported: relpos reads the encoder stack of a T5 model");
+  c.d_model = f.integer("d_model", 512);
+  c.n_heads = f.integer("num_heads", mt5 ? 6 : 8);
+  c.n_layers = f.integer("num_layers", mt5 ? 8 : 6);
+  c.d_ff = f.integer("d_ff", mt5 ? 1024 : 2048);
+  c.vocab_size = f.integer("vocab_size", mt5 ? 250112 : 32128);
+  const std::int64_t d_kv = f.integer("d_kv", 64);
+  if (d_kv < 1) f.fail("d_kv", "must be >= 1, got " + std::to_string(d_kv));
+  if (d_kv * c.n_heads != c.d_model)
+    f.fail("d_kv", std::to_string(d_kv) + " · num_heads " + std::to_string(c.n_heads) +
+                       " differs from d_model " + std::to_string(c.d_model) +
+                       ": not supported (relpos's heads split d_model)");
+  c.layer_norm_eps = f.number("layer_norm_epsilon", 1e-6);
+  c.norm_first = true;  // T5LayerSelfAttention / T5LayerFF: x + sublayer(norm(x))
+  c.final_norm = true;  // encoder.final_layer_norm
+  c.norm = NormKind::rms;
+  c.bias = false;
+  // T5Config: feed_forward_proj is "ACT" or "gated-ACT"; "gated-gelu" means gelu_new (HF's
+  // backward-compatibility case); dense_act_fn / is_gated_act, when stored, override both
+  const std::string proj = f.string("feed_forward_proj", mt5 ? "gated-gelu" : "relu");
+  const auto dash = proj.find('-');
+  const bool gated_proj = dash != std::string::npos && proj.substr(0, dash) == "gated";
+  if ((dash != std::string::npos && !gated_proj) ||
+      (gated_proj && proj.find('-', dash + 1) != std::string::npos))
+    f.fail("feed_forward_proj", "expected \"ACT\" or \"gated-ACT\", got \"" + proj + "\"");
+  std::string act = gated_proj ? proj.substr(dash + 1) : proj;
+  if (proj == "gated-gelu") act = "gelu_new";
+  c.activation = f.given("dense_act_fn")
+                     ? t5_activation(f, "dense_act_fn", f.string("dense_act_fn", ""))
+                     : t5_activation(f, "feed_forward_proj", act);
+  c.gated = f.boolean("is_gated_act", gated_proj);
+  T5Position p;
+  p.num_buckets = f.integer("relative_attention_num_buckets", 32);
+  p.max_distance = f.integer("relative_attention_max_distance", 128);
+  p.bidirectional = true;  // the encoder's T5Attention
+  // HF takes a log of max_distance / E (E = num_buckets / 4 exact distances a side): refused
+  // here under HF's key names when it would be <= 0 or the buckets too few to split
+  if (p.num_buckets < 4)
+    f.fail("relative_attention_num_buckets",
+           "must be >= 4 (two sides of at least one exact and one log bucket), got " +
+               std::to_string(p.num_buckets));
+  if (p.max_distance <= p.num_buckets / 4)
+    f.fail("relative_attention_max_distance",
+           "must be > relative_attention_num_buckets / 4 = " + std::to_string(p.num_buckets / 4) +
+               " (the exact distances), got " + std::to_string(p.max_distance));
+  c.position = p;
+
+  auto& r = fam.rules;
+  Rule embed{"embed.weight", {"shared.weight"}};
+  embed.tied = "encoder.embed_tokens.weight";
+  r.push_back(embed);
+  r.push_back({"position.relative_attention_bias",
+               {"encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"}});
+  // T5Attention has no 1/sqrt(d_head) (Mesh TensorFlow folded it into the initialisation of q),
+  // relpos divides the scores by sqrt(d_head): the query rows of in_proj are multiplied by
+  // sqrt(d_kv). For d_kv a power of 4 (64 in every released T5 and mT5) sqrt(d_kv) is a power of
+  // two, so both the product and relpos's division are exact and the scores are HF's bit for
+  // bit. Otherwise the folded weights are rounded once (in F64 here, then in the compute type)
+  // and each score once more by the division: a few ulp of the scores, far inside spec §7's
+  // 1e-5 (the mt5 test folder has d_kv 8: 1.3e-15 in double against HF's forward with its
+  // norm and softmax in float64, 1.4e-6 in float, as folders with an exact fold).
+  const double q_scale = std::sqrt(double(d_kv));
+  for (std::int64_t n = 0; n < c.n_layers; ++n) {
+    const std::string h = "encoder.block." + std::to_string(n) + ".layer.";
+    const std::string a = h + "0.SelfAttention.", ff = h + "1.DenseReluDense.";
+    const std::string l = "layers." + std::to_string(n) + ".";
+    Rule in_proj{l + "self_attn.in_proj_weight",
+                 {a + "q.weight", a + "k.weight", a + "v.weight"},
+                 Op::concat};
+    in_proj.factor = q_scale;
+    r.push_back(in_proj);
+    r.push_back({l + "self_attn.out_proj.weight", {a + "o.weight"}});
+    r.push_back({l + "norm1.weight", {h + "0.layer_norm.weight"}});
+    if (c.gated) {
+      // T5DenseGatedActDense: wo(act(wi_0(x)) * wi_1(x)); relpos: linear2(act(linear1 x) ⊙ linear3
+      // x)
+      r.push_back({l + "linear1.weight", {ff + "wi_0.weight"}});
+      r.push_back({l + "linear3.weight", {ff + "wi_1.weight"}});
+    } else {
+      r.push_back({l + "linear1.weight", {ff + "wi.weight"}});
+    }
+    r.push_back({l + "linear2.weight", {ff + "wo.weight"}});
+    r.push_back({l + "norm2.weight", {h + "1.layer_norm.weight"}});
+  }
+  r.push_back({"norm.weight", {"encoder.final_layer_norm.weight"}});
+  fam.skip = [](std::string_view name) {
+    return starts_with(name, "decoder.") || name == "lm_head.weight";
+  };
+  return fam;
+}
+
+/// deberta-v2 (spec §7; DeBERTa-v3 checkpoints, and v2 ones without the conv layer): post-norm,
+/// embed_norm, token types when type_vocab_size > 0, position deberta; defaults are
+/// DebertaV2Config's and the modules' getattr defaults in transformers 4.40.
+inline Family deberta_family(const HfFields& f) {
+  Family fam;
+  fam.prefix = "deberta.";
+  ModelConfig& c = fam.config;
+  if (f.boolean("is_decoder", false))
+    f.fail("is_decoder", "true is not supported: relpos reads encoders (no cross-attention)");
+  c.d_model = f.integer("hidden_size", 1536);
+  c.n_heads = f.integer("num_attention_heads", 24);
+  c.n_layers = f.integer("num_hidden_layers", 24);
+  c.d_ff = f.integer("intermediate_size", 6144);
+  if (const auto e = f.integer("embedding_size"); e && *e != c.d_model)
+    f.fail("embedding_size", std::to_string(*e) + " differs from hidden_size " +
+                                 std::to_string(c.d_model) + ": not supported");
+  if (const auto a = f.integer("attention_head_size");
+      a && c.n_heads > 0 && *a * c.n_heads != c.d_model)
+    f.fail("attention_head_size", std::to_string(*a) + " differs from hidden_size / " +
+                                      "num_attention_heads: not supported");
+  if (const auto k = f.integer("conv_kernel_size", 0); k > 0)
+    f.fail("conv_kernel_size", std::to_string(k) +
+                                   " is not supported (the conv layer of "
+                                   "DeBERTa-v2 has no relpos form; 0 or absent is)");
+  if (!f.boolean("relative_attention", false))
+    f.fail("relative_attention",
+           "false (or absent) is not supported: relpos reads DeBERTa "
+           "with relative attention");
+  if (f.boolean("position_biased_input", true))
+    f.fail("position_biased_input",
+           "true (or absent) is not supported: relpos reads DeBERTa "
+           "without absolute positions (v3's false)");
+  c.activation = activation(f, "hidden_act", "gelu");
+  c.layer_norm_eps = f.number("layer_norm_eps", 1e-7);
+  c.norm_first = false;  // DebertaV2Layer: post-norm
+  c.vocab_size = f.integer("vocab_size", 128100);
+  c.embed_norm = true;
+  const std::int64_t types = f.integer("type_vocab_size", 0);
+  if (types < 0) f.fail("type_vocab_size", "must be >= 0, got " + std::to_string(types));
+  if (types > 0) c.type_vocab_size = types;
+  DebertaPosition p;
+  p.position_buckets = f.integer("position_buckets", -1);
+  if (p.position_buckets <= 0)
+    f.fail("position_buckets", std::to_string(p.position_buckets) +
+                                   " is not supported (linear relative positions); > 0 is");
+  p.max_relative_positions = f.integer("max_relative_positions", -1);
+  if (p.max_relative_positions < 1)
+    p.max_relative_positions = f.integer("max_position_embeddings", 512);
+  p.share_att_key = f.boolean("share_att_key", false);
+  // "a|b" strings as DebertaV2Config and DebertaV2Encoder split them: lower case, stripped
+  const auto split_bar = [](const std::string& text) {
+    std::vector<std::string> out;
+    std::string s = text;
+    for (char& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    for (std::size_t at = 0;;) {
+      const std::size_t bar = s.find('|', at);
+      const std::string part = s.substr(at, bar == std::string::npos ? bar : bar - at);
+      const auto a = part.find_first_not_of(" \t\n"), b = part.find_last_not_of(" \t\n");
+      out.push_back(a == std::string::npos ? std::string() : part.substr(a, b - a + 1));
+      if (bar == std::string::npos) break;
+      at = bar + 1;
+    }
+    return out;
+  };
+  // pos_att_type: a list, or a "p2c|c2p" string (DebertaV2Config's backwards compatibility)
+  std::vector<std::string> att;
+  if (const Json* v = f.value("pos_att_type")) {
+    if (v->is_string()) {
+      att = split_bar(v->get<std::string>());
+    } else if (v->is_array()) {
+      for (const Json& e : *v) {
+        if (!e.is_string()) f.fail("pos_att_type", "expected a list of strings or a string");
+        att.push_back(e.get<std::string>());
+      }
+    } else {
+      f.fail("pos_att_type", "expected a list of strings or a \"p2c|c2p\" string");
+    }
+  }
+  const auto has = [](const std::vector<std::string>& v, const char* t) {
+    return std::find(v.begin(), v.end(), t) != v.end();
+  };
+  p.c2p = has(att, "c2p");
+  p.p2c = has(att, "p2c");
+  p.rel_norm = has(split_bar(f.string("norm_rel_ebd", "none")), "layer_norm");
+  c.position = p;
+  auto& r = fam.rules;
+  r.push_back({"embed.weight", {"embeddings.word_embeddings.weight"}});
+  if (c.type_vocab_size)
+    r.push_back({"type_embed.weight", {"embeddings.token_type_embeddings.weight"}});
+  r.push_back({"embed_norm.weight", {"embeddings.LayerNorm.weight"}});
+  r.push_back({"embed_norm.bias", {"embeddings.LayerNorm.bias"}});
+  r.push_back({"position.rel_embeddings", {"encoder.rel_embeddings.weight"}});
+  if (p.rel_norm) {
+    r.push_back({"position.rel_norm.weight", {"encoder.LayerNorm.weight"}});
+    r.push_back({"position.rel_norm.bias", {"encoder.LayerNorm.bias"}});
+  }
+  add_layer_rules(
+      r, c.n_layers,
+      {"attention.self.query_proj", "attention.self.key_proj", "attention.self.value_proj",
+       "attention.output.dense", "attention.output.LayerNorm", "intermediate.dense", "output.dense",
+       "output.LayerNorm"});
+  if (!p.share_att_key) {
+    for (std::int64_t n = 0; n < c.n_layers; ++n) {
+      const std::string h = "encoder.layer." + std::to_string(n) + ".attention.self.";
+      const std::string t = "layers." + std::to_string(n) + ".self_attn.";
+      for (const char* part : {".weight", ".bias"}) {
+        if (p.c2p) r.push_back({t + "pos_key_proj" + part, {h + "pos_key_proj" + part}});
+        if (p.p2c) r.push_back({t + "pos_query_proj" + part, {h + "pos_query_proj" + part}});
+      }
+    }
+  }
+  fam.skip = [](std::string_view name) {
+    return starts_with(name, "pooler.") || name == "embeddings.position_ids";
+  };
+  return fam;
+}
+
 inline Family family(const std::string& model_type, const HfFields& f) {
   if (model_type == "bert" || model_type == "roberta" || model_type == "xlm-roberta" ||
       model_type == "roformer")
     return bert_family(model_type, f);
   if (model_type == "esm") return esm_family(f);
   if (model_type == "mpnet") return mpnet_family(f);
+  if (model_type == "t5" || model_type == "mt5") return t5_family(model_type, f);
+  if (model_type == "deberta-v2") return deberta_family(f);
   f.fail("model_type",
          "\"" + model_type +
-             "\" is not supported (relpos reads bert, roberta, xlm-roberta, roformer, esm "
-             "and mpnet checkpoints)");
+             "\" is not supported (relpos reads bert, roberta, xlm-roberta, roformer, esm, "
+             "mpnet, t5, mt5 and deberta-v2 checkpoints)");
 }
 
 /// The folder's tensors: name → the file that holds it (one file, or the index's shards).
@@ -501,8 +743,26 @@ inline HfCheckpoint load_hf_checkpoint(const std::filesystem::path& dir) {
 
   SafetensorsWriter w;
   for (const hf::Rule& rule : fam.rules) {
+    std::vector<std::string> sources = rule.sources;
+    if (!rule.tied.empty()) {
+      const std::string main = full(sources[0]), copy = full(rule.tied);
+      const SafetensorsFile* a = tensors.find(main);
+      const SafetensorsFile* b = tensors.find(copy);
+      if (a == nullptr && b != nullptr) {
+        sources[0] = rule.tied;
+      } else if (a != nullptr && b != nullptr) {
+        used.insert(copy);
+        const TensorInfo &ia = a->info(main), &ib = b->info(copy);
+        const auto ra = a->raw(main), rb = b->raw(copy);
+        if (ia.dtype != ib.dtype || ia.shape != ib.shape ||
+            !std::equal(ra.begin(), ra.end(), rb.begin(), rb.end()))
+          b->fail(copy, "differs from " + main +
+                            ", of which it is a tied copy: the file holds "
+                            "two word tables");
+      }
+    }
     std::vector<std::pair<std::string, const SafetensorsFile*>> src;
-    for (const std::string& s : rule.sources) src.push_back(lookup(s));
+    for (const std::string& s : sources) src.push_back(lookup(s));
     for (const auto& s : src) used.insert(s.first);
     const TensorInfo& first = src[0].second->info(src[0].first);
     std::vector<std::int64_t> shape = first.shape;
@@ -518,10 +778,41 @@ inline HfCheckpoint load_hf_checkpoint(const std::filesystem::path& dir) {
       const auto raw = file->raw(name);
       bytes.insert(bytes.end(), raw.begin(), raw.end());
     }
+    const auto need_weight_type = [&] {
+      if (first.dtype != DType::F32 && first.dtype != DType::F64 && first.dtype != DType::F16 &&
+          first.dtype != DType::BF16) {
+        src[0].second->fail(src[0].first, "dtype " + std::string(dtype_name(first.dtype)) +
+                                              " is not a weight type (F32, F64, F16 or BF16)");
+      }
+    };
     if (rule.op == hf::Op::concat) {
       if (shape.empty())
         src[0].second->fail(src[0].first, "expected a vector or matrix, got a scalar");
       shape[0] *= std::int64_t(src.size());
+      if (rule.factor != 1) {
+        // the first source scaled (T5's query rows): in F32 when that is exact (F32 source, a
+        // power-of-two factor), else in F64
+        need_weight_type();
+        int exponent = 0;
+        if (first.dtype == DType::F32 && std::frexp(rule.factor, &exponent) == 0.5) {
+          std::vector<float> v;
+          for (const auto& [name, file] : src) {
+            const std::vector<float> part = file->values<float>(name);
+            const float k = name == src[0].first ? float(rule.factor) : 1.f;
+            for (const float x : part) v.push_back(x * k);
+          }
+          w.add(rule.target, v, shape);
+        } else {
+          std::vector<double> v;
+          for (const auto& [name, file] : src) {
+            const std::vector<double> part = file->values<double>(name);
+            const double k = name == src[0].first ? rule.factor : 1.0;
+            for (const double x : part) v.push_back(x * k);
+          }
+          w.add(rule.target, v, shape);
+        }
+        continue;
+      }
     } else if (rule.op == hf::Op::reverse_rows) {
       if (shape.size() != 2)
         src[0].second->fail(src[0].first, "expected [rows, d_head], got " + shape_string(shape));
@@ -533,11 +824,7 @@ inline HfCheckpoint load_hf_checkpoint(const std::filesystem::path& dir) {
       }
       bytes = std::move(flipped);
     } else if (rule.op == hf::Op::scale) {
-      if (first.dtype != DType::F32 && first.dtype != DType::F64 && first.dtype != DType::F16 &&
-          first.dtype != DType::BF16) {
-        src[0].second->fail(src[0].first, "dtype " + std::string(dtype_name(first.dtype)) +
-                                              " is not a weight type (F32, F64, F16 or BF16)");
-      }
+      need_weight_type();
       std::vector<double> v = src[0].second->values<double>(src[0].first);
       for (double& x : v) x *= rule.factor;
       w.add(rule.target, v, shape);

@@ -25,6 +25,7 @@
 #include <relpos/io/positions/absolute.hpp>
 #include <relpos/io/positions/additive.hpp>
 #include <relpos/io/positions/alibi.hpp>
+#include <relpos/io/positions/deberta.hpp>
 #include <relpos/io/positions/kerple.hpp>
 #include <relpos/io/positions/learned.hpp>
 #include <relpos/io/positions/none.hpp>
@@ -66,7 +67,7 @@ struct EncodingList {
 /// the decoder and attention follow from the list and the encoding's hooks and traits.
 using PositionEncodings =
     EncodingList<NoPosition, AbsoluteSinusoidal, SinusoidalRelative, LearnedRelative, Rotary,
-                 Additive, T5Bias, AlibiBias, XlRelative, KerpleBias>;
+                 Additive, T5Bias, AlibiBias, XlRelative, KerpleBias, DebertaRelative>;
 
 namespace io {
 
