@@ -1,14 +1,18 @@
 // SPDX-License-Identifier: MIT
 // The one command-line parser of the example programs (relpos-encode, relpos-convert,
-// relpos-demo), so they all read flags the same way: `--flag value` and `--flag=value`, `--help`
-// or `-h` anywhere prints the usage and exits 0, and every mistake is one UsageError line
-// (exit status 2): "unknown option --x", "--x needs a value", "--x takes no value", "--x given
-// twice" (a repeated flag is an error, never last-wins), "unexpected argument \"x\"".
+// relpos-demo, relpos-embed), so they all read flags the same way: `--flag value` and
+// `--flag=value`, `--help` or `-h` anywhere prints the usage and exits 0, and every mistake is one
+// UsageError line (exit status 2): "unknown option --x", "--x needs a value", "--x takes no value",
+// "--x given twice" (a repeated flag is an error, never last-wins), "unexpected argument \"x\"".
 #pragma once
 
+#include <algorithm>
+#include <exception>
 #include <functional>
 #include <initializer_list>
+#include <iostream>
 #include <map>
+#include <new>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -76,6 +80,38 @@ inline Args parse(int argc, char** argv, std::initializer_list<Flag> flags) {
     args.values.emplace(name, std::move(value));
   }
   return args;
+}
+
+// The main() of a program that parses its options with `parse_options(argc, argv)` (throwing
+// UsageError) and then returns `run(options)`: --help prints `usage`, and every failure is one
+// line "<program>: <message>" on stderr (newlines in a message flattened), with status 2 for a
+// command-line mistake and 1 for anything else.
+template <class Options, class Parse, class Run>
+int run_main(std::string_view program, std::string_view usage, int argc, char** argv,
+             Parse parse_options, Run run) {
+  const auto report = [&](std::string message) {
+    std::replace(message.begin(), message.end(), '\n', ' ');
+    std::cerr << program << ": " << message << "\n";
+  };
+  Options options;
+  try {
+    options = parse_options(argc, argv);
+  } catch (const UsageError& e) {
+    report(e.message + " (see " + std::string(program) + " --help)");
+    return 2;
+  }
+  if (options.help) {
+    std::cout << usage;
+    return 0;
+  }
+  try {
+    return run(options);
+  } catch (const std::bad_alloc&) {
+    report("out of memory");
+  } catch (const std::exception& e) {
+    report(e.what());
+  }
+  return 1;
 }
 
 }  // namespace relpos_cli

@@ -157,35 +157,8 @@ int run(const Options& o) {
   return 0;
 }
 
-// One line on stderr: newlines inside a message (none are expected) are flattened.
-void report(const std::string& message) {
-  std::string line = message;
-  std::replace(line.begin(), line.end(), '\n', ' ');
-  std::cerr << "relpos-encode: " << line << "\n";
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  Options o;
-  try {
-    o = parse_args(argc, argv);
-  } catch (const UsageError& e) {
-    report(e.message + " (see relpos-encode --help)");
-    return 2;
-  }
-  if (o.help) {
-    std::cout << kUsage;
-    return 0;
-  }
-  try {
-    return run(o);
-  } catch (const relpos::Error& e) {
-    report(e.what());
-  } catch (const std::bad_alloc&) {
-    report("out of memory");
-  } catch (const std::exception& e) {
-    report(std::string("unexpected error: ") + e.what());
-  }
-  return 1;
+  return relpos_cli::run_main<Options>("relpos-encode", kUsage, argc, argv, parse_args, run);
 }
