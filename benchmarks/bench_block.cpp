@@ -237,8 +237,12 @@ BENCHMARK_TEMPLATE(BM_BlockOption, Option::rms)->Apply(option_lengths);
 BENCHMARK_TEMPLATE(BM_BlockOption, Option::no_bias)->Apply(option_lengths);
 BENCHMARK_TEMPLATE(BM_FeedForward, Option::plain)->Apply(option_lengths);
 BENCHMARK_TEMPLATE(BM_FeedForward, Option::gated)->Apply(option_lengths);
-// Position type deberta (c2p + p2c, spec §7) goes here as BM_Block<relpos_bench::Deberta>
-// with a Deberta Kind in block_setup.hpp; its target is <= 1.3x BM_Block<None> at len 512.
+// Position type deberta (c2p + p2c, spec §7's defaults) at 128 (the smoke run), 512 and 2048;
+// its target is <= 1.3x BM_Block<None> at len 512 (report.py)
+void deberta_lengths(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"len"})->Arg(128)->Arg(512)->Arg(2048)->Unit(benchmark::kMillisecond);
+}
+BENCHMARK_TEMPLATE(BM_Block, relpos_bench::Deberta)->Apply(deberta_lengths);
 BENCHMARK_TEMPLATE(BM_Attention, None)->Apply(lengths);
 BENCHMARK_TEMPLATE(BM_Attention, Learned)->Apply(lengths);
 BENCHMARK_TEMPLATE(BM_AttentionNaive, Learned)->Apply(naive_lengths);

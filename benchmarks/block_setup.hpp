@@ -5,6 +5,7 @@
 #pragma once
 
 #include <unistd.h>
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -12,6 +13,7 @@
 
 #include <relpos/block.hpp>
 #include <relpos/encodings/alibi.hpp>
+#include <relpos/encodings/deberta.hpp>
 #include <relpos/encodings/kerple.hpp>
 #include <relpos/encodings/learned.hpp>
 #include <relpos/encodings/none.hpp>
@@ -107,6 +109,32 @@ struct Xl {  // Transformer-XL, unclamped: per-head rows r_h(Δ) for 2·len − 
   static double extra_flops(Index len) { return 2.0 * len * (2.0 * len - 1) * kDModel; }
 };
 
+struct Deberta {  // spec §7's defaults: c2p + p2c, S 256, M 512, share_att_key, rel_norm
+  using Enc = relpos::DebertaRelative<float>;
+  static constexpr const char* name = "deberta";
+  // R (2S, d_model) and the two projections random with a fixed seed (with share_att_key they
+  // are in_proj's query / key rows; which values they hold does not change the work done)
+  static Enc make() {
+    const relpos::DebertaConfig cfg{};
+    std::srand(3);
+    const float s = 1.0f / std::sqrt(static_cast<float>(kDModel));
+    const relpos::Matrix<float> rel = Enc::layer_normed(
+        relpos::Matrix<float>::Random(2 * cfg.position_buckets, kDModel),
+        relpos::Vector<float>::Ones(kDModel), relpos::Vector<float>::Zero(kDModel), 1e-7);
+    const Enc::Projection key{relpos::Matrix<float>::Random(kDModel, kDModel) * s,
+                              relpos::Vector<float>::Random(kDModel) * 0.01f};
+    const Enc::Projection query{relpos::Matrix<float>::Random(kDModel, kDModel) * s,
+                                relpos::Vector<float>::Random(kDModel) * 0.01f};
+    return Enc(kDModel, kHeads, cfg, rel, key, query);
+  }
+  // c2p q · Pkᵀ and p2c k · Pqᵀ per head over the R = min(2·len − 1, 2S) rows: as the
+  // sinusoidal term, twice
+  static double extra_flops(Index len) {
+    const double r = static_cast<double>(std::min<Index>(2 * len - 1, 2 * 256));
+    return 2.0 * (2.0 * len * r * kDModel);
+  }
+};
+
 /// Attention: q, k, v and out projections, q·kᵀ and α·v, plus the encoding's terms.
 template <class Kind>
 double attention_flops(Index len) {
@@ -123,8 +151,7 @@ double block_flops(Index len) {
 /// The block options of spec §7, each alone on the plain block (post-norm LayerNorm, biases,
 /// relu FFN): `ffn: "gated"` (one more (len, d_model) · (d_model, d_ff) product and a ⊙),
 /// `norm: "rms"` (no mean, no bias) and `bias: false`.
-// (Position type `deberta` is an encoding, not a block option: it gets a Kind above and a
-// BM_Block line in bench_block.cpp.)
+// (Position type `deberta` is an encoding, not a block option: its Kind is Deberta above.)
 enum class Option { plain, gated, rms, no_bias };
 
 /// The extra FLOPs of an option on the block: the gate's linear3 product, 2·L·d·d_ff.

@@ -240,6 +240,17 @@ TYPED_TEST(TiledTyped, EveryEncodingAcrossManyTilesEqualsTheNaivePath) {
   }
 }
 
+// deberta's p2c term runs per block of 64 keys of a tile (add_head_query_term): key tiles of
+// 80 and 160 keys make blocks of 64 + 16 and 64 + 64 + 32, on the banded path (S = 200 at len
+// 90: every |δ| within S/2), the contiguous lookup (len 300: log buckets) and explicit ids.
+TYPED_TEST(TiledTyped, DebertaKeyTilesWiderThanOneKeyBlockEqualTheNaivePath) {
+  for (const auto& [name, check] : all_encodings<TypeParam>()) {
+    if (name.rfind("deberta", 0) != 0) continue;
+    check(90, TileShape{16, 80});
+    check(300, TileShape{32, 160});
+  }
+}
+
 // The module itself, with its own tile shape, at a length crossing several key tiles.
 TYPED_TEST(TiledTyped, ModuleAtItsTileShapeEqualsTheNaivePath) {
   using T = TypeParam;

@@ -42,6 +42,9 @@ struct AttentionScratch {
   detail::Buffer<T> bias;       // (n_heads, R): b_h(c), t5 / alibi
   detail::Buffer<T> head_bias;  // (n_heads, R): v_h · r_h(c), xl
   detail::Buffer<T> key_bias;   // (n_heads, len_k): u_h · k_j, xl
+  // (len_q + len_k − 1): clamp(δ) − lo for each δ of contiguous positions whose clamp does not
+  // saturate (deberta's log buckets), so that a tile's index needs no clamp_distance per pair
+  detail::Buffer<std::int32_t> distances;
   std::vector<TileScratch<T>> tiles;
 };
 
