@@ -16,19 +16,30 @@ tensor names and config.json keys (keys equal to the config class's defaults lef
                                     case covers.
 and tests/data/hf/index.json lists the cases.
 
-transformers is not installed here, so the reference forward below is written by hand after
-transformers 4.40's modeling_bert.py / modeling_roberta.py / modeling_roformer.py /
-modeling_esm.py (EsmEmbeddings' token_dropout, EsmLayer's pre-norm, RotaryEmbedding) /
-modeling_mpnet.py (relative_position_bucket, the shared relative_attention_bias)
-(BertEmbeddings, BertSelfAttention, RoFormer's sinusoidal table and rotation,
-BertSelfOutput, BertIntermediate, BertOutput, the extended attention mask of
-get_extended_attention_mask, RoBERTa's create_position_ids_from_input_ids), in float64 from the
-F32-rounded weights. It uses HF's own conventions, not relpos's: the relative_key table is
-indexed by i - j + max_position_embeddings - 1, positions of RoBERTa count from pad_token_id,
-the mask adds finfo.min rather than -inf. Some tensors exist only to be skipped: pooler,
-task heads, `position_ids` buffers (I64), the absolute table of a relative_key model.
+The expected outputs come from Hugging Face's own code: transformers 4.40's BertModel,
+RobertaModel, XLMRobertaModel, RoFormerModel, EsmModel and MPNetModel (modeling_<family>.py and
+configuration_<family>.py, imported unchanged from the source tree --hf-src by
+tools/hf_source.py, which stubs the package's utilities; nothing of it is copied here), each
+built from the case's config.json keys (the config class supplies HF's defaults), without
+pooler, model.double(), eval mode, loaded with the case's F32-rounded weights by
+load_state_dict and run with its attention_mask and token_type_ids (return_dict off: the last
+hidden state). `output` is that forward as HF runs it (RoFormer's sin table and ESM's inv_freq
+buffers float32, as HF stores them); `output_float64_table` is the same HF forward with that
+table / those buffers set to their float64 values.
 
-    /usr/bin/python3 tools/golden_hf.py [--out tests/data/hf]
+A forward written by hand after the same files (BertEmbeddings, BertSelfAttention with
+relative_key, RoFormer's sinusoidal table and rotation, EsmEmbeddings' token_dropout, EsmLayer's
+pre-norm, RotaryEmbedding, MPNet's relative_position_bucket and shared relative_attention_bias,
+BertSelfOutput, BertIntermediate, BertOutput, get_extended_attention_mask, RoBERTa's
+create_position_ids_from_input_ids) cross-checks every expected output: they must agree within
+1e-12 (measured: bit-identical except ESM, 1.8e-15, whose gelu is erf-written). It uses HF's
+conventions, not relpos's: the relative_key table is indexed by i - j + max_position_embeddings
+- 1, positions of RoBERTa count from pad_token_id, the mask adds finfo.min rather than -inf; its
+self-test compares it with torch.nn.TransformerEncoderLayer. Some tensors exist only to be
+skipped: pooler, task heads, `position_ids` buffers (I64), the absolute table of a relative_key
+model.
+
+    /usr/bin/python3 tools/golden_hf.py [--out tests/data/hf] [--hf-src /work/hf_src/transformers]
 """
 
 import argparse
@@ -43,6 +54,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import safetensors_py  # noqa: E402
+from hf_source import load_hf  # noqa: E402
 
 # BertConfig's / RobertaConfig's defaults in transformers 4.40 (what an absent key means)
 DEFAULTS = {
@@ -442,7 +454,48 @@ def hf_forward(c, w, ids, types, attention_mask, float32_table=True):
     return x
 
 
-def export(out_dir, name):
+# model_type -> (the source tree's models/ folder, class prefix)
+HF_FAMILY = {"bert": ("bert", "Bert"), "roberta": ("roberta", "Roberta"),
+             "xlm-roberta": ("xlm_roberta", "XLMRoberta"), "roformer": ("roformer", "RoFormer"),
+             "esm": ("esm", "Esm"), "mpnet": ("mpnet", "MPNet")}
+
+
+def hf_model_forward(mods, cfg, w, ids, types, attention_mask, float64_table=False):
+    """The last hidden state from Hugging Face's own <Family>Model (transformers' modeling file,
+    loaded by hf_source.load_hf): built from config.json's keys (the config class supplies
+    HF's defaults for the absent ones), model.double(), eval mode, the F32-rounded weights by
+    load_state_dict, return_dict off. float64_table: RoFormer's sin table / ESM's inv_freq
+    buffers replaced by their float64 values (HF keeps them in float32)."""
+    fam, cls = HF_FAMILY[cfg["model_type"]]
+    config_cls, modeling = mods[fam]
+    config = config_cls(**{k: v for k, v in cfg.items() if k != "model_type"})
+    model_cls = getattr(modeling, cls + "Model")
+    with torch.random.fork_rng():  # HF's init draws: keep the script's later draws unchanged
+        model = model_cls(config) if fam == "roformer" else model_cls(config,
+                                                                      add_pooling_layer=False)
+    model.double().eval()
+    c = full_config(cfg)
+    dh = c["hidden_size"] // c["num_attention_heads"]
+    state = {k: v for k, v in w.items() if not k.startswith("pooler.")}
+    if fam == "roformer":  # a parameter HF fills at init: the F32 table the file stores
+        state["encoder.embed_positions.weight"] = roformer_sin_table(
+            c["max_position_embeddings"], dh, float32=not float64_table)
+    if fam == "esm":  # persistent buffers, F32 as the file stores them
+        for n in range(c["num_hidden_layers"]):
+            state[f"encoder.layer.{n}.attention.self.rotary_embeddings.inv_freq"] = \
+                esm_inv_freq(dh, float32=not float64_table)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # only the non-persistent buffers (position_ids, token_type_ids) are not in the file
+    assert not unexpected and all(k.startswith("embeddings.") and k.endswith("_ids")
+                                  for k in missing), (missing, unexpected)
+    kwargs = {"attention_mask": attention_mask, "return_dict": False}
+    if fam not in ("esm", "mpnet"):  # EsmModel and MPNetModel take no token types
+        kwargs["token_type_ids"] = types
+    with torch.no_grad():
+        return model(ids, **kwargs)[0]
+
+
+def export(out_dir, name, mods):
     cfg, prefixed, sharded, old_names, description = CASES[name]
     c = full_config(cfg)
     torch.manual_seed(_seed(name))
@@ -465,16 +518,24 @@ def export(out_dir, name):
         io["token_type_ids"] = types
     else:
         types = torch.zeros(B, L, dtype=torch.int64)
-    with torch.no_grad():
-        if mpnet:
-            io["output"] = mpnet_forward(c, w, ids, attention_mask)
-        elif esm:
-            io["output"] = esm_forward(c, w, ids, attention_mask)
-            io["output_float64_table"] = esm_forward(c, w, ids, attention_mask, False)
-        else:
-            io["output"] = hf_forward(c, w, ids, types, attention_mask)
-        if c["model_type"] == "roformer":
-            io["output_float64_table"] = hf_forward(c, w, ids, types, attention_mask, False)
+    # the expected outputs come from HF's own model; the hand-written forward cross-checks them
+    keys = ["output"]
+    if esm or c["model_type"] == "roformer":
+        keys.append("output_float64_table")
+    errs = {}
+    for key in keys:
+        table64 = key == "output_float64_table"
+        io[key] = hf_model_forward(mods, cfg, w, ids, types, attention_mask, table64)
+        with torch.no_grad():
+            if mpnet:
+                hand = mpnet_forward(c, w, ids, attention_mask)
+            elif esm:
+                hand = esm_forward(c, w, ids, attention_mask, not table64)
+            else:
+                hand = hf_forward(c, w, ids, types, attention_mask, not table64)
+        errs[key] = (io[key] - hand).abs().max().item()
+        assert errs[key] < 1e-12, f"{name} {key}: HF's model vs the hand-written one: {errs[key]}"
+    print(name, " ".join(f"{k}: |HF - hand-written| max {v:.1e}" for k, v in errs.items()))
 
     # the file: base names, or the task model's (prefix + head tensors); old LayerNorm names
     stored = {}
@@ -613,7 +674,14 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ap.add_argument("--out", default=os.path.join(here, "tests", "data", "hf"))
+    ap.add_argument("--hf-src", default="/work/hf_src/transformers",
+                    help="transformers' source tree (the package directory), 4.40")
     args = ap.parse_args(argv)
+    src = os.path.abspath(args.hf_src)
+    if not os.path.exists(os.path.join(src, "models", "bert", "modeling_bert.py")):
+        sys.exit(f"no transformers source at {src}")
+    mods = load_hf(src, [HF_FAMILY[t] for t in ("bert", "roberta", "xlm-roberta", "roformer",
+                                                  "esm", "mpnet")])
     print(f"selftest: forward matches torch.nn.TransformerEncoderLayer within {selftest():.1e}")
     os.makedirs(args.out, exist_ok=True)
     # index.json also lists the cases of tools/golden_hf_t5.py and golden_hf_deberta.py: keep them
@@ -623,7 +691,7 @@ def main(argv=None):
         with open(index_path) as f:
             index = json.load(f)
     for name in CASES:
-        index[name] = {"description": export(args.out, name)}
+        index[name] = {"description": export(args.out, name, mods)}
         print("wrote", name)
     with open(index_path, "w") as f:
         json.dump(index, f, indent=2)

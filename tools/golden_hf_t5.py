@@ -9,7 +9,7 @@ it). This script loads that tree's own files, unchanged and not copied:
     models/mt5/configuration_mt5.py, models/mt5/modeling_mt5.py,
     activations.py, utils/model_parallel_utils.py, models/deprecated/_archive_maps.py
 under a stand-in `transformers` package whose other modules (which need huggingface_hub,
-safetensors, tokenizers, packaging) are small stubs written here: logging, docstring
+safetensors, tokenizers, packaging) are small stubs (tools/hf_source.py): logging, docstring
 decorators, PretrainedConfig (keys become attributes, attribute_map aliases),
 PreTrainedModel (no weight initialisation: every parameter is set below;
 get_extended_attention_mask as ModuleUtilsMixin's for an encoder, (1 − mask) · finfo.min;
@@ -32,18 +32,16 @@ tests/data/hf/index.json gains the cases (the other cases come from tools/golden
 
 import argparse
 import contextlib
-import importlib.util
 import json
-import logging as py_logging
 import os
 import sys
-import types
 import zlib
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import safetensors_py  # noqa: E402
+from hf_source import load_hf  # noqa: E402
 
 B = 2
 N_PADDED = 5  # row 1's last tokens are padding
@@ -82,133 +80,6 @@ CASES = {
 
 def _seed(name):
     return zlib.crc32(name.encode("utf-8")) & 0x7FFFFFFF
-
-
-def _module(name, path=None, **attrs):
-    m = types.ModuleType(name)
-    if path is not None:
-        m.__path__ = [path]
-    m.__dict__.update(attrs)
-    sys.modules[name] = m
-    return m
-
-
-def _load(name, file):
-    spec = importlib.util.spec_from_file_location(name, file)
-    m = importlib.util.module_from_spec(spec)
-    sys.modules[name] = m
-    spec.loader.exec_module(m)
-    return m
-
-
-def load_hf(src):
-    """HF's T5 and mT5 modules from the source tree `src`, under stub utilities."""
-    # packaging.version.parse for activations.py's torch version checks
-    def parse(v):
-        out = []
-        for part in v.split("+")[0].split("."):
-            digits = "".join(ch for ch in part if ch.isdigit())
-            out.append(int(digits) if digits else 0)
-        return tuple(out)
-
-    _module("packaging").version = _module("packaging.version", parse=parse)
-
-    def identity_decorator(*_a, **_k):
-        return lambda f: f
-
-    _module("transformers", src)
-    _module("transformers.models", os.path.join(src, "models"))
-    _module("transformers.models.deprecated", os.path.join(src, "models", "deprecated"))
-    _module("transformers.models.t5", os.path.join(src, "models", "t5"))
-    _module("transformers.models.mt5", os.path.join(src, "models", "mt5"))
-    _module("transformers.utils", os.path.join(src, "utils"),
-            logging=types.SimpleNamespace(get_logger=py_logging.getLogger),
-            DUMMY_INPUTS=[[7, 6, 0, 0, 1], [1, 2, 3, 0, 0], [0, 0, 0, 4, 5]],
-            DUMMY_MASK=[[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [0, 0, 0, 1, 1]],
-            add_start_docstrings=identity_decorator,
-            add_start_docstrings_to_model_forward=identity_decorator,
-            replace_return_docstrings=identity_decorator,
-            is_torch_fx_proxy=lambda x: False)
-
-    class PretrainedConfig:
-        """Keys become attributes (HF's PretrainedConfig does the same with unknown kwargs,
-        which is how a stored dense_act_fn / is_gated_act overrides feed_forward_proj)."""
-        attribute_map = {}
-
-        def __init__(self, **kwargs):
-            self.is_decoder = kwargs.pop("is_decoder", False)
-            self.is_encoder_decoder = kwargs.pop("is_encoder_decoder", False)
-            self.tie_word_embeddings = kwargs.pop("tie_word_embeddings", True)
-            self.output_attentions = kwargs.pop("output_attentions", False)
-            self.output_hidden_states = kwargs.pop("output_hidden_states", False)
-            self.use_return_dict = kwargs.pop("return_dict", True)
-            self.pruned_heads = {}
-            for k, v in kwargs.items():
-                setattr(self, k, v)
-
-        def __getattr__(self, key):
-            amap = type(self).attribute_map
-            if key in amap:
-                return getattr(self, amap[key])
-            raise AttributeError(key)
-
-    _module("transformers.configuration_utils", PretrainedConfig=PretrainedConfig)
-    _module("transformers.onnx", OnnxSeq2SeqConfigWithPast=type("OnnxSeq2SeqConfigWithPast", (), {}))
-
-    class Output(dict):
-        def __init__(self, **kw):
-            super().__init__(kw)
-            self.__dict__.update(kw)
-
-    outputs = ["BaseModelOutput", "BaseModelOutputWithPastAndCrossAttentions", "Seq2SeqLMOutput",
-               "Seq2SeqModelOutput", "Seq2SeqQuestionAnsweringModelOutput",
-               "Seq2SeqSequenceClassifierOutput", "TokenClassifierOutput"]
-    _module("transformers.modeling_outputs", **{n: type(n, (Output,), {}) for n in outputs})
-
-    class PreTrainedModel(torch.nn.Module):
-        def __init__(self, config, *args, **kwargs):
-            super().__init__()
-            self.config = config
-
-        def post_init(self):  # weights are set by the caller
-            pass
-
-        @property
-        def dtype(self):
-            return next(self.parameters()).dtype
-
-        def get_extended_attention_mask(self, attention_mask, input_shape, device=None, dtype=None):
-            # ModuleUtilsMixin.get_extended_attention_mask for an encoder's [batch, len] mask
-            assert not self.config.is_decoder and attention_mask.dim() == 2
-            dtype = self.dtype if dtype is None else dtype
-            ext = attention_mask[:, None, None, :].to(dtype=dtype)
-            return (1.0 - ext) * torch.finfo(dtype).min
-
-        def get_head_mask(self, head_mask, num_hidden_layers, is_attention_chunked=False):
-            assert head_mask is None
-            return [None] * num_hidden_layers
-
-    _module("transformers.modeling_utils", PreTrainedModel=PreTrainedModel)
-
-    def unused(*_a, **_k):
-        raise NotImplementedError("head pruning is not used")
-
-    _module("transformers.pytorch_utils", ALL_LAYERNORM_LAYERS=[],
-            find_pruneable_heads_and_indices=unused, prune_linear_layer=unused)
-
-    _load("transformers.activations", os.path.join(src, "activations.py"))
-    _load("transformers.utils.model_parallel_utils",
-          os.path.join(src, "utils", "model_parallel_utils.py"))
-    _load("transformers.models.deprecated._archive_maps",
-          os.path.join(src, "models", "deprecated", "_archive_maps.py"))
-    mods = {}
-    for fam, cls in (("t5", "T5"), ("mt5", "MT5")):
-        conf = _load(f"transformers.models.{fam}.configuration_{fam}",
-                     os.path.join(src, "models", fam, f"configuration_{fam}.py"))
-        modeling = _load(f"transformers.models.{fam}.modeling_{fam}",
-                         os.path.join(src, "models", fam, f"modeling_{fam}.py"))
-        mods[fam] = (getattr(conf, f"{cls}Config"), modeling)
-    return mods
 
 
 @contextlib.contextmanager
@@ -321,7 +192,7 @@ def main(argv=None):
                     help="transformers 4.40's package directory (the one holding models/)")
     ap.add_argument("--out", default=os.path.join(here, "tests", "data", "hf"))
     args = ap.parse_args(argv)
-    mods = load_hf(os.path.abspath(args.hf_src))
+    mods = load_hf(os.path.abspath(args.hf_src), [("t5", "T5"), ("mt5", "MT5")])
     os.makedirs(args.out, exist_ok=True)
     index_path = os.path.join(args.out, "index.json")
     index = {}
