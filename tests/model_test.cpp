@@ -219,7 +219,8 @@ void concurrent_forwards_match_single_thread(const std::string& name) {
     inputs.push_back(std::move(x));
   }
 
-  const relpos::Model<float> shared = relpos::Model<float>::load(kModelTestModels / name);  // cold caches
+  const relpos::Model<float> shared =
+      relpos::Model<float>::load(kModelTestModels / name);  // cold caches
   constexpr int kThreads = 6, kRounds = 3;
   std::vector<double> worst_error(kThreads, 0.0);
   std::vector<std::thread> threads;
