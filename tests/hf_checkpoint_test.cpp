@@ -379,6 +379,16 @@ TEST(HfCheckpoint, RefusedConfigurationsNameTheField) {
   with(
       "deberta_v3", [](auto& j) { j["hidden_act"] = "silu"; },
       "hidden_act: \"silu\" is not supported");
+  // layer counts are refused before a rule is made per layer (10^9 took 13 GB and a minute)
+  with(
+      "bert_absolute", [](auto& j) { j["num_hidden_layers"] = 1000000000; },
+      "num_hidden_layers: 1000000000 exceeds the limit of 4096");
+  with(
+      "t5_encoder", [](auto& j) { j["num_layers"] = 1000000000; },
+      "num_layers: 1000000000 exceeds the limit of 4096");
+  with(
+      "deberta_v3", [](auto& j) { j["num_hidden_layers"] = 0; },
+      "num_hidden_layers: must be >= 1, got 0");
 }
 
 TEST(HfCheckpoint, NullKeysMeanTheDefault) {

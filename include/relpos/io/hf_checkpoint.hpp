@@ -31,6 +31,7 @@
 #include <relpos/core.hpp>
 #include <relpos/detail/json_fields.hpp>
 #include <relpos/io/config.hpp>
+#include <relpos/io/config_limits.hpp>
 #include <relpos/io/dtype.hpp>
 #include <relpos/io/safetensors.hpp>
 #include <relpos/io/safetensors_writer.hpp>
@@ -94,6 +95,15 @@ class HfFields {
   }
   std::optional<std::int64_t> integer(std::string_view key) const {
     return given(key) ? f_.integer(key) : std::nullopt;
+  }
+  /// A layer count, held to config.json's own limit (io/config_limits.hpp) here, before the
+  /// family makes its rules per layer: a hostile 10^9 would otherwise build 10^9 rules first.
+  std::int64_t layer_count(std::string_view key, std::int64_t def) const {
+    const std::int64_t n = integer(key, def);
+    if (n < 1) fail(key, "must be >= 1, got " + std::to_string(n));
+    if (n > kMaxLayers)
+      fail(key, std::to_string(n) + " exceeds the limit of " + std::to_string(kMaxLayers));
+    return n;
   }
   double number(std::string_view key, double def) const {
     return given(key) ? *f_.number(key) : def;
@@ -162,7 +172,7 @@ inline void read_encoder_sizes(const HfFields& f, ModelConfig& c) {
     f.fail("is_decoder", "true is not supported: relpos reads encoders (no cross-attention)");
   c.d_model = f.integer("hidden_size", 768);
   c.n_heads = f.integer("num_attention_heads", 12);
-  c.n_layers = f.integer("num_hidden_layers", 12);
+  c.n_layers = f.layer_count("num_hidden_layers", 12);
   c.d_ff = f.integer("intermediate_size", 3072);
 }
 
@@ -403,7 +413,7 @@ inline Family t5_family(const std::string& model_type, const HfFields& f) {
     f.fail("is_decoder", "true is not supported: relpos reads the encoder stack of a T5 model");
   c.d_model = f.integer("d_model", 512);
   c.n_heads = f.integer("num_heads", mt5 ? 6 : 8);
-  c.n_layers = f.integer("num_layers", mt5 ? 8 : 6);
+  c.n_layers = f.layer_count("num_layers", mt5 ? 8 : 6);
   c.d_ff = f.integer("d_ff", mt5 ? 1024 : 2048);
   c.vocab_size = f.integer("vocab_size", mt5 ? 250112 : 32128);
   const std::int64_t d_kv = f.integer("d_kv", 64);
@@ -502,7 +512,7 @@ inline Family deberta_family(const HfFields& f) {
     f.fail("is_decoder", "true is not supported: relpos reads encoders (no cross-attention)");
   c.d_model = f.integer("hidden_size", 1536);
   c.n_heads = f.integer("num_attention_heads", 24);
-  c.n_layers = f.integer("num_hidden_layers", 24);
+  c.n_layers = f.layer_count("num_hidden_layers", 24);
   c.d_ff = f.integer("intermediate_size", 6144);
   if (const auto e = f.integer("embedding_size"); e && *e != c.d_model)
     f.fail("embedding_size", std::to_string(*e) + " differs from hidden_size " +
