@@ -18,7 +18,7 @@ tests/data/deberta/), in float64 with fixed seeds:
 
 Self-check (run by default, --no-hf to skip): when Hugging Face transformers 4.40's source
 is at /work/hf_src (or --hf-src DIR), its DisentangledSelfAttention (modeling_deberta_v2.py,
-imported with small stubs for the package's utilities, never copied) is run in float64 on
+imported with tools/hf_source.py's small stubs for the package's utilities, never copied) is run in float64 on
 the plain-position cases with the same weights, and its context layer must equal ours
 before out_proj on the unpadded rows (HF zeroes padded query rows). HF's bucket in float64
 must equal ours for every delta of bucket.safetensors' (256, 512) table. HF rounds its scale
@@ -27,9 +27,7 @@ sqrt(d_head (1 + c2p + p2c)) in float32, hence a 1e-6 relative tolerance there.
     /usr/bin/python3 tools/golden_deberta.py [out_dir] [--no-hf] [--hf-src DIR]
 """
 
-import importlib.util
 import json
-import logging
 import math
 import os
 import sys
@@ -39,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hf_source  # noqa: E402
 import safetensors_py  # noqa: E402
 
 
@@ -169,43 +168,11 @@ def golden_attention(out_dir, name, position, causal=False, d=16, h=4, bsz=2, le
 # ---- the self-check against Hugging Face's own DisentangledSelfAttention ------------------
 
 def import_hf_deberta(hf_src):
-    """modeling_deberta_v2 from transformers' source, its package utilities stubbed."""
-    path = os.path.join(hf_src, "transformers", "models", "deberta_v2", "modeling_deberta_v2.py")
-    if not os.path.exists(path):
+    """modeling_deberta_v2 from transformers' source under hf_src (tools/hf_source.py's stubs)."""
+    src = os.path.join(hf_src, "transformers")
+    if not os.path.exists(os.path.join(src, "models", "deberta_v2", "modeling_deberta_v2.py")):
         return None
-
-    def module(name, package=False, **attrs):
-        mod = types.ModuleType(name)
-        if package:
-            mod.__path__ = []
-        mod.__dict__.update(attrs)
-        sys.modules[name] = mod
-        return mod
-
-    def decorator(*_a, **_k):
-        return lambda f: f
-
-    module("transformers", package=True)
-    module("transformers.activations", ACT2FN={})
-    outputs = module("transformers.modeling_outputs")
-    outputs.__getattr__ = lambda n: type(n, (), {})
-    module("transformers.modeling_utils", PreTrainedModel=torch.nn.Module)
-    module("transformers.pytorch_utils", softmax_backward_data=None)
-    module("transformers.utils", add_code_sample_docstrings=decorator,
-           add_start_docstrings=decorator, add_start_docstrings_to_model_forward=decorator,
-           logging=types.SimpleNamespace(get_logger=logging.getLogger))
-    module("transformers.models", package=True)
-    module("transformers.models.deberta_v2", package=True)
-    module("transformers.models.deberta_v2.configuration_deberta_v2", DebertaV2Config=object)
-    module("transformers.models.deprecated", package=True)
-    module("transformers.models.deprecated._archive_maps",
-           DEBERTA_V2_PRETRAINED_MODEL_ARCHIVE_LIST=[])
-    spec = importlib.util.spec_from_file_location(
-        "transformers.models.deberta_v2.modeling_deberta_v2", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return hf_source.load_hf(src, [("deberta_v2", "DebertaV2")])["deberta_v2"][1]
 
 
 def hf_check(hf, case, deltas):

@@ -4,7 +4,7 @@ the same layout as tools/golden_hf.py's folders, and its entry in tests/data/hf/
 
 Its output comes from Hugging Face's own code: transformers 4.40's DebertaV2Embeddings and
 DebertaV2Encoder (modeling_deberta_v2.py, imported from the transformers source with small
-stubs for the package's utilities by tools/golden_deberta.py; nothing of it is copied here),
+stubs for the package's utilities by tools/hf_source.py; nothing of it is copied here),
 run in float64 on the F32-rounded weights, return_dict off. HF rounds its score scale
 sqrt(d_head (1 + c2p + p2c)) in float32 (`output`); `output_float64_table` is the same forward
 with that scale in float64 (the module's `torch.float` read as float64), which relpos matches
@@ -64,7 +64,6 @@ def main(argv=None):
     hf = import_hf_deberta(args.hf_src)
     if hf is None:
         sys.exit(f"no transformers source at {args.hf_src}")
-    sys.modules["transformers.activations"].ACT2FN.update(gelu=torch.nn.GELU())
 
     torch.manual_seed(1919)
     cfg = hf_config()

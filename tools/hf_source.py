@@ -11,7 +11,8 @@ aliases, HF's defaults for the generic keys the encoders read), PreTrainedModel 
 initialisation: the caller loads every parameter; get_extended_attention_mask as
 ModuleUtilsMixin's for an encoder, (1 − mask) · finfo.min; get_head_mask without head masks),
 output classes, apply_chunking_to_forward without chunking, packaging.version.parse. Used by
-tools/golden_hf.py and tools/golden_hf_t5.py.
+tools/golden_hf.py, tools/golden_hf_t5.py, tools/golden_deberta.py and
+tools/golden_hf_deberta.py.
 """
 
 import importlib.util
@@ -144,7 +145,8 @@ def _stub_package(src):
             prune_linear_layer=unused)
     _module("transformers.pytorch_utils", ALL_LAYERNORM_LAYERS=[],
             find_pruneable_heads_and_indices=unused, prune_linear_layer=unused,
-            apply_chunking_to_forward=apply_chunking_to_forward)
+            apply_chunking_to_forward=apply_chunking_to_forward,
+            softmax_backward_data=unused)  # DeBERTa's XSoftmax backward: never called here
     _load("transformers.activations", os.path.join(src, "activations.py"))
     _load("transformers.utils.model_parallel_utils",
           os.path.join(src, "utils", "model_parallel_utils.py"))
