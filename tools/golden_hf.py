@@ -495,6 +495,40 @@ def hf_model_forward(mods, cfg, w, ids, types, attention_mask, float64_table=Fal
         return model(ids, **kwargs)[0]
 
 
+def write_hf_folder(out_dir, name, cfg, stored, io, description, sharded=False):
+    """out_dir/name/ as save_pretrained writes it: config.json, the F32 weights `stored` in
+    model.safetensors (or, sharded, two shards and model.safetensors.index.json whose
+    weight_map names each tensor's shard), and io.safetensors with the inputs and expected
+    outputs `io`, its metadata "description" saying what the case covers."""
+    folder = os.path.join(out_dir, name)
+    os.makedirs(folder, exist_ok=True)
+    for old in os.listdir(folder):
+        os.remove(os.path.join(folder, old))
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+        f.write("\n")
+    if sharded:
+        names = sorted(stored)
+        half = len(names) // 2
+        shards = {"model-00001-of-00002.safetensors": names[:half],
+                  "model-00002-of-00002.safetensors": names[half:]}
+        weight_map, total = {}, 0
+        for shard, members in shards.items():
+            safetensors_py.save_file({k: stored[k] for k in members}, os.path.join(folder, shard),
+                                     metadata={"format": "pt"})
+            for k in members:
+                weight_map[k] = shard
+                total += stored[k].numel() * stored[k].element_size()
+        with open(os.path.join(folder, "model.safetensors.index.json"), "w") as f:
+            json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+            f.write("\n")
+    else:
+        safetensors_py.save_file(stored, os.path.join(folder, "model.safetensors"),
+                                 metadata={"format": "pt"})
+    safetensors_py.save_file(io, os.path.join(folder, "io.safetensors"),
+                             metadata={"description": description})
+
+
 def export(out_dir, name, mods):
     cfg, prefixed, sharded, old_names, description = CASES[name]
     c = full_config(cfg)
@@ -575,33 +609,7 @@ def export(out_dir, name, mods):
             # a task model does not carry the pooler
             del stored["roberta.pooler.dense.weight"], stored["roberta.pooler.dense.bias"]
 
-    folder = os.path.join(out_dir, name)
-    os.makedirs(folder, exist_ok=True)
-    for old in os.listdir(folder):
-        os.remove(os.path.join(folder, old))
-    with open(os.path.join(folder, "config.json"), "w") as f:
-        json.dump(cfg, f, indent=2)
-        f.write("\n")
-    if sharded:
-        names = sorted(stored)
-        half = len(names) // 2
-        shards = {"model-00001-of-00002.safetensors": names[:half],
-                  "model-00002-of-00002.safetensors": names[half:]}
-        weight_map, total = {}, 0
-        for shard, members in shards.items():
-            safetensors_py.save_file({k: stored[k] for k in members}, os.path.join(folder, shard),
-                                     metadata={"format": "pt"})
-            for k in members:
-                weight_map[k] = shard
-                total += stored[k].numel() * stored[k].element_size()
-        with open(os.path.join(folder, "model.safetensors.index.json"), "w") as f:
-            json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
-            f.write("\n")
-    else:
-        safetensors_py.save_file(stored, os.path.join(folder, "model.safetensors"),
-                                 metadata={"format": "pt"})
-    safetensors_py.save_file(io, os.path.join(folder, "io.safetensors"),
-                             metadata={"description": description})
+    write_hf_folder(out_dir, name, cfg, stored, io, description, sharded)
     return description
 
 

@@ -27,8 +27,8 @@ import types
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import safetensors_py  # noqa: E402
 from golden_deberta import import_hf_deberta  # noqa: E402
+from golden_hf import write_hf_folder  # noqa: E402
 
 NAME = "deberta_v3"
 CONFIG = {"model_type": "deberta-v2", "architectures": ["DebertaV2ForSequenceClassification"],
@@ -109,19 +109,9 @@ def main(argv=None):
     stored["pooler.dense.bias"] = torch.randn(d)
     stored["classifier.weight"] = torch.randn(3, d)
     stored["classifier.bias"] = torch.randn(3)
-    folder = os.path.join(args.out, NAME)
-    os.makedirs(folder, exist_ok=True)
-    for old in os.listdir(folder):
-        os.remove(os.path.join(folder, old))
-    with open(os.path.join(folder, "config.json"), "w") as f:
-        json.dump(CONFIG, f, indent=2)
-        f.write("\n")
-    safetensors_py.save_file(stored, os.path.join(folder, "model.safetensors"),
-                             metadata={"format": "pt"})
     io = {"input_ids": ids, "padding_mask": (1 - mask).to(torch.uint8), "output": out,
           "output_float64_table": out64}
-    safetensors_py.save_file(io, os.path.join(folder, "io.safetensors"),
-                             metadata={"description": DESCRIPTION})
+    write_hf_folder(args.out, NAME, CONFIG, stored, io, DESCRIPTION)
     index_path = os.path.join(args.out, "index.json")
     with open(index_path) as f:
         index = json.load(f)

@@ -40,7 +40,7 @@ import zlib
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import safetensors_py  # noqa: E402
+from golden_hf import write_hf_folder  # noqa: E402
 from hf_source import load_hf  # noqa: E402
 
 B = 2
@@ -153,33 +153,7 @@ def export(mods, out_dir, name):
         assert "encoder.embed_tokens.weight" in sd and "shared.weight" in sd
     stored = {k: v.float().contiguous() for k, v in sd.items()}
 
-    folder = os.path.join(out_dir, name)
-    os.makedirs(folder, exist_ok=True)
-    for old in os.listdir(folder):
-        os.remove(os.path.join(folder, old))
-    with open(os.path.join(folder, "config.json"), "w") as f:
-        json.dump(cfg, f, indent=2)
-        f.write("\n")
-    if sharded:
-        names = sorted(stored)
-        half = len(names) // 2
-        shards = {"model-00001-of-00002.safetensors": names[:half],
-                  "model-00002-of-00002.safetensors": names[half:]}
-        weight_map, total = {}, 0
-        for shard, members in shards.items():
-            safetensors_py.save_file({k: stored[k] for k in members}, os.path.join(folder, shard),
-                                     metadata={"format": "pt"})
-            for k in members:
-                weight_map[k] = shard
-                total += stored[k].numel() * stored[k].element_size()
-        with open(os.path.join(folder, "model.safetensors.index.json"), "w") as f:
-            json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
-            f.write("\n")
-    else:
-        safetensors_py.save_file(stored, os.path.join(folder, "model.safetensors"),
-                                 metadata={"format": "pt"})
-    safetensors_py.save_file(io, os.path.join(folder, "io.safetensors"),
-                             metadata={"description": description})
+    write_hf_folder(out_dir, name, cfg, stored, io, description, sharded)
     diff = (io["output"] - io["output_float64_norm_softmax"])[mask.bool()].abs().max().item()
     print(f"wrote {name}: HF's float32 variance and softmax move the output by {diff:.1e}")
     return description
