@@ -529,6 +529,21 @@ def write_hf_folder(out_dir, name, cfg, stored, io, description, sharded=False):
                              metadata={"description": description})
 
 
+def update_index(out_dir, descriptions):
+    """Sets out_dir/index.json's entries {name: {"description": ...}} for `descriptions`,
+    keeping the cases the other scripts (golden_hf_t5.py, golden_hf_deberta.py) listed."""
+    index_path = os.path.join(out_dir, "index.json")
+    index = {}
+    if os.path.exists(index_path):
+        with open(index_path) as f:
+            index = json.load(f)
+    for name, description in descriptions.items():
+        index[name] = {"description": description}
+    with open(index_path, "w") as f:
+        json.dump(index, f, indent=2)
+        f.write("\n")
+
+
 def export(out_dir, name, mods):
     cfg, prefixed, sharded, old_names, description = CASES[name]
     c = full_config(cfg)
@@ -692,18 +707,11 @@ def main(argv=None):
                                                   "esm", "mpnet")])
     print(f"selftest: forward matches torch.nn.TransformerEncoderLayer within {selftest():.1e}")
     os.makedirs(args.out, exist_ok=True)
-    # index.json also lists the cases of tools/golden_hf_t5.py and golden_hf_deberta.py: keep them
-    index_path = os.path.join(args.out, "index.json")
-    index = {}
-    if os.path.exists(index_path):
-        with open(index_path) as f:
-            index = json.load(f)
+    descriptions = {}
     for name in CASES:
-        index[name] = {"description": export(args.out, name, mods)}
+        descriptions[name] = export(args.out, name, mods)
         print("wrote", name)
-    with open(index_path, "w") as f:
-        json.dump(index, f, indent=2)
-        f.write("\n")
+    update_index(args.out, descriptions)
 
 
 if __name__ == "__main__":

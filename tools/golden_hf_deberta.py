@@ -19,7 +19,6 @@ norm_rel_ebd "layer_norm", type_vocab_size 0 (v3's), gelu.
 """
 
 import argparse
-import json
 import os
 import sys
 import types
@@ -28,7 +27,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from golden_deberta import import_hf_deberta  # noqa: E402
-from golden_hf import write_hf_folder  # noqa: E402
+from golden_hf import update_index, write_hf_folder  # noqa: E402
 
 NAME = "deberta_v3"
 CONFIG = {"model_type": "deberta-v2", "architectures": ["DebertaV2ForSequenceClassification"],
@@ -112,13 +111,7 @@ def main(argv=None):
     io = {"input_ids": ids, "padding_mask": (1 - mask).to(torch.uint8), "output": out,
           "output_float64_table": out64}
     write_hf_folder(args.out, NAME, CONFIG, stored, io, DESCRIPTION)
-    index_path = os.path.join(args.out, "index.json")
-    with open(index_path) as f:
-        index = json.load(f)
-    index[NAME] = {"description": DESCRIPTION}
-    with open(index_path, "w") as f:
-        json.dump(index, f, indent=2)
-        f.write("\n")
+    update_index(args.out, {NAME: DESCRIPTION})
     print("wrote", NAME, sorted(k for k in stored if "layer.0" in k or "layer." not in k))
 
 

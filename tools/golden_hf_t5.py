@@ -32,7 +32,6 @@ tests/data/hf/index.json gains the cases (the other cases come from tools/golden
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import zlib
@@ -40,7 +39,7 @@ import zlib
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from golden_hf import write_hf_folder  # noqa: E402
+from golden_hf import update_index, write_hf_folder  # noqa: E402
 from hf_source import load_hf  # noqa: E402
 
 B = 2
@@ -168,16 +167,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     mods = load_hf(os.path.abspath(args.hf_src), [("t5", "T5"), ("mt5", "MT5")])
     os.makedirs(args.out, exist_ok=True)
-    index_path = os.path.join(args.out, "index.json")
-    index = {}
-    if os.path.exists(index_path):
-        with open(index_path) as f:
-            index = json.load(f)
-    for name in CASES:
-        index[name] = {"description": export(mods, args.out, name)}
-    with open(index_path, "w") as f:
-        json.dump(index, f, indent=2)
-        f.write("\n")
+    update_index(args.out, {name: export(mods, args.out, name) for name in CASES})
 
 
 if __name__ == "__main__":
