@@ -23,6 +23,7 @@
 #include <relpos/io/config.hpp>
 #include <relpos/io/safetensors.hpp>
 
+#include "support/encoding_golden.hpp"
 #include "support/golden.hpp"
 
 namespace {
@@ -62,17 +63,6 @@ TEST(DebertaBucket, RowsMatchTheFormulaAndTheClampIsMonotone) {
     }
   }
 }
-
-template <class T>
-struct Tol;
-template <>
-struct Tol<float> {
-  static constexpr double golden = 1e-5;  // float against the float64 reference
-};
-template <>
-struct Tol<double> {
-  static constexpr double golden = 1e-10;
-};
 
 struct Case {
   relpos::io::SafetensorsFile file;
@@ -146,7 +136,7 @@ TYPED_TEST(DebertaTyped, AttentionMatchesTheReference) {
     const Case c = load_case(name);
     const relpos::Tensor3<T> got = forward<T>(c);
     const relpos::Tensor3<double> want = c.file.tensor3<double>("output");
-    EXPECT_TRUE(relpos::test::all_close(got, want, Tol<T>::golden)) << name;
+    EXPECT_TRUE(relpos::test::all_close(got, want, relpos::test::EncodingTol<T>::golden)) << name;
     for (Index i = 0; i < want.size(); ++i) {
       worst = std::max(worst, std::abs(static_cast<double>(got.data()[i]) - want.data()[i]));
     }
