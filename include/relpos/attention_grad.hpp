@@ -6,8 +6,11 @@
 // clamped distance of the layer's relative_key / relative_value) and sinusoidal (fixed rows: the
 // gradient flows through them to q and α only), and the types that act on the block's input
 // only: packed in_proj, out_proj, key padding and causal masks, and rows with no visible key
-// (α_i = 0, so no gradient flows through them and none is NaN). Transformer-XL's per-head terms
-// have no backward yet.
+// (α_i = 0, so no gradient flows through them and none is NaN), and DeBERTa's c2p and p2c
+// (per-head terms with the roles of query and key swapped, detail/head_terms_grad.hpp; their
+// rows' gradients chained into the projections and relative embeddings by
+// DebertaRelative::head_rows_backward) under its scale 1/sqrt(d_head·(1 + c2p + p2c)).
+// Transformer-XL's per-head terms have no backward yet.
 //
 // Memory: like FlashAttention-2 (Dao 2023), backward keeps no (len × len) matrix. It recomputes
 // the scores of kRows query rows at a time against all keys, and uses
@@ -28,6 +31,7 @@
 #include <relpos/attention.hpp>
 #include <relpos/core.hpp>
 #include <relpos/detail/gemm.hpp>
+#include <relpos/detail/head_terms_grad.hpp>
 #include <relpos/detail/linear_grad.hpp>
 #include <relpos/detail/shape_checks.hpp>
 #include <relpos/detail/skew.hpp>
@@ -63,6 +67,15 @@ struct AttentionGrad {
   /// `<prefix>relative_value` (spec §1; each layer has its own). Empty for the other types.
   Matrix<T> relative_key;
   Matrix<T> relative_value;
+  /// deberta with share_att_key false: ∂L/∂ of the layer's `<prefix>pos_key_proj.weight` /
+  /// `.bias` (c2p) and `pos_query_proj.*` (p2c); with it true, in_proj's rows get them.
+  Matrix<T> pos_key_proj_weight, pos_query_proj_weight;  // (d_model, d_model)
+  Vector<T> pos_key_proj_bias, pos_query_proj_bias;      // (d_model)
+  /// deberta: this layer's share of ∂L/∂position.rel_embeddings (2S, d_model) and of
+  /// position.rel_norm.weight / .bias (d_model). Shared by every layer, so left out of
+  /// for_each, as relative_attention_bias: EncoderGrad sums them.
+  Matrix<T> rel_embeddings;
+  Vector<T> rel_norm_weight, rel_norm_bias;
 
   /// f(name, gradient) for each of the layer's own tensors, names as in the model file; the
   /// biases only when backward has filled them (a layer with bias false has none).
@@ -74,6 +87,12 @@ struct AttentionGrad {
     if (out_proj_bias.size() > 0) f(prefix + "out_proj.bias", out_proj_bias);
     if (relative_key.size() > 0) f(prefix + "relative_key", relative_key);
     if (relative_value.size() > 0) f(prefix + "relative_value", relative_value);
+    if (pos_key_proj_weight.size() > 0) f(prefix + "pos_key_proj.weight", pos_key_proj_weight);
+    if (pos_key_proj_bias.size() > 0) f(prefix + "pos_key_proj.bias", pos_key_proj_bias);
+    if (pos_query_proj_weight.size() > 0) {
+      f(prefix + "pos_query_proj.weight", pos_query_proj_weight);
+    }
+    if (pos_query_proj_bias.size() > 0) f(prefix + "pos_query_proj.bias", pos_query_proj_bias);
   }
 };
 
@@ -108,6 +127,17 @@ concept RelativeRowsBackward = requires(const E& e, Index lo, Index hi,
   e.key_rows_backward(lo, hi, g, grad);
   e.value_rows_backward(lo, hi, g, grad);
 };
+/// The backward of head_key_rows / head_query_rows (DeBERTa's c2p / p2c): gk, gq (R,
+/// n_heads·d_head) = ∂L/∂ of the rows for clamped distances [lo, hi], chained by the encoding
+/// into its tensors' gradients in grad, the layer's in_proj given since DeBERTa's projections
+/// may be its rows (DebertaRelative::head_rows_backward).
+template <class E>
+concept HeadRowsBackward = requires(const E& e, std::int64_t lo, std::int64_t hi,
+                                    const Matrix<typename E::Scalar>& g,
+                                    const Vector<typename E::Scalar>& b,
+                                    AttentionGrad<typename E::Scalar>& grad) {
+  e.head_rows_backward(lo, hi, g, g, g, b, grad);
+};
 template <class E>
 concept FixedRelativeRows = requires {
   requires E::fixed_relative_rows;
@@ -119,10 +149,10 @@ concept FixedScoreBias = requires {
 
 /// Encodings whose attention backward exists so far: those with no hook inside attention
 /// (none, and absolute / additive, which act on the block's input), rotary, the score biases
-/// of t5 (with its table's gradient) and alibi (no parameter), and the key / value terms of
-/// learned (with their tables' gradients) and sinusoidal (fixed rows). Transformer-XL's and
-/// DeBERTa's per-head terms and KERPLE's r1, r2 have none yet: refused, never a silent zero
-/// gradient.
+/// of t5 (with its table's gradient) and alibi (no parameter), the key / value terms of
+/// learned (with their tables' gradients) and sinusoidal (fixed rows), and DeBERTa's per-head
+/// terms (HeadRowsBackward). Transformer-XL's per-head terms and KERPLE's r1, r2 have none
+/// yet: refused, never a silent zero gradient.
 template <class Enc>
 inline constexpr bool relative_rows_backward_supported =
     !(HasKeyTerm<Enc> || HasValueTerm<Enc>) || RelativeRowsBackward<Enc> || FixedRelativeRows<Enc>;
@@ -130,9 +160,12 @@ template <class Enc>
 inline constexpr bool score_bias_backward_supported =
     !HasScoreBias<Enc> || ScoreBiasBackward<Enc> || FixedScoreBias<Enc>;
 template <class Enc>
+inline constexpr bool head_terms_backward_supported =
+    !(HasHeadKeyTerm<Enc> || HasHeadQueryTerm<Enc>) || (HeadRowsBackward<Enc> && !HasXlBiases<Enc>);
+template <class Enc>
 inline constexpr bool attention_backward_supported =
-    !HasHeadKeyTerm<Enc> && !HasHeadQueryTerm<Enc> && !ScalesScores<Enc> &&
-    relative_rows_backward_supported<Enc> && score_bias_backward_supported<Enc> &&
+    head_terms_backward_supported<Enc>&& relative_rows_backward_supported<Enc>&&
+        score_bias_backward_supported<Enc> &&
     (!TransformsQK<Enc> || TransformsQKBackward<Enc>);
 
 /// The relative key and value terms of spec §3 inside attention's backward, for one head's
@@ -421,7 +454,7 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
                              grad.out_proj_bias, "out_proj", has_bias);
   // ∂L/∂(q | k | v): (len, 3·d_model), filled head by head
   Matrix<T> dqkv = Matrix<T>::Zero(len, 3 * d);
-  const T scale = T(1) / std::sqrt(static_cast<T>(dh));
+  const T scale = score_scale(attn.encoding, dh);  // 1/sqrt(d_head·f), deberta's f = 1 + c2p + p2c
   const Index rows = std::min(kAttentionBackwardRows, std::max<Index>(len, 1));
   Matrix<T> p(rows, len), dp(rows, len);  // α and ∂L/∂α of a block of query rows
   // score biases (t5, alibi): b_h(c) and ∂L/∂b_h(c) per clamped distance c in [c_lo, c_hi],
@@ -451,6 +484,10 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
   [[maybe_unused]] std::optional<detail::RelativeTermsBackward<T, Enc>> rel;
   if constexpr (HasKeyTerm<Enc> || HasValueTerm<Enc>)
     rel.emplace(attn.encoding, in.positions, rows, dh);
+  // deberta: q_i·Pk_h(c_ij) (c2p) and k_j·Pq_h(c_ij) (p2c) in the score, before the scale
+  [[maybe_unused]] std::optional<detail::HeadTermsBackward<T, Enc>> head_terms;
+  if constexpr (HasHeadKeyTerm<Enc> || HasHeadQueryTerm<Enc>)
+    head_terms.emplace(attn.encoding, in.positions, rows, h_count, dh);
   for (Index h = 0; h < h_count; ++h) {
     if constexpr (HasScoreBias<Enc>) {
       if (len > 0) {
@@ -474,6 +511,12 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
       if constexpr (HasKeyTerm<Enc> || HasValueTerm<Enc>) {
         rel->block(r0, n);
         if (rel->keys()) rel->add_key_scores(q.middleRows(r0, n), pb);  // + q_i·aK(c_ij)
+      }
+      if constexpr (HasHeadKeyTerm<Enc> || HasHeadQueryTerm<Enc>) {
+        if (head_terms->active()) {
+          head_terms->block(r0, n);
+          head_terms->add_scores(h, q.middleRows(r0, n), k, pb);
+        }
       }
       pb *= scale;
       if constexpr (HasScoreBias<Enc>) {
@@ -538,6 +581,11 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
       if constexpr (HasKeyTerm<Enc>) {
         if (rel->keys()) rel->key_backward(dpb, q.middleRows(r0, n), dq.middleRows(r0, n));
       }
+      if constexpr (HasHeadKeyTerm<Enc> || HasHeadQueryTerm<Enc>) {
+        if (head_terms->active()) {
+          head_terms->backward(h, dpb, q.middleRows(r0, n), k, dq.middleRows(r0, n), dk);
+        }
+      }
     }
     if constexpr (detail::ScoreBiasBackward<Enc>) {
       if (len > 0) {
@@ -548,6 +596,9 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
   }
   if constexpr (HasKeyTerm<Enc> || HasValueTerm<Enc>) {
     rel->finish(grad.relative_key, grad.relative_value);
+  }
+  if constexpr (HasHeadKeyTerm<Enc> || HasHeadQueryTerm<Enc>) {
+    head_terms->finish(attn.in_proj_weight, attn.in_proj_bias, grad);
   }
   if constexpr (TransformsQK<Enc>) {
     // rotary: from ∂L/∂ of the rotated q, k to ∂L/∂ of in_proj's q, k (the rotation transposed)

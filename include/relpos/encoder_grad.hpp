@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: MIT
 // The backward of the encoder stack (encoder.hpp, spec §1–2) for one sequence: the input
 // encoding (absolute, additive), the blocks in sequence, the final norm, and the tables the
-// layers share (t5's relative_attention_bias), whose gradient is summed here where it is owned. The
-// embedding and the output head, outside the stack, have their own (embedding_grad.hpp,
-// output_head_grad.hpp).
+// layers share (t5's relative_attention_bias, deberta's rel_embeddings and rel_norm), whose
+// gradient is summed here where it is owned. The embedding and the output head, outside the stack,
+// have their own (embedding_grad.hpp, output_head_grad.hpp).
 #pragma once
 
 #include <string>
@@ -32,6 +32,9 @@ struct EncoderGrad {
   LayerNormGrad<T> norm;              // "norm.weight", "norm.bias" (with a final norm)
   Matrix<T> position_weight;          // "position.weight" (additive, learned source)
   Matrix<T> relative_attention_bias;  // "position.relative_attention_bias" (t5): the layers' sum
+  Matrix<T> rel_embeddings;           // "position.rel_embeddings" (deberta): the layers' sum
+  Vector<T> rel_norm_weight;          // "position.rel_norm.weight" (deberta, rel_norm)
+  Vector<T> rel_norm_bias;            // "position.rel_norm.bias"
 
   /// f(name, gradient) for each tensor backward has filled: every layer's, the final norm's
   /// when there is one, position.weight when the model has it.
@@ -45,10 +48,22 @@ struct EncoderGrad {
     if (relative_attention_bias.size() > 0) {
       f(std::string("position.relative_attention_bias"), relative_attention_bias);
     }
+    if (rel_embeddings.size() > 0) f(std::string("position.rel_embeddings"), rel_embeddings);
+    if (rel_norm_weight.size() > 0) f(std::string("position.rel_norm.weight"), rel_norm_weight);
+    if (rel_norm_bias.size() > 0) f(std::string("position.rel_norm.bias"), rel_norm_bias);
   }
 };
 
 namespace detail {
+/// total += layer, then layer = 0: a shared table's gradient, summed where the table is owned.
+template <class M>
+void add_layer_share(M& layer, M& total) {
+  if (layer.size() == 0) return;
+  if (total.size() == 0) total = M::Zero(layer.rows(), layer.cols());
+  total += layer;
+  layer.setZero();
+}
+
 template <class E, class T>
 concept InputBackward = requires(const E& e, ConstMatrixRef<T> g, Matrix<T>& grad) {
   e.add_to_input_backward(g, grad);
@@ -98,6 +113,10 @@ void backward(const Encoder<T, Enc>& encoder, EncoderSaved<T>& saved, const Sequ
       grad.relative_attention_bias += layer_bias;
       layer_bias.setZero();
     }
+    // deberta: R and its norm are shared by every layer, so are their gradients' sums
+    detail::add_layer_share(grad.layers[n].self_attn.rel_embeddings, grad.rel_embeddings);
+    detail::add_layer_share(grad.layers[n].self_attn.rel_norm_weight, grad.rel_norm_weight);
+    detail::add_layer_share(grad.layers[n].self_attn.rel_norm_bias, grad.rel_norm_bias);
   }
   if constexpr (detail::InputBackward<Enc, T>) {
     // x̃ = x + encoding: ∂L/∂x = ∂L/∂x̃, and the learned additive table gets its gradient

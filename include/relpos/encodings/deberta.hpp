@@ -4,7 +4,9 @@
 // projections shared with the content ones). Per head h, with c_ij from the bucketed distance:
 //   e_ij = (q_i·k_j + [c2p] q_i·Pk_h(c_ij) + [p2c] k_j·Pq_h(c_ij)) / sqrt(d_head·(1+c2p+p2c)).
 // c2p is a per-head key term, p2c the same gather with the roles of query and key swapped
-// (encodings/concept.hpp: HasHeadKeyTerm, HasHeadQueryTerm, ScalesScores).
+// (encodings/concept.hpp: HasHeadKeyTerm, HasHeadQueryTerm, ScalesScores). Its backward
+// (head_rows_backward, called by attention_grad.hpp) chains ∂L/∂Pk, ∂L/∂Pq through the
+// projections P = R·Wᵀ + b and rel_norm into every tensor the model file has.
 #pragma once
 
 #include <algorithm>
@@ -69,7 +71,7 @@ inline std::int64_t deberta_row(std::int64_t delta, std::int64_t buckets,
 /// the layer's.
 ///
 /// Hooks: clamp_distance, head_key_rows (c2p, when on), head_query_rows (p2c, when on),
-/// score_scale_factor (1 + c2p + p2c).
+/// score_scale_factor (1 + c2p + p2c), and for backward head_rows_backward.
 template <Scalar T>
 class DebertaRelative {
  public:
@@ -123,11 +125,11 @@ class DebertaRelative {
   static auto loader(const DebertaConfig& p, const ModelShape& m, const Source& source) {
     const Index d = m.d_model, rows = 2 * p.position_buckets;
     Matrix<T> rel = source.template matrix<T>(rel_tensor, rows, d);
-    if (p.rel_norm) {
-      rel = layer_normed(rel, source.template vector<T>(norm_weight_tensor, d),
-                         source.template vector<T>(norm_bias_tensor, d), m.layer_norm_eps);
-    }
-    auto shared_rel = share(rel);
+    auto shared_rel =
+        p.rel_norm
+            ? normed_embeddings(rel, source.template vector<T>(norm_weight_tensor, d),
+                                source.template vector<T>(norm_bias_tensor, d), m.layer_norm_eps)
+            : plain_embeddings(std::move(rel));
     return [p, m, shared_rel, &source](Index n) {
       const Index d = m.d_model;
       const std::string prefix = layer_prefix(n);
@@ -146,7 +148,7 @@ class DebertaRelative {
         if (p.c2p) key = read_projection(source, prefix + "pos_key_proj", d);
         if (p.p2c) query = read_projection(source, prefix + "pos_query_proj", d);
       }
-      return DebertaRelative(d, m.n_heads, p, *shared_rel, key, query);
+      return DebertaRelative(d, m.n_heads, p, shared_rel, key, query);
     };
   }
 
@@ -157,12 +159,52 @@ class DebertaRelative {
     Vector<T> bias;
   };
 
+  /// The relative embeddings every layer projects, shared by all layers (one copy).
+  struct Embeddings {
+    Matrix<T> rel;          // (2S, d_model): R after rel_norm, what the projections read
+    Matrix<T> raw;          // (2S, d_model): position.rel_embeddings before rel_norm (with it)
+    Vector<T> norm_weight;  // (d_model): rel_norm's weight; empty without rel_norm
+    double eps = 0;         // rel_norm's eps
+  };
+  /// R without rel_norm (or R already normed, when no gradient is wanted through the norm).
+  static std::shared_ptr<const Embeddings> plain_embeddings(Matrix<T> rel) {
+    return std::make_shared<const Embeddings>(Embeddings{std::move(rel), {}, {}, 0.0});
+  }
+  /// R through rel_norm (weight, bias: d_model values): keeps raw R and the weight, so that
+  /// backward reaches position.rel_embeddings and the norm's tensors.
+  static std::shared_ptr<const Embeddings> normed_embeddings(const Matrix<T>& raw,
+                                                             const Vector<T>& weight,
+                                                             const Vector<T>& bias, double eps) {
+    if (weight.size() != raw.cols() || bias.size() != raw.cols()) {
+      throw Error(std::string(norm_weight_tensor) + " / .bias: expected [" +
+                  std::to_string(raw.cols()) + "] each, got [" + std::to_string(weight.size()) +
+                  "] and [" + std::to_string(bias.size()) + "]");
+    }
+    return std::make_shared<const Embeddings>(
+        Embeddings{layer_normed(raw, weight, bias, eps), raw, weight, eps});
+  }
+
   /// rel: R after its norm, (2S, d_model); key: the projection of Pk (used when c2p), query:
   /// that of Pq (used when p2c); an unused one may be empty. Throws relpos::Error naming the
-  /// key or the tensor on a bad value or shape.
+  /// key or the tensor on a bad value or shape. Built so, backward's gradient of
+  /// position.rel_embeddings is that of the R given (with rel_norm on, backward refuses it:
+  /// build from normed_embeddings to differentiate through the norm).
   DebertaRelative(Index d_model, Index n_heads, const DebertaConfig& config, const Matrix<T>& rel,
                   const Projection& key, const Projection& query)
-      : config_(validated(d_model, n_heads, config)), n_heads_(n_heads) {
+      : DebertaRelative(d_model, n_heads, config, plain_embeddings(rel), key, query) {}
+
+  /// The same from shared embeddings (plain_embeddings, normed_embeddings; the loader gives
+  /// every layer the same). With share_att_key false the projections are kept for backward
+  /// (they are the layer's pos_key_proj / pos_query_proj); with it true, backward reads the
+  /// layer's in_proj, whose query and key rows they are.
+  DebertaRelative(Index d_model, Index n_heads, const DebertaConfig& config,
+                  std::shared_ptr<const Embeddings> embeddings, const Projection& key,
+                  const Projection& query)
+      : config_(validated(d_model, n_heads, config)),
+        n_heads_(n_heads),
+        embeddings_(std::move(embeddings)) {
+    RELPOS_ASSERT(embeddings_ != nullptr, "DebertaRelative: no embeddings");
+    const Matrix<T>& rel = embeddings_->rel;
     const Index rows = 2 * config.position_buckets;
     if (rel.rows() != rows || rel.cols() != d_model) {
       throw Error(std::string(rel_tensor) + ": expected [2*position_buckets=" +
@@ -172,6 +214,10 @@ class DebertaRelative {
     const Matrix<double> r = rel.template cast<double>();
     if (config.c2p) key_ = table(r, key, "key");
     if (config.p2c) query_ = table(r, query, "query");
+    if (!config.share_att_key) {
+      if (config.c2p) key_proj_ = key;
+      if (config.p2c) query_proj_ = query;
+    }
   }
 
   const DebertaConfig& config() const { return config_; }
@@ -196,6 +242,90 @@ class DebertaRelative {
   DistanceRows<T> head_query_rows(Index lo, Index hi) const {
     RELPOS_ASSERT(config_.p2c, "DebertaRelative::head_query_rows: p2c is false");
     return rows(query_, lo, hi);
+  }
+
+  /// The backward of head_key_rows / head_query_rows. gk, gq: (hi − lo + 1, d_model), ∂L/∂ of
+  /// the rows Pk(S − b), Pq(S − b) for clamped b in [lo, hi] summed over a layer's pairs (an
+  /// unused one empty); in_proj_weight (3·d_model, d_model) and in_proj_bias (3·d_model, or
+  /// empty) are the layer's. Adds into grad (an AttentionGrad):
+  ///   P = Rn·Wᵀ + b:  ∂L/∂W += ∂L/∂Pᵀ·Rn,  ∂L/∂b += Σ_rows ∂L/∂P,  ∂L/∂Rn = Σ_P ∂L/∂P·W,
+  /// W, b being in_proj's query / key rows (share_att_key: their gradient goes to
+  /// grad.in_proj_weight / in_proj_bias, which the caller has sized) or the layer's
+  /// pos_query_proj / pos_key_proj (grad.pos_*_proj_weight / _bias); then through rel_norm
+  /// (Rn = x̂·w + β, x̂ = (R − μ)/σ per row):  ∂L/∂w += Σ_rows ∂L/∂Rn ⊙ x̂,  ∂L/∂β += Σ_rows ∂L/∂Rn,
+  ///   ∂L/∂R = (g − mean(g) − x̂·mean(g ⊙ x̂)) / σ with g = ∂L/∂Rn ⊙ w,
+  /// into this layer's share of the shared tables' gradients, grad.rel_embeddings (2S,
+  /// d_model), grad.rel_norm_weight, grad.rel_norm_bias (d_model), which the encoder sums.
+  template <class Grad>
+  void head_rows_backward(std::int64_t lo, std::int64_t hi, const Matrix<T>& gk,
+                          const Matrix<T>& gq, const Matrix<T>& in_proj_weight,
+                          const Vector<T>& in_proj_bias, Grad& grad) const {
+    const Index s = config_.position_buckets, d = embeddings_->rel.cols();
+    RELPOS_ASSERT(1 - s <= lo && lo <= hi && hi <= s, "DebertaRelative: distance not clamped");
+    if (config_.rel_norm && embeddings_->raw.size() == 0) {
+      throw Error(
+          "deberta backward: built from R after rel_norm, so position.rel_embeddings has no "
+          "gradient; build it from DebertaRelative::normed_embeddings (the loader does)");
+    }
+    if (config_.share_att_key && (in_proj_weight.rows() != 3 * d || in_proj_weight.cols() != d ||
+                                  (in_proj_bias.size() != 0 && in_proj_bias.size() != 3 * d))) {
+      throw Error("deberta backward: in_proj: expected weight [" + std::to_string(3 * d) + ", " +
+                  std::to_string(d) + "], got [" + std::to_string(in_proj_weight.rows()) + ", " +
+                  std::to_string(in_proj_weight.cols()) + "]");
+    }
+    const Matrix<T>& rn = embeddings_->rel;       // (2S, d_model)
+    Matrix<T> g_rel = Matrix<T>::Zero(2 * s, d);  // ∂L/∂Rn from both projections
+    Matrix<T> g_p(2 * s, d);                      // ∂L/∂P in P's row order (row S − b)
+    // P = Rn·Wᵀ + b, W rows [first, first + d) of in_proj (shared) or the layer's own
+    const auto chain = [&](const Matrix<T>& g, Index first, const Projection& own,
+                           Matrix<T>& gw_own, Vector<T>& gb_own) {
+      g_p.setZero();
+      for (std::int64_t b = lo; b <= hi; ++b) g_p.row(s - b) = g.row(b - lo);
+      if (config_.share_att_key) {
+        g_rel.noalias() += g_p * in_proj_weight.middleRows(first, d);
+        grad.in_proj_weight.middleRows(first, d).noalias() += g_p.transpose() * rn;
+        if (in_proj_bias.size() != 0) {
+          grad.in_proj_bias.segment(first, d) += g_p.colwise().sum().transpose();
+        }
+      } else {
+        g_rel.noalias() += g_p * own.weight;
+        if (gw_own.size() == 0) gw_own = Matrix<T>::Zero(d, d);
+        gw_own.noalias() += g_p.transpose() * rn;
+        if (own.bias.size() != 0) {
+          if (gb_own.size() == 0) gb_own = Vector<T>::Zero(d);
+          gb_own += g_p.colwise().sum().transpose();
+        }
+      }
+    };
+    if (config_.c2p) {
+      chain(gk, d, key_proj_, grad.pos_key_proj_weight, grad.pos_key_proj_bias);
+    }
+    if (config_.p2c) {
+      chain(gq, 0, query_proj_, grad.pos_query_proj_weight, grad.pos_query_proj_bias);
+    }
+    if (grad.rel_embeddings.size() == 0) grad.rel_embeddings = Matrix<T>::Zero(2 * s, d);
+    if (!config_.rel_norm) {
+      grad.rel_embeddings += g_rel;
+      return;
+    }
+    if (grad.rel_norm_weight.size() == 0) grad.rel_norm_weight = Vector<T>::Zero(d);
+    if (grad.rel_norm_bias.size() == 0) grad.rel_norm_bias = Vector<T>::Zero(d);
+    // x̂ and 1/σ recomputed from raw R as the forward's norm computed them (in double)
+    const Vector<double> w = embeddings_->norm_weight.template cast<double>();
+    for (Index r = 0; r < 2 * s; ++r) {
+      Eigen::RowVectorXd xhat = embeddings_->raw.row(r).template cast<double>();
+      xhat.array() -= xhat.mean();
+      const double inv_std =
+          1.0 / std::sqrt(xhat.squaredNorm() / static_cast<double>(d) + embeddings_->eps);
+      xhat *= inv_std;
+      const Eigen::RowVectorXd g_out = g_rel.row(r).template cast<double>();
+      grad.rel_norm_weight += g_out.cwiseProduct(xhat).transpose().template cast<T>();
+      grad.rel_norm_bias += g_rel.row(r).transpose();
+      const Eigen::RowVectorXd g = g_out.cwiseProduct(w.transpose());
+      const Eigen::RowVectorXd g_raw =
+          inv_std * (g.array() - g.mean() - xhat.array() * g.cwiseProduct(xhat).mean()).matrix();
+      grad.rel_embeddings.row(r) += g_raw.template cast<T>();
+    }
   }
 
   /// LayerNorm over each row of x (in double, cast once): the rel_norm of spec §7.
@@ -255,7 +385,9 @@ class DebertaRelative {
 
   DebertaConfig config_;
   Index n_heads_;
+  std::shared_ptr<const Embeddings> embeddings_;  // R, shared by every layer
   std::shared_ptr<const Matrix<T>> key_, query_;  // (2S, d_model), row b + S − 1
+  Projection key_proj_, query_proj_;  // pos_key_proj / pos_query_proj (share_att_key false)
 };
 
 static_assert(Encoding<DebertaRelative<float>> && HasHeadKeyTerm<DebertaRelative<float>> &&
