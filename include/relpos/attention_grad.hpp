@@ -159,14 +159,15 @@ inline constexpr bool relative_rows_backward_supported =
 template <class Enc>
 inline constexpr bool score_bias_backward_supported =
     !HasScoreBias<Enc> || ScoreBiasBackward<Enc> || FixedScoreBias<Enc>;
+/// Per-head terms without a backward: those of an encoding with no HeadRowsBackward, and
+/// Transformer-XL's (its u and v are not differentiated here).
 template <class Enc>
-inline constexpr bool head_terms_backward_supported =
-    !(HasHeadKeyTerm<Enc> || HasHeadQueryTerm<Enc>) || (HeadRowsBackward<Enc> && !HasXlBiases<Enc>);
+inline constexpr bool head_terms_without_backward =
+    !HeadRowsBackward<Enc> ? (HasHeadKeyTerm<Enc> || HasHeadQueryTerm<Enc>) : HasXlBiases<Enc>;
 template <class Enc>
 inline constexpr bool attention_backward_supported =
-    head_terms_backward_supported<Enc>&& relative_rows_backward_supported<Enc>&&
-        score_bias_backward_supported<Enc> &&
-    (!TransformsQK<Enc> || TransformsQKBackward<Enc>);
+    !head_terms_without_backward<Enc> && relative_rows_backward_supported<Enc> &&
+    score_bias_backward_supported<Enc> && (!TransformsQK<Enc> || TransformsQKBackward<Enc>);
 
 /// The relative key and value terms of spec §3 inside attention's backward, for one head's
 /// block of query rows [r0, r0 + n) against all len keys at a time:
@@ -486,7 +487,7 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
     rel.emplace(attn.encoding, in.positions, rows, dh);
   // deberta: q_i·Pk_h(c_ij) (c2p) and k_j·Pq_h(c_ij) (p2c) in the score, before the scale
   [[maybe_unused]] std::optional<detail::HeadTermsBackward<T, Enc>> head_terms;
-  if constexpr (HasHeadKeyTerm<Enc> || HasHeadQueryTerm<Enc>)
+  if constexpr (detail::HeadRowsBackward<Enc>)
     head_terms.emplace(attn.encoding, in.positions, rows, h_count, dh);
   for (Index h = 0; h < h_count; ++h) {
     if constexpr (HasScoreBias<Enc>) {
@@ -512,7 +513,7 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
         rel->block(r0, n);
         if (rel->keys()) rel->add_key_scores(q.middleRows(r0, n), pb);  // + q_i·aK(c_ij)
       }
-      if constexpr (HasHeadKeyTerm<Enc> || HasHeadQueryTerm<Enc>) {
+      if constexpr (detail::HeadRowsBackward<Enc>) {
         if (head_terms->active()) {
           head_terms->block(r0, n);
           head_terms->add_scores(h, q.middleRows(r0, n), k, pb);
@@ -581,7 +582,7 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
       if constexpr (HasKeyTerm<Enc>) {
         if (rel->keys()) rel->key_backward(dpb, q.middleRows(r0, n), dq.middleRows(r0, n));
       }
-      if constexpr (HasHeadKeyTerm<Enc> || HasHeadQueryTerm<Enc>) {
+      if constexpr (detail::HeadRowsBackward<Enc>) {
         if (head_terms->active()) {
           head_terms->backward(h, dpb, q.middleRows(r0, n), k, dq.middleRows(r0, n), dk);
         }
@@ -597,7 +598,7 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
   if constexpr (HasKeyTerm<Enc> || HasValueTerm<Enc>) {
     rel->finish(grad.relative_key, grad.relative_value);
   }
-  if constexpr (HasHeadKeyTerm<Enc> || HasHeadQueryTerm<Enc>) {
+  if constexpr (detail::HeadRowsBackward<Enc>) {
     head_terms->finish(attn.in_proj_weight, attn.in_proj_bias, grad);
   }
   if constexpr (TransformsQK<Enc>) {
