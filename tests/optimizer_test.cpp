@@ -180,6 +180,11 @@ TEST(AdamW, RefusesBadOptionsAndParameters) {
   expect_error([&] { AdamW<float>(with([](AdamWOptions& o) { o.weight_decay = -1; })); },
                "weight_decay");
 
+  AdamW<float> scheduled;
+  expect_error([&] { scheduled.set_lr(-1e-3); }, "lr must be finite and > 0");
+  scheduled.set_lr(0.25);
+  EXPECT_EQ(scheduled.options().lr, 0.25);
+
   Vector<float> v = Vector<float>::Ones(3), g = Vector<float>::Ones(3);
   AdamW<float> opt;
   expect_error(

@@ -62,6 +62,15 @@ class AdamW {
 
   const AdamWOptions& options() const { return options_; }
 
+  /// The learning rate of the next steps, for a schedule (torch: param_group["lr"] = lr); the
+  /// moments are kept. Finite and > 0, as at construction.
+  void set_lr(double lr) {
+    AdamWOptions o = options_;
+    o.lr = lr;
+    check(o);
+    options_ = o;
+  }
+
   /// Per parameter name, as save / resume need it.
   const std::map<std::string, Moments>& state() const { return state_; }
 
