@@ -1,19 +1,22 @@
 // SPDX-License-Identifier: MIT
 // The backward of multi-head self-attention (attention.hpp, spec §3), so far for position types
 // none and rotary (every scaling; the gradient flows back through the rotation's transpose,
-// encodings/rotary.hpp), the score biases t5 (one gradient per bucket of the shared table) and
-// alibi, the relative key and value terms of learned (Shaw et al. 2018: one gradient per
-// clamped distance of the layer's relative_key / relative_value) and sinusoidal (fixed rows: the
-// gradient flows through them to q and α only), and the types that act on the block's input
-// only: packed in_proj, out_proj, key padding and causal masks, and rows with no visible key
-// (α_i = 0, so no gradient flows through them and none is NaN). Transformer-XL's per-head terms
+// encodings/rotary.hpp), the score biases t5 (one gradient per bucket of the shared table),
+// kerple (r1, r2 per head, both forms: encodings/kerple.hpp) and alibi, the relative key and
+// value terms of learned (Shaw et al. 2018: one gradient per clamped distance of the layer's
+// relative_key / relative_value) and sinusoidal (fixed rows: the gradient flows through them to
+// q and α only), Transformer-XL's per-head terms (the layer's r_net.weight, u and v shared by
+// all layers: detail/head_key_grad.hpp, encodings/xl.hpp), and the types that act on the
+// block's input only: packed in_proj, out_proj, key padding and causal masks, and rows with no
+// visible key (α_i = 0, so no gradient flows through them and none is NaN). DeBERTa's terms
 // have no backward yet.
 //
 // Memory: like FlashAttention-2 (Dao 2023), backward keeps no (len × len) matrix. It recomputes
 // the scores of kRows query rows at a time against all keys, and uses
 // D_i = Σ_j α_ij ∂L/∂α_ij to form the softmax's gradient, so a step keeps O(len·d_model) per
 // layer and works in O(kRows·len) more. The relative terms add an (kRows, R) matrix of sums per
-// distance (RelativeTermsBackward), never a (len × len × d_head) tensor.
+// distance (RelativeTermsBackward), never a (len × len × d_head) tensor; xl's per-head terms
+// the same plus the call's (R, d_model) ∂L/∂r(c) (HeadKeyTermsBackward), R <= 8·len.
 #pragma once
 
 #include <algorithm>
@@ -28,6 +31,7 @@
 #include <relpos/attention.hpp>
 #include <relpos/core.hpp>
 #include <relpos/detail/gemm.hpp>
+#include <relpos/detail/head_key_grad.hpp>
 #include <relpos/detail/linear_grad.hpp>
 #include <relpos/detail/shape_checks.hpp>
 #include <relpos/detail/skew.hpp>
@@ -63,6 +67,17 @@ struct AttentionGrad {
   /// `<prefix>relative_value` (spec §1; each layer has its own). Empty for the other types.
   Matrix<T> relative_key;
   Matrix<T> relative_value;
+  /// xl: ∂L/∂ of this layer's `<prefix>r_net.weight` (d_model, d_model), and ∂L/∂u, ∂L/∂v
+  /// (n_heads, d_head) from this layer: u and v are shared by every layer, so, like t5's table,
+  /// for_each leaves them out and EncoderGrad sums them into `position.r_w_bias` /
+  /// `position.r_r_bias`.
+  Matrix<T> r_net_weight;
+  Matrix<T> r_w_bias;
+  Matrix<T> r_r_bias;
+  /// kerple: ∂L/∂r1, ∂L/∂r2 (n_heads) from this layer; shared, summed by EncoderGrad into
+  /// `position.kerple_r1` / `position.kerple_r2`.
+  Vector<T> kerple_r1;
+  Vector<T> kerple_r2;
 
   /// f(name, gradient) for each of the layer's own tensors, names as in the model file; the
   /// biases only when backward has filled them (a layer with bias false has none).
@@ -74,6 +89,7 @@ struct AttentionGrad {
     if (out_proj_bias.size() > 0) f(prefix + "out_proj.bias", out_proj_bias);
     if (relative_key.size() > 0) f(prefix + "relative_key", relative_key);
     if (relative_value.size() > 0) f(prefix + "relative_value", relative_value);
+    if (r_net_weight.size() > 0) f(prefix + "r_net.weight", r_net_weight);
   }
 };
 
@@ -108,6 +124,29 @@ concept RelativeRowsBackward = requires(const E& e, Index lo, Index hi,
   e.key_rows_backward(lo, hi, g, grad);
   e.value_rows_backward(lo, hi, g, grad);
 };
+/// The backward of a score bias with per-head parameters: g as ScoreBiasBackward's, added into
+/// ∂L/∂ of the two [n_heads] tensors (kerple: KerpleBias::score_bias_backward, r1 and r2).
+template <class E>
+concept ScoreBiasParamsBackward = requires(const E& e, Index h, Index lo, Index hi,
+                                           const typename E::Scalar* g,
+                                           Vector<typename E::Scalar>& grad) {
+  e.score_bias_backward(h, lo, hi, g, grad, grad);
+};
+
+/// The backward of head_key_rows: g (hi − lo + 1, n_heads·d_head) = ∂L/∂r(c), added into the
+/// encoding's tensor (xl: XlRelative::head_key_rows_backward, r_net.weight); with Transformer-XL's
+/// biases, position_biases_backward(∂L/∂u, ∂L/∂v, grad_u, grad_v) too.
+template <class E>
+concept HeadKeyRowsBackward = requires(const E& e, Index lo, Index hi,
+                                       ConstMatrixRef<typename E::Scalar> g,
+                                       Matrix<typename E::Scalar>& grad) {
+  e.head_key_rows_backward(lo, hi, g, grad);
+};
+template <class E>
+concept XlBiasesBackward = requires(const E& e, ConstMatrixRef<typename E::Scalar> g,
+                                    Matrix<typename E::Scalar>& grad) {
+  e.position_biases_backward(g, g, grad, grad);
+};
 template <class E>
 concept FixedRelativeRows = requires {
   requires E::fixed_relative_rows;
@@ -119,19 +158,24 @@ concept FixedScoreBias = requires {
 
 /// Encodings whose attention backward exists so far: those with no hook inside attention
 /// (none, and absolute / additive, which act on the block's input), rotary, the score biases
-/// of t5 (with its table's gradient) and alibi (no parameter), and the key / value terms of
-/// learned (with their tables' gradients) and sinusoidal (fixed rows). Transformer-XL's and
-/// DeBERTa's per-head terms and KERPLE's r1, r2 have none yet: refused, never a silent zero
-/// gradient.
+/// of t5 (with its table's gradient), kerple (r1, r2) and alibi (no parameter), the key / value
+/// terms of learned (with their tables' gradients) and sinusoidal (fixed rows), and
+/// Transformer-XL's per-head terms (r_net.weight, u, v). DeBERTa's per-head query term and
+/// score scale have none yet: refused, never a silent zero gradient.
 template <class Enc>
 inline constexpr bool relative_rows_backward_supported =
     !(HasKeyTerm<Enc> || HasValueTerm<Enc>) || RelativeRowsBackward<Enc> || FixedRelativeRows<Enc>;
 template <class Enc>
 inline constexpr bool score_bias_backward_supported =
-    !HasScoreBias<Enc> || ScoreBiasBackward<Enc> || FixedScoreBias<Enc>;
+    !HasScoreBias<Enc> || ScoreBiasBackward<Enc> || ScoreBiasParamsBackward<Enc> ||
+    FixedScoreBias<Enc>;
+template <class Enc>
+inline constexpr bool head_key_backward_supported =
+    !HasHeadKeyTerm<Enc> ||
+    (HeadKeyRowsBackward<Enc> && (!HasXlBiases<Enc> || XlBiasesBackward<Enc>));
 template <class Enc>
 inline constexpr bool attention_backward_supported =
-    !HasHeadKeyTerm<Enc> && !HasHeadQueryTerm<Enc> && !ScalesScores<Enc> &&
+    head_key_backward_supported<Enc> && !HasHeadQueryTerm<Enc> && !ScalesScores<Enc> &&
     relative_rows_backward_supported<Enc> && score_bias_backward_supported<Enc> &&
     (!TransformsQK<Enc> || TransformsQKBackward<Enc>);
 
@@ -451,6 +495,10 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
   [[maybe_unused]] std::optional<detail::RelativeTermsBackward<T, Enc>> rel;
   if constexpr (HasKeyTerm<Enc> || HasValueTerm<Enc>)
     rel.emplace(attn.encoding, in.positions, rows, dh);
+  // xl: q_i·r_h(c_ij) + u_h·k_j + v_h·r_h(c_ij) in the score (detail/head_key_grad.hpp)
+  [[maybe_unused]] std::optional<detail::HeadKeyTermsBackward<T, Enc>> head_keys;
+  if constexpr (HasHeadKeyTerm<Enc>)
+    head_keys.emplace(attn.encoding, in.positions, rows, h_count, dh);
   for (Index h = 0; h < h_count; ++h) {
     if constexpr (HasScoreBias<Enc>) {
       if (len > 0) {
@@ -465,6 +513,7 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
     auto dq = dqkv.middleCols(h * dh, dh);
     auto dk = dqkv.middleCols(d + h * dh, dh);
     auto dv = dqkv.middleCols(2 * d + h * dh, dh);
+    if constexpr (HasHeadKeyTerm<Enc>) head_keys->head(h, k);
     for (Index r0 = 0; r0 < len; r0 += rows) {
       const Index n = std::min(rows, len - r0);
       auto pb = p.topRows(n);
@@ -474,6 +523,10 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
       if constexpr (HasKeyTerm<Enc> || HasValueTerm<Enc>) {
         rel->block(r0, n);
         if (rel->keys()) rel->add_key_scores(q.middleRows(r0, n), pb);  // + q_i·aK(c_ij)
+      }
+      if constexpr (HasHeadKeyTerm<Enc>) {
+        head_keys->block(r0, n);
+        head_keys->add_scores(q.middleRows(r0, n), pb);
       }
       pb *= scale;
       if constexpr (HasScoreBias<Enc>) {
@@ -538,17 +591,27 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
       if constexpr (HasKeyTerm<Enc>) {
         if (rel->keys()) rel->key_backward(dpb, q.middleRows(r0, n), dq.middleRows(r0, n));
       }
+      if constexpr (HasHeadKeyTerm<Enc>)
+        head_keys->backward(dpb, q.middleRows(r0, n), k, dq.middleRows(r0, n), dk);
     }
+    if constexpr (HasHeadKeyTerm<Enc>) head_keys->end_head();
     if constexpr (detail::ScoreBiasBackward<Enc>) {
       if (len > 0) {
         attn.encoding.score_bias_backward(h, c_lo, c_hi, dbias.data(),
                                           grad.relative_attention_bias);
+      }
+    } else if constexpr (detail::ScoreBiasParamsBackward<Enc>) {
+      if (len > 0) {
+        attn.encoding.score_bias_backward(h, c_lo, c_hi, dbias.data(), grad.kerple_r1,
+                                          grad.kerple_r2);
       }
     }
   }
   if constexpr (HasKeyTerm<Enc> || HasValueTerm<Enc>) {
     rel->finish(grad.relative_key, grad.relative_value);
   }
+  if constexpr (HasHeadKeyTerm<Enc>)
+    head_keys->finish(grad.r_net_weight, grad.r_w_bias, grad.r_r_bias);
   if constexpr (TransformsQK<Enc>) {
     // rotary: from ∂L/∂ of the rotated q, k to ∂L/∂ of in_proj's q, k (the rotation transposed)
     MatrixRef<T> dq(dqkv.leftCols(d));

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // The backward of the encoder stack (encoder.hpp, spec §1–2) for one sequence: the input
 // encoding (absolute, additive), the blocks in sequence, the final norm, and the tables the
-// layers share (t5's relative_attention_bias), whose gradient is summed here where it is owned. The
+// layers share (t5's relative_attention_bias, xl's u and v, kerple's r1 and r2), whose gradients
+// are summed here where they are owned. The
 // embedding and the output head, outside the stack, have their own (embedding_grad.hpp,
 // output_head_grad.hpp).
 #pragma once
@@ -32,6 +33,8 @@ struct EncoderGrad {
   LayerNormGrad<T> norm;              // "norm.weight", "norm.bias" (with a final norm)
   Matrix<T> position_weight;          // "position.weight" (additive, learned source)
   Matrix<T> relative_attention_bias;  // "position.relative_attention_bias" (t5): the layers' sum
+  Matrix<T> r_w_bias, r_r_bias;       // "position.r_w_bias", "position.r_r_bias" (xl: u, v)
+  Vector<T> kerple_r1, kerple_r2;     // "position.kerple_r1", "position.kerple_r2" (kerple)
 
   /// f(name, gradient) for each tensor backward has filled: every layer's, the final norm's
   /// when there is one, position.weight when the model has it.
@@ -45,10 +48,24 @@ struct EncoderGrad {
     if (relative_attention_bias.size() > 0) {
       f(std::string("position.relative_attention_bias"), relative_attention_bias);
     }
+    if (r_w_bias.size() > 0) f(std::string("position.r_w_bias"), r_w_bias);
+    if (r_r_bias.size() > 0) f(std::string("position.r_r_bias"), r_r_bias);
+    if (kerple_r1.size() > 0) f(std::string("position.kerple_r1"), kerple_r1);
+    if (kerple_r2.size() > 0) f(std::string("position.kerple_r2"), kerple_r2);
   }
 };
 
 namespace detail {
+/// A shared tensor's gradient: total += layer's, then the layer's is zeroed (it is not one of
+/// the layer's own tensors).
+template <class M>
+void add_shared_grad(M& layer, M& total) {
+  if (layer.size() == 0) return;
+  if (total.size() == 0) total = M::Zero(layer.rows(), layer.cols());
+  total += layer;
+  layer.setZero();
+}
+
 template <class E, class T>
 concept InputBackward = requires(const E& e, ConstMatrixRef<T> g, Matrix<T>& grad) {
   e.add_to_input_backward(g, grad);
@@ -98,6 +115,11 @@ void backward(const Encoder<T, Enc>& encoder, EncoderSaved<T>& saved, const Sequ
       grad.relative_attention_bias += layer_bias;
       layer_bias.setZero();
     }
+    // xl's u, v and kerple's r1, r2: shared by every layer too
+    detail::add_shared_grad(grad.layers[n].self_attn.r_w_bias, grad.r_w_bias);
+    detail::add_shared_grad(grad.layers[n].self_attn.r_r_bias, grad.r_r_bias);
+    detail::add_shared_grad(grad.layers[n].self_attn.kerple_r1, grad.kerple_r1);
+    detail::add_shared_grad(grad.layers[n].self_attn.kerple_r2, grad.kerple_r2);
   }
   if constexpr (detail::InputBackward<Enc, T>) {
     // x̃ = x + encoding: ∂L/∂x = ∂L/∂x̃, and the learned additive table gets its gradient
