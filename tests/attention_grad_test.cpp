@@ -5,6 +5,7 @@
 // central finite differences in double, and properties.
 #include <relpos/attention_grad.hpp>
 #include <relpos/encodings/alibi.hpp>
+#include <relpos/encodings/deberta.hpp>
 #include <relpos/encodings/kerple.hpp>
 #include <relpos/encodings/learned.hpp>
 #include <relpos/encodings/rotary.hpp>
@@ -31,16 +32,18 @@
 namespace {
 
 // Which position types have an attention backward: a parameter whose gradient is not written
-// yet (KERPLE's r1 and r2, Transformer-XL's r_net, u and v) is refused at compile time, never
-// left with a silent zero gradient; alibi has no parameter, sinusoidal's rows are fixed.
+// yet (DeBERTa's) is refused at compile time, never left with a silent zero gradient; alibi
+// has no parameter, sinusoidal's rows are fixed. KERPLE's and Transformer-XL's are tested in
+// tests/xl_kerple_grad_test.cpp.
 static_assert(relpos::detail::attention_backward_supported<relpos::NoPosition<double>>);
 static_assert(relpos::detail::attention_backward_supported<relpos::AlibiBias<double>>);
 static_assert(relpos::detail::attention_backward_supported<relpos::T5Bias<double>>);
 static_assert(relpos::detail::attention_backward_supported<relpos::Rotary<double>>);
 static_assert(relpos::detail::attention_backward_supported<relpos::LearnedRelative<double>>);
 static_assert(relpos::detail::attention_backward_supported<relpos::SinusoidalRelative<double>>);
-static_assert(!relpos::detail::attention_backward_supported<relpos::KerpleBias<double>>);
-static_assert(!relpos::detail::attention_backward_supported<relpos::XlRelative<double>>);
+static_assert(relpos::detail::attention_backward_supported<relpos::KerpleBias<double>>);
+static_assert(relpos::detail::attention_backward_supported<relpos::XlRelative<double>>);
+static_assert(relpos::detail::attention_backward_supported<relpos::DebertaRelative<double>>);
 
 using relpos::Index;
 using relpos::Matrix;

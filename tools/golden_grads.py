@@ -42,6 +42,18 @@ gradients are exactly what backward(dout) must give), the forward `output`, and
   gets the sum of their gradients; learned (max_distance 2) pre-norm causal: each layer's own
   `layers.{n}.self_attn.relative_key` / `relative_value` and their gradients; sinusoidal
   (max_distance 3, keys and values, base 100) post-norm with the final norm.
+* attention_xl*.safetensors, attention_kerple*.safetensors (XL_KERPLE_CASES): one layer as
+  above (d_model 8, 2 heads of 4) with Transformer-XL's terms (base 100): unclamped at plain
+  positions, then clamped to K 3 at RELATIVE_IDS under the causal mask; `self_attn.r_net.weight`
+  (the layer's own), `position.r_w_bias` / `position.r_r_bias` (u, v) and their gradients. KERPLE
+  in the log form at plain positions and in the power form at RELATIVE_IDS, causal:
+  `position.kerple_r1` / `position.kerple_r2` and their gradients (r1, r2 drawn inside the
+  domain, r2 in (0.2, 1.8)).
+* encoder_xl_pre_causal.safetensors, encoder_kerple_power_post_final.safetensors,
+  encoder_kerple_log_pre.safetensors (XL_KERPLE_ENCODER_CASES): two layers as ENCODER_CASES;
+  xl (max_distance 3) pre-norm causal: each layer's `layers.{n}.self_attn.r_net.weight` and the
+  sums over both layers of u's and v's gradients; kerple power post-norm with the final norm and
+  log pre-norm: r1's and r2's gradients summed over the layers.
 
 The loss files:
 
@@ -146,6 +158,15 @@ def golden_modules(out_dir):
                     ["linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias"], x)
 
 
+def in_domain(shared):
+    """KERPLE's r1, r2 back inside spec section 4's domain after randomize (> 0, r2 <= 2)."""
+    with torch.no_grad():
+        for name in ("kerple_r1", "kerple_r2"):
+            if hasattr(shared, name):
+                p = getattr(shared, name)
+                p.copy_(0.2 + 1.6 * torch.rand_like(p))
+
+
 def golden_attention(out_dir, causal, position=None, name=None, d=8, seed=155, ids=None):
     """One layer of RefAttention over 3 items with right padding of 0, 3 and all 7 tokens;
     `position` a §4 position object (default none); `ids` explicit position ids [3][7] (saved as
@@ -157,8 +178,9 @@ def golden_attention(out_dir, causal, position=None, name=None, d=8, seed=155, i
                         "position": position or {"type": "none"}})
     attn = RefAttention(cfg)
     randomize(attn)
-    shared = PositionParams(cfg)  # t5's table (empty for the other types)
+    shared = PositionParams(cfg)  # t5's table, xl's u and v, kerple's r1 and r2
     randomize(shared)
+    in_domain(shared)
     x = torch.randn(bsz, length, d, dtype=DT).requires_grad_(True)
     pad = torch.zeros(bsz, length, dtype=torch.bool)
     for b, n in enumerate(pads):
@@ -265,6 +287,8 @@ def golden_encoder(out_dir, name, extra, seed):
     config = {"d_model": 8, "n_heads": 2, "n_layers": 2, "d_ff": 12, **extra}
     enc = RefEncoder(config)
     randomize(enc)
+    for m in enc.modules():
+        in_domain(m)
     bsz, length = 2, 6
     x = torch.randn(bsz, length, 8, dtype=DT).requires_grad_(True)
     pad = torch.zeros(bsz, length, dtype=torch.bool)
@@ -316,6 +340,26 @@ RELATIVE_CASES = (
      {"type": "sinusoidal", "max_distance": 3, "values": True, "base": 100.0}, None),
     ("attention_sinusoidal_ids_causal", True,
      {"type": "sinusoidal", "values": True, "base": 100.0}, RELATIVE_IDS),
+)
+
+
+# Transformer-XL's terms and KERPLE's bias (d_model 8, 2 heads of 4).
+XL_KERPLE_CASES = (
+    ("attention_xl", False, {"type": "xl", "base": 100.0}, None),
+    ("attention_xl_clamped_ids_causal", True, {"type": "xl", "max_distance": 3, "base": 100.0},
+     RELATIVE_IDS),
+    ("attention_kerple_log", False, {"type": "kerple", "form": "log"}, None),
+    ("attention_kerple_power_ids_causal", True, {"type": "kerple", "form": "power"},
+     RELATIVE_IDS),
+)
+
+XL_KERPLE_ENCODER_CASES = (
+    ("encoder_xl_pre_causal", {"norm_first": True, "causal": True,
+                               "position": {"type": "xl", "max_distance": 3}}),
+    ("encoder_kerple_power_post_final", {"norm_first": False, "final_norm": True,
+                                         "position": {"type": "kerple", "form": "power"}}),
+    ("encoder_kerple_log_pre", {"norm_first": True, "activation": "gelu",
+                                "position": {"type": "kerple", "form": "log"}}),
 )
 
 
@@ -473,6 +517,10 @@ def main():
     for seed, (name, causal, position, ids) in enumerate(RELATIVE_CASES, start=170):
         golden_attention(out_dir, causal, position, name, d=8, seed=seed, ids=ids)
     for seed, (name, extra) in enumerate(ENCODER_CASES, start=160):
+        golden_encoder(out_dir, name, extra, seed)
+    for seed, (name, causal, position, ids) in enumerate(XL_KERPLE_CASES, start=200):
+        golden_attention(out_dir, causal, position, name, d=8, seed=seed, ids=ids)
+    for seed, (name, extra) in enumerate(XL_KERPLE_ENCODER_CASES, start=210):
         golden_encoder(out_dir, name, extra, seed)
 
 

@@ -1,22 +1,25 @@
 // SPDX-License-Identifier: MIT
 // The backward of multi-head self-attention (attention.hpp, spec §3), so far for position types
 // none and rotary (every scaling; the gradient flows back through the rotation's transpose,
-// encodings/rotary.hpp), the score biases t5 (one gradient per bucket of the shared table) and
-// alibi, the relative key and value terms of learned (Shaw et al. 2018: one gradient per
-// clamped distance of the layer's relative_key / relative_value) and sinusoidal (fixed rows: the
-// gradient flows through them to q and α only), and the types that act on the block's input
-// only: packed in_proj, out_proj, key padding and causal masks, and rows with no visible key
-// (α_i = 0, so no gradient flows through them and none is NaN), and DeBERTa's c2p and p2c
-// (per-head terms with the roles of query and key swapped, detail/head_terms_grad.hpp; their
-// rows' gradients chained into the projections and relative embeddings by
-// DebertaRelative::head_rows_backward) under its scale 1/sqrt(d_head·(1 + c2p + p2c)).
-// Transformer-XL's per-head terms have no backward yet.
+// encodings/rotary.hpp), the score biases t5 (one gradient per bucket of the shared table),
+// kerple (r1, r2 per head, both forms: encodings/kerple.hpp) and alibi, the relative key and
+// value terms of learned (Shaw et al. 2018: one gradient per clamped distance of the layer's
+// relative_key / relative_value) and sinusoidal (fixed rows: the gradient flows through them to
+// q and α only), Transformer-XL's per-head terms (the layer's r_net.weight, u and v shared by
+// all layers: detail/head_key_grad.hpp, encodings/xl.hpp), DeBERTa's c2p and p2c (per-head
+// terms with the roles of query and key swapped, detail/head_terms_grad.hpp; their rows'
+// gradients chained into the projections and relative embeddings by
+// DebertaRelative::head_rows_backward) under its scale 1/sqrt(d_head·(1 + c2p + p2c)), and the
+// types that act on the block's input only: packed in_proj, out_proj, key padding and causal
+// masks, and rows with no visible key (α_i = 0, so no gradient flows through them and none is
+// NaN).
 //
 // Memory: like FlashAttention-2 (Dao 2023), backward keeps no (len × len) matrix. It recomputes
 // the scores of kRows query rows at a time against all keys, and uses
 // D_i = Σ_j α_ij ∂L/∂α_ij to form the softmax's gradient, so a step keeps O(len·d_model) per
 // layer and works in O(kRows·len) more. The relative terms add an (kRows, R) matrix of sums per
-// distance (RelativeTermsBackward), never a (len × len × d_head) tensor.
+// distance (RelativeTermsBackward), never a (len × len × d_head) tensor; xl's per-head terms
+// the same plus the call's (R, d_model) ∂L/∂r(c) (HeadKeyTermsBackward), R <= 8·len.
 #pragma once
 
 #include <algorithm>
@@ -31,6 +34,7 @@
 #include <relpos/attention.hpp>
 #include <relpos/core.hpp>
 #include <relpos/detail/gemm.hpp>
+#include <relpos/detail/head_key_grad.hpp>
 #include <relpos/detail/head_terms_grad.hpp>
 #include <relpos/detail/linear_grad.hpp>
 #include <relpos/detail/shape_checks.hpp>
@@ -76,6 +80,17 @@ struct AttentionGrad {
   /// for_each, as relative_attention_bias: EncoderGrad sums them.
   Matrix<T> rel_embeddings;
   Vector<T> rel_norm_weight, rel_norm_bias;
+  /// xl: ∂L/∂ of this layer's `<prefix>r_net.weight` (d_model, d_model), and ∂L/∂u, ∂L/∂v
+  /// (n_heads, d_head) from this layer: u and v are shared by every layer, so, like t5's table,
+  /// for_each leaves them out and EncoderGrad sums them into `position.r_w_bias` /
+  /// `position.r_r_bias`.
+  Matrix<T> r_net_weight;
+  Matrix<T> r_w_bias;
+  Matrix<T> r_r_bias;
+  /// kerple: ∂L/∂r1, ∂L/∂r2 (n_heads) from this layer; shared, summed by EncoderGrad into
+  /// `position.kerple_r1` / `position.kerple_r2`.
+  Vector<T> kerple_r1;
+  Vector<T> kerple_r2;
 
   /// f(name, gradient) for each of the layer's own tensors, names as in the model file; the
   /// biases only when backward has filled them (a layer with bias false has none).
@@ -93,6 +108,7 @@ struct AttentionGrad {
       f(prefix + "pos_query_proj.weight", pos_query_proj_weight);
     }
     if (pos_query_proj_bias.size() > 0) f(prefix + "pos_query_proj.bias", pos_query_proj_bias);
+    if (r_net_weight.size() > 0) f(prefix + "r_net.weight", r_net_weight);
   }
 };
 
@@ -127,6 +143,29 @@ concept RelativeRowsBackward = requires(const E& e, Index lo, Index hi,
   e.key_rows_backward(lo, hi, g, grad);
   e.value_rows_backward(lo, hi, g, grad);
 };
+/// The backward of a score bias with per-head parameters: g as ScoreBiasBackward's, added into
+/// ∂L/∂ of the two [n_heads] tensors (kerple: KerpleBias::score_bias_backward, r1 and r2).
+template <class E>
+concept ScoreBiasParamsBackward = requires(const E& e, Index h, Index lo, Index hi,
+                                           const typename E::Scalar* g,
+                                           Vector<typename E::Scalar>& grad) {
+  e.score_bias_backward(h, lo, hi, g, grad, grad);
+};
+
+/// The backward of head_key_rows: g (hi − lo + 1, n_heads·d_head) = ∂L/∂r(c), added into the
+/// encoding's tensor (xl: XlRelative::head_key_rows_backward, r_net.weight); with Transformer-XL's
+/// biases, position_biases_backward(∂L/∂u, ∂L/∂v, grad_u, grad_v) too.
+template <class E>
+concept HeadKeyRowsBackward = requires(const E& e, Index lo, Index hi,
+                                       ConstMatrixRef<typename E::Scalar> g,
+                                       Matrix<typename E::Scalar>& grad) {
+  e.head_key_rows_backward(lo, hi, g, grad);
+};
+template <class E>
+concept XlBiasesBackward = requires(const E& e, ConstMatrixRef<typename E::Scalar> g,
+                                    Matrix<typename E::Scalar>& grad) {
+  e.position_biases_backward(g, g, grad, grad);
+};
 /// The backward of head_key_rows / head_query_rows (DeBERTa's c2p / p2c): gk, gq (R,
 /// n_heads·d_head) = ∂L/∂ of the rows for clamped distances [lo, hi], chained by the encoding
 /// into its tensors' gradients in grad, the layer's in_proj given since DeBERTa's projections
@@ -149,25 +188,32 @@ concept FixedScoreBias = requires {
 
 /// Encodings whose attention backward exists so far: those with no hook inside attention
 /// (none, and absolute / additive, which act on the block's input), rotary, the score biases
-/// of t5 (with its table's gradient) and alibi (no parameter), the key / value terms of
-/// learned (with their tables' gradients) and sinusoidal (fixed rows), and DeBERTa's per-head
-/// terms (HeadRowsBackward). Transformer-XL's per-head terms and KERPLE's r1, r2 have none
-/// yet: refused, never a silent zero gradient.
+/// of t5 (with its table's gradient), kerple (r1, r2) and alibi (no parameter), the key / value
+/// terms of learned (with their tables' gradients) and sinusoidal (fixed rows), Transformer-XL's
+/// per-head terms (r_net.weight, u, v) and DeBERTa's (HeadRowsBackward). Anything else is
+/// refused, never a silent zero gradient.
 template <class Enc>
 inline constexpr bool relative_rows_backward_supported =
     !(HasKeyTerm<Enc> || HasValueTerm<Enc>) || RelativeRowsBackward<Enc> || FixedRelativeRows<Enc>;
 template <class Enc>
 inline constexpr bool score_bias_backward_supported =
-    !HasScoreBias<Enc> || ScoreBiasBackward<Enc> || FixedScoreBias<Enc>;
-/// Per-head terms without a backward: those of an encoding with no HeadRowsBackward, and
-/// Transformer-XL's (its u and v are not differentiated here).
+    !HasScoreBias<Enc> || ScoreBiasBackward<Enc> || ScoreBiasParamsBackward<Enc> ||
+    FixedScoreBias<Enc>;
+/// Per-head terms: DeBERTa's c2p and p2c through HeadRowsBackward (no Transformer-XL biases);
+/// otherwise Transformer-XL's key term through HeadKeyRowsBackward (with its u, v) and no query
+/// term.
 template <class Enc>
-inline constexpr bool head_terms_without_backward =
-    !HeadRowsBackward<Enc> ? (HasHeadKeyTerm<Enc> || HasHeadQueryTerm<Enc>) : HasXlBiases<Enc>;
+inline constexpr bool head_terms_backward_supported =
+    HeadRowsBackward<Enc>
+        ? !HasXlBiases<Enc>
+        : !HasHeadQueryTerm<Enc> &&
+              (!HasHeadKeyTerm<Enc> ||
+               (HeadKeyRowsBackward<Enc> && (!HasXlBiases<Enc> || XlBiasesBackward<Enc>)));
 template <class Enc>
 inline constexpr bool attention_backward_supported =
-    !head_terms_without_backward<Enc> && relative_rows_backward_supported<Enc> &&
-    score_bias_backward_supported<Enc> && (!TransformsQK<Enc> || TransformsQKBackward<Enc>);
+    head_terms_backward_supported<Enc>&& relative_rows_backward_supported<Enc>&&
+        score_bias_backward_supported<Enc> &&
+    (!TransformsQK<Enc> || TransformsQKBackward<Enc>);
 
 /// The relative key and value terms of spec §3 inside attention's backward, for one head's
 /// block of query rows [r0, r0 + n) against all len keys at a time:
@@ -489,6 +535,11 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
   [[maybe_unused]] std::optional<detail::HeadTermsBackward<T, Enc>> head_terms;
   if constexpr (detail::HeadRowsBackward<Enc>)
     head_terms.emplace(attn.encoding, in.positions, rows, h_count, dh);
+  // xl: q_i·r_h(c_ij) + u_h·k_j + v_h·r_h(c_ij) in the score (detail/head_key_grad.hpp); its
+  // hook, not HasHeadKeyTerm, selects it: deberta's c2p is a head key term with its own above
+  constexpr bool XlHeadKeys = detail::HeadKeyRowsBackward<Enc>;
+  [[maybe_unused]] std::optional<detail::HeadKeyTermsBackward<T, Enc>> head_keys;
+  if constexpr (XlHeadKeys) head_keys.emplace(attn.encoding, in.positions, rows, h_count, dh);
   for (Index h = 0; h < h_count; ++h) {
     if constexpr (HasScoreBias<Enc>) {
       if (len > 0) {
@@ -503,6 +554,7 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
     auto dq = dqkv.middleCols(h * dh, dh);
     auto dk = dqkv.middleCols(d + h * dh, dh);
     auto dv = dqkv.middleCols(2 * d + h * dh, dh);
+    if constexpr (XlHeadKeys) head_keys->head(h, k);
     for (Index r0 = 0; r0 < len; r0 += rows) {
       const Index n = std::min(rows, len - r0);
       auto pb = p.topRows(n);
@@ -518,6 +570,10 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
           head_terms->block(r0, n);
           head_terms->add_scores(h, q.middleRows(r0, n), k, pb);
         }
+      }
+      if constexpr (XlHeadKeys) {
+        head_keys->block(r0, n);
+        head_keys->add_scores(q.middleRows(r0, n), pb);
       }
       pb *= scale;
       if constexpr (HasScoreBias<Enc>) {
@@ -587,11 +643,19 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
           head_terms->backward(h, dpb, q.middleRows(r0, n), k, dq.middleRows(r0, n), dk);
         }
       }
+      if constexpr (XlHeadKeys)
+        head_keys->backward(dpb, q.middleRows(r0, n), k, dq.middleRows(r0, n), dk);
     }
+    if constexpr (XlHeadKeys) head_keys->end_head();
     if constexpr (detail::ScoreBiasBackward<Enc>) {
       if (len > 0) {
         attn.encoding.score_bias_backward(h, c_lo, c_hi, dbias.data(),
                                           grad.relative_attention_bias);
+      }
+    } else if constexpr (detail::ScoreBiasParamsBackward<Enc>) {
+      if (len > 0) {
+        attn.encoding.score_bias_backward(h, c_lo, c_hi, dbias.data(), grad.kerple_r1,
+                                          grad.kerple_r2);
       }
     }
   }
@@ -601,6 +665,7 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
   if constexpr (detail::HeadRowsBackward<Enc>) {
     head_terms->finish(attn.in_proj_weight, attn.in_proj_bias, grad);
   }
+  if constexpr (XlHeadKeys) head_keys->finish(grad.r_net_weight, grad.r_w_bias, grad.r_r_bias);
   if constexpr (TransformsQK<Enc>) {
     // rotary: from ∂L/∂ of the rotated q, k to ∂L/∂ of in_proj's q, k (the rotation transposed)
     MatrixRef<T> dq(dqkv.leftCols(d));

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MIT
 // The backward of the encoder stack (encoder.hpp, spec §1–2) for one sequence: the input
 // encoding (absolute, additive), the blocks in sequence, the final norm, and the tables the
-// layers share (t5's relative_attention_bias, deberta's rel_embeddings and rel_norm), whose
-// gradient is summed here where it is owned. The embedding and the output head, outside the stack,
-// have their own (embedding_grad.hpp, output_head_grad.hpp).
+// layers share (t5's relative_attention_bias, xl's u and v, kerple's r1 and r2, deberta's
+// rel_embeddings and rel_norm), whose gradients are summed here where they are owned. The
+// embedding and the output head, outside the stack, have their own (embedding_grad.hpp,
+// output_head_grad.hpp).
 #pragma once
 
 #include <string>
@@ -35,6 +36,8 @@ struct EncoderGrad {
   Matrix<T> rel_embeddings;           // "position.rel_embeddings" (deberta): the layers' sum
   Vector<T> rel_norm_weight;          // "position.rel_norm.weight" (deberta, rel_norm)
   Vector<T> rel_norm_bias;            // "position.rel_norm.bias"
+  Matrix<T> r_w_bias, r_r_bias;       // "position.r_w_bias", "position.r_r_bias" (xl: u, v)
+  Vector<T> kerple_r1, kerple_r2;     // "position.kerple_r1", "position.kerple_r2" (kerple)
 
   /// f(name, gradient) for each tensor backward has filled: every layer's, the final norm's
   /// when there is one, position.weight when the model has it.
@@ -51,13 +54,18 @@ struct EncoderGrad {
     if (rel_embeddings.size() > 0) f(std::string("position.rel_embeddings"), rel_embeddings);
     if (rel_norm_weight.size() > 0) f(std::string("position.rel_norm.weight"), rel_norm_weight);
     if (rel_norm_bias.size() > 0) f(std::string("position.rel_norm.bias"), rel_norm_bias);
+    if (r_w_bias.size() > 0) f(std::string("position.r_w_bias"), r_w_bias);
+    if (r_r_bias.size() > 0) f(std::string("position.r_r_bias"), r_r_bias);
+    if (kerple_r1.size() > 0) f(std::string("position.kerple_r1"), kerple_r1);
+    if (kerple_r2.size() > 0) f(std::string("position.kerple_r2"), kerple_r2);
   }
 };
 
 namespace detail {
-/// total += layer, then layer = 0: a shared table's gradient, summed where the table is owned.
+/// A shared tensor's gradient: total += layer's, then the layer's is zeroed (it is not one of
+/// the layer's own tensors).
 template <class M>
-void add_layer_share(M& layer, M& total) {
+void add_shared_grad(M& layer, M& total) {
   if (layer.size() == 0) return;
   if (total.size() == 0) total = M::Zero(layer.rows(), layer.cols());
   total += layer;
@@ -114,9 +122,14 @@ void backward(const Encoder<T, Enc>& encoder, EncoderSaved<T>& saved, const Sequ
       layer_bias.setZero();
     }
     // deberta: R and its norm are shared by every layer, so are their gradients' sums
-    detail::add_layer_share(grad.layers[n].self_attn.rel_embeddings, grad.rel_embeddings);
-    detail::add_layer_share(grad.layers[n].self_attn.rel_norm_weight, grad.rel_norm_weight);
-    detail::add_layer_share(grad.layers[n].self_attn.rel_norm_bias, grad.rel_norm_bias);
+    detail::add_shared_grad(grad.layers[n].self_attn.rel_embeddings, grad.rel_embeddings);
+    detail::add_shared_grad(grad.layers[n].self_attn.rel_norm_weight, grad.rel_norm_weight);
+    detail::add_shared_grad(grad.layers[n].self_attn.rel_norm_bias, grad.rel_norm_bias);
+    // xl's u, v and kerple's r1, r2: shared by every layer too
+    detail::add_shared_grad(grad.layers[n].self_attn.r_w_bias, grad.r_w_bias);
+    detail::add_shared_grad(grad.layers[n].self_attn.r_r_bias, grad.r_r_bias);
+    detail::add_shared_grad(grad.layers[n].self_attn.kerple_r1, grad.kerple_r1);
+    detail::add_shared_grad(grad.layers[n].self_attn.kerple_r2, grad.kerple_r2);
   }
   if constexpr (detail::InputBackward<Enc, T>) {
     // x̃ = x + encoding: ∂L/∂x = ∂L/∂x̃, and the learned additive table gets its gradient

@@ -40,7 +40,8 @@ struct KerpleConfig {
 /// Nothing else is stored: attention asks for the R values of a head and gathers them, never
 /// an (len × len) bias.
 ///
-/// Hooks: clamp_distance (the identity: the kernel never saturates) and score_bias.
+/// Hooks: clamp_distance (the identity: the kernel never saturates), score_bias and its
+/// backward (∂L/∂r1, ∂L/∂r2 per head, attention_grad.hpp).
 template <Scalar T>
 class KerpleBias {
  public:
@@ -97,6 +98,37 @@ class KerpleBias {
 
   std::int64_t clamp_distance(std::int64_t delta) const { return delta; }
 
+  /// The backward of score_bias: g[c − lo] = ∂L/∂b_h(c) for c in [lo, hi] (the sum over the
+  /// pairs at distance c), added into ∂L/∂r1_h and ∂L/∂r2_h (grad_r1, grad_r2: [n_heads],
+  /// zero-filled when empty). With a = |c|:
+  ///   log:   ∂b/∂r1 = −ln(1 + r2·a),  ∂b/∂r2 = −r1·a / (1 + r2·a)
+  ///   power: ∂b/∂r1 = −a^r2,          ∂b/∂r2 = −r1·a^r2·ln a  (0 at a = 0, the limit)
+  /// Summed in double, added once per call.
+  void score_bias_backward(Index h, Index lo, Index hi, const T* g, Vector<T>& grad_r1,
+                           Vector<T>& grad_r2) const {
+    RELPOS_ASSERT(h >= 0 && h < n_heads() && lo <= hi,
+                  "KerpleBias::score_bias_backward: bad head or span");
+    prepare(grad_r1, r1_tensor);
+    prepare(grad_r2, r2_tensor);
+    const double r1 = r1_[static_cast<std::size_t>(h)];
+    const double r2 = r2_[static_cast<std::size_t>(h)];
+    double d1 = 0, d2 = 0;
+    for (Index c = lo; c <= hi; ++c) {
+      const double gc = static_cast<double>(g[c - lo]);
+      const double a = std::abs(static_cast<double>(c));
+      if (form() == KerpleForm::log) {
+        d1 -= gc * std::log1p(r2 * a);
+        d2 -= gc * r1 * a / (1 + r2 * a);
+      } else if (a > 0) {
+        const double p = std::pow(a, r2);
+        d1 -= gc * p;
+        d2 -= gc * r1 * p * std::log(a);
+      }
+    }
+    grad_r1(h) += static_cast<T>(d1);
+    grad_r2(h) += static_cast<T>(d2);
+  }
+
   /// out[c − lo] = b_h(c) for c in [lo, hi], computed in double and cast once. The bias is
   /// even in c, so a span that straddles 0 evaluates each |c| once.
   void score_bias(Index h, Index lo, Index hi, T* out) const {
@@ -116,6 +148,13 @@ class KerpleBias {
   }
 
  private:
+  void prepare(Vector<T>& grad, const char* tensor) const {
+    if (grad.size() == 0) grad = Vector<T>::Zero(n_heads());
+    if (grad.size() != n_heads()) {
+      throw Error(std::string("grad.") + tensor + ": expected [" + std::to_string(n_heads()) +
+                  "], got [" + std::to_string(grad.size()) + "]");
+    }
+  }
   static std::vector<double> per_head(const SharedMatrix<T>& table, const char* tensor,
                                       Index n_heads) {
     if (!table || table->size() != n_heads || (table->rows() != 1 && table->cols() != 1)) {

@@ -47,8 +47,9 @@ inline void xl_sinusoid(double delta, Index dim, double base, double* out) {
 /// at most 2K + 1 rows when clamped); head h uses columns [h·d_head, (h+1)·d_head). u and v
 /// (r_w_bias, r_r_bias) are shared by all layers: pass every layer the same SharedMatrix.
 ///
-/// Hooks: clamp_distance, head_key_rows, content_bias (u), position_bias (v). There is no
-/// value term.
+/// Hooks: clamp_distance, head_key_rows, content_bias (u), position_bias (v), and their
+/// backward (head_key_rows_backward: ∂L/∂r_net.weight from ∂L/∂r(c); position_biases_backward:
+/// ∂L/∂u, ∂L/∂v; attention_grad.hpp). There is no value term.
 template <Scalar T>
 class XlRelative {
  public:
@@ -106,10 +107,68 @@ class XlRelative {
   const Matrix<T>& content_bias() const { return *u_; }   // u: (n_heads, d_head)
   const Matrix<T>& position_bias() const { return *v_; }  // v: (n_heads, d_head)
   const DistanceTable<T>& table() const { return table_; }
+
+  /// The backward of head_key_rows: g (hi − lo + 1, d_model) = ∂L/∂r(c) for clamped c in
+  /// [lo, hi] (all heads side by side). r(c) = r_net.weight · R(−c), so
+  ///   ∂L/∂r_net.weight += Σ_c ∂L/∂r(c) · R(−c)ᵀ = gᵀ · [R(−lo); …; R(−hi)],
+  /// one (d_model × R) by (R × d_model) product in T (as every other weight gradient of the
+  /// layer; in double it took as long as the rest of xl's backward at d_model 512), the
+  /// sinusoids computed in double as the forward's and rounded once. grad: (d_model, d_model),
+  /// zero-filled when empty.
+  void head_key_rows_backward(Index lo, Index hi, ConstMatrixRef<T> g, Matrix<T>& grad) const {
+    const Index d = d_model(), count = hi - lo + 1;
+    RELPOS_ASSERT(count >= 1 && g.rows() == count && g.cols() == d,
+                  "XlRelative::head_key_rows_backward: bad span");
+    if (grad.size() == 0) grad = Matrix<T>::Zero(d, d);
+    if (grad.rows() != d || grad.cols() != d) {
+      throw Error("grad." + config_.tensor_prefix + "r_net.weight: expected [" + std::to_string(d) +
+                  ", " + std::to_string(d) + "], got [" + std::to_string(grad.rows()) + ", " +
+                  std::to_string(grad.cols()) + "]");
+    }
+    // row c − lo: R(Δ = −c), as xl_sinusoid computes it (the same ω_k, the same angles), with
+    // the d/2 powers taken once instead of once per row
+    const Index half = d / 2;
+    std::vector<double> omega(static_cast<std::size_t>(half));
+    for (Index k = 0; k < half; ++k) {
+      omega[static_cast<std::size_t>(k)] =
+          std::pow(config_.base, -2.0 * static_cast<double>(k) / static_cast<double>(d));
+    }
+    Matrix<T> sinusoids(count, d);
+    for (Index r = 0; r < count; ++r) {
+      const double delta = -static_cast<double>(lo + r);
+      for (Index k = 0; k < half; ++k) {
+        const double angle = delta * omega[static_cast<std::size_t>(k)];
+        sinusoids(r, k) = static_cast<T>(std::sin(angle));
+        sinusoids(r, half + k) = static_cast<T>(std::cos(angle));
+      }
+    }
+    grad.noalias() += g.transpose() * sinusoids;
+  }
+
+  /// The backward of the two biases: du, dv (n_heads, d_head) = ∂L/∂u and ∂L/∂v of this
+  /// layer's terms u_h·k_j and v_h·r_h(c_ij) (attention sums them: Σ_ij ∂L/∂s_ij k_j and
+  /// Σ_c (Σ_{c_ij = c} ∂L/∂s_ij) r_h(c)), added into grad_u, grad_v (position.r_w_bias,
+  /// position.r_r_bias; zero-filled when empty). u and v enter as they are, so the chain rule
+  /// ends here; the layers' sums are EncoderGrad's.
+  void position_biases_backward(ConstMatrixRef<T> du, ConstMatrixRef<T> dv, Matrix<T>& grad_u,
+                                Matrix<T>& grad_v) const {
+    add_bias_grad(du, grad_u, "position.r_w_bias");
+    add_bias_grad(dv, grad_v, "position.r_r_bias");
+  }
   /// Bytes of the cached rows r(c).
   std::size_t cached_bytes() const { return table_.cached_bytes(); }
 
  private:
+  void add_bias_grad(ConstMatrixRef<T> g, Matrix<T>& grad, const char* tensor) const {
+    if (grad.size() == 0) grad = Matrix<T>::Zero(u_->rows(), u_->cols());
+    if (grad.rows() != u_->rows() || grad.cols() != u_->cols()) {
+      throw Error(std::string("grad.") + tensor + ": expected [" + std::to_string(u_->rows()) +
+                  ", " + std::to_string(u_->cols()) + "], got [" + std::to_string(grad.rows()) +
+                  ", " + std::to_string(grad.cols()) + "]");
+    }
+    grad += g;
+  }
+
   static std::string layer_prefix(Index n) { return "layers." + std::to_string(n) + ".self_attn."; }
 
   static XlConfig validated(Index d_model, Index n_heads, const XlConfig& config) {

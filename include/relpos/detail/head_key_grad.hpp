@@ -1,0 +1,227 @@
+// SPDX-License-Identifier: MIT
+// The per-head key term of spec §3 inside attention's backward (Transformer-XL, Dai et al.
+// 2019): for head h, the score before the 1/√d_head gains
+//   q_i·r_h(c_ij) + [xl] u_h·k_j + v_h·r_h(c_ij),
+// r_h(c) head h's slice of the encoding's rows r(c) (head_key_rows), c_ij the clamped
+// p_j − p_i. With ds = ∂L/∂(that score):
+//   ∂L/∂q_i    += Σ_j ds_ij r_h(c_ij)
+//   ∂L/∂r_h(c)  = Σ_{c_ij = c} ds_ij (q_i + v_h)          (handed to head_key_rows_backward)
+//   ∂L/∂k_j    += u_h Σ_i ds_ij,   ∂L/∂u_h = Σ_j (Σ_i ds_ij) k_j
+//   ∂L/∂v_h     = Σ_c S_h(c) r_h(c),  S_h(c) = Σ_{c_ij = c} ds_ij   (position_biases_backward)
+// Every per-distance sum is a skew (detail/skew.hpp), as RelativeTermsBackward's: a block's
+// (n, len) matrix summed per distance into an (n, R_window) one, then one small product, so
+// the work is O(len·R) on top of the score products and nothing is (len × len × d_head).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+
+#include <relpos/core.hpp>
+#include <relpos/detail/shape_checks.hpp>
+#include <relpos/detail/skew.hpp>
+#include <relpos/distance_rows.hpp>
+#include <relpos/encodings/concept.hpp>
+#include <relpos/positions.hpp>
+
+namespace relpos::detail {
+
+/// Whether the per-head key term is on (the optional run-time flag uses_head_keys()).
+template <class E>
+bool head_key_term_active(const E& e) {
+  if constexpr (!HasHeadKeyTerm<E>) {
+    (void)e;
+    return false;
+  } else if constexpr (requires { e.uses_head_keys(); }) {
+    return e.uses_head_keys();
+  } else {
+    return true;
+  }
+}
+
+/// One attention backward's per-head key terms: the call's rows r(c) for its clamped distances
+/// [lo, hi] (R of them, R <= kDenseRangeFactor·2·len, else an Error), a block of query rows
+/// [r0, r0 + n) at a time against all len keys, head by head (head(), then block() /
+/// add_scores() / backward() per block, end_head()), then finish() hands the sums to the
+/// encoding's hooks.
+template <Scalar T, class Enc>
+class HeadKeyTermsBackward {
+ public:
+  using IndexMatrix = Eigen::Matrix<std::int32_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  static constexpr bool kXl = HasXlBiases<Enc>;
+
+  HeadKeyTermsBackward(const Enc& enc, const Positions& p, Index rows, Index n_heads, Index d_head)
+      : enc_(enc), p_(p), dh_(d_head) {
+    active_ = p.len > 0 && head_key_term_active(enc);
+    if (!active_) return;
+    range_ = distance_range(enc, p);
+    const Index count = range_.count();
+    if (count > kDenseRangeFactor * 2 * p.len) {
+      throw Error(std::string("attention backward: position ids span ") + std::to_string(count) +
+                  " distances for " + std::to_string(p.len) + " tokens; the " + Enc::name +
+                  " backward keeps one row per distance and supports at most " +
+                  std::to_string(kDenseRangeFactor * 2) + "·len");
+    }
+    banded_ = has_distance_bands(enc, p, range_);
+    rows_ = enc.head_key_rows(range_.lo, range_.hi);
+    if (rows_.view().rows() != count || rows_.view().cols() != n_heads * d_head) {
+      throw Error(std::string(Enc::name) + " per-head key rows: expected " +
+                  shape_string(count, n_heads * d_head) + ", got " +
+                  shape_string(rows_.view().rows(), rows_.view().cols()));
+    }
+    by_distance_.resize(rows, count);
+    if (!banded_) index_.resize(rows, p.len);
+    grad_rows_ = Matrix<T>::Zero(count, n_heads * d_head);
+    if constexpr (kXl) {
+      sums_.resize(count);
+      vr_.resize(count);
+      uk_.resize(p.len);
+      du_ = Matrix<T>::Zero(n_heads, d_head);
+      dv_ = Matrix<T>::Zero(n_heads, d_head);
+    }
+  }
+
+  bool active() const { return active_; }
+
+  /// Starts head h; k (len, d_head) its keys.
+  template <class K>
+  void head(Index h, const K& k) {
+    h_ = h;
+    if constexpr (kXl) {
+      if (!active_) return;
+      vr_.noalias() = head_rows(0, range_.count()) * enc_.position_bias().row(h).transpose();
+      uk_.noalias() = k * enc_.content_bias().row(h).transpose();
+      sums_.setZero();
+    } else {
+      (void)k;
+    }
+  }
+
+  /// The block [r0, r0 + n): its distance window, and how its pairs map into it.
+  void block(Index r0, Index n) {
+    if (!active_) return;
+    r0_ = r0;
+    n_ = n;
+    const Index len = p_.len;
+    if (banded_) {
+      // δ_ij = j − (r0 + i): the window spans δ in [−r0 − (n − 1), len − 1 − r0]
+      lo_ = enc_.clamp_distance(-r0 - (n - 1));
+      const std::int64_t hi = enc_.clamp_distance(len - 1 - r0);
+      count_ = hi - lo_ + 1;
+      bands_ = {lo_ + r0, hi + r0};
+      return;
+    }
+    std::int64_t qmin = p_[r0], qmax = qmin, kmin = p_[0], kmax = kmin;
+    for (Index i = 1; i < n; ++i)
+      qmin = std::min(qmin, p_[r0 + i]), qmax = std::max(qmax, p_[r0 + i]);
+    for (Index j = 1; j < len; ++j) kmin = std::min(kmin, p_[j]), kmax = std::max(kmax, p_[j]);
+    lo_ = enc_.clamp_distance(kmin - qmax);
+    count_ = enc_.clamp_distance(kmax - qmin) - lo_ + 1;
+    for (Index i = 0; i < n; ++i) {
+      const std::int64_t pi = p_[r0 + i];
+      for (Index j = 0; j < len; ++j) {
+        index_(i, j) = static_cast<std::int32_t>(enc_.clamp_distance(p_[j] - pi) - lo_);
+      }
+    }
+  }
+
+  /// s (n, len) += q_i·r_h(c_ij) [+ v_h·r_h(c_ij) + u_h·k_j], qb (n, d_head) the block's
+  /// queries: the forward's terms, recomputed.
+  template <class Q, class S>
+  void add_scores(const Q& qb, S& s) {
+    if (!active_) return;
+    auto w = by_distance_.topLeftCorner(n_, count_);  // (n, R_window)
+    w.noalias() = qb * window().transpose();
+    if constexpr (kXl) w.rowwise() += vr_.segment(lo_ - range_.lo, count_).transpose();
+    gather(s, w);
+    if constexpr (kXl) s.rowwise() += uk_.transpose();
+  }
+
+  /// From ds (n, len) = ∂L/∂(the score before the 1/√d_head): dqb (n, d_head) += Σ_j ds_ij
+  /// r_h(c_ij), ∂L/∂r_h(c) += Σ_{c_ij = c} ds_ij q_i, and for xl ∂L/∂k (len, d_head) += u_h Σ_i
+  /// ds_ij, ∂L/∂u_h, and the per-distance sums S_h(c) for ∂L/∂v_h and v_h's share of ∂L/∂r_h.
+  template <class S, class Q, class K, class DQ, class DK>
+  void backward(const S& ds, const Q& qb, const K& k, DQ&& dqb, DK&& dk) {
+    if (!active_) return;
+    auto w = by_distance_.topLeftCorner(n_, count_);
+    scatter(w, ds);
+    dqb.noalias() += w * window();
+    grad_rows_.block(lo_ - range_.lo, h_ * dh_, count_, dh_).noalias() += w.transpose() * qb;
+    if constexpr (kXl) {
+      sums_.segment(lo_ - range_.lo, count_) += w.colwise().sum().transpose();
+      const RowVector<T> column_sums = ds.colwise().sum();  // (1, len): Σ_i ds_ij
+      dk.noalias() += column_sums.transpose() * enc_.content_bias().row(h_);
+      du_.row(h_).noalias() += column_sums * k;
+    } else {
+      (void)k, (void)dk;
+    }
+  }
+
+  /// Ends head h: v_h's share, ∂L/∂r_h(c) += S_h(c) v_h and ∂L/∂v_h = Σ_c S_h(c) r_h(c).
+  void end_head() {
+    if constexpr (kXl) {
+      if (!active_) return;
+      const Index count = range_.count();
+      grad_rows_.middleCols(h_ * dh_, dh_).noalias() += sums_ * enc_.position_bias().row(h_);
+      dv_.row(h_).noalias() += sums_.transpose() * head_rows(0, count);
+    }
+  }
+
+  /// Hands the sums to the encoding: ∂L/∂r(c) to head_key_rows_backward (xl: into grad_rows,
+  /// the layer's r_net.weight gradient), ∂L/∂u and ∂L/∂v to position_biases_backward.
+  void finish(Matrix<T>& grad_rows, Matrix<T>& grad_u, Matrix<T>& grad_v) const {
+    if (!active_) return;
+    enc_.head_key_rows_backward(range_.lo, range_.hi, grad_rows_, grad_rows);
+    if constexpr (kXl) {
+      enc_.position_biases_backward(du_, dv_, grad_u, grad_v);
+    } else {
+      (void)grad_u, (void)grad_v;
+    }
+  }
+
+ private:
+  // Head h_'s slice of `count` call rows from `first`: (count, d_head).
+  auto head_rows(Index first, Index count) const {
+    return rows_.view().block(first, h_ * dh_, count, dh_);
+  }
+  // Head h_'s rows for the block's window [lo_, lo_ + count_).
+  auto window() const { return head_rows(lo_ - range_.lo, count_); }
+  // s(i, j) += w(i, c_ij − lo_)
+  template <class S, class W>
+  void gather(S& s, const W& w) const {
+    if (banded_) {
+      gather_add(s, w, bands_);
+    } else {
+      gather_add(s, w, index_.topRows(n_));
+    }
+  }
+  // w(i, c − lo_) = Σ_{j: c_ij = c} a(i, j)
+  template <class W, class A>
+  void scatter(W& w, const A& a) const {
+    if (banded_) {
+      scatter_by_distance(w, a, bands_);
+    } else {
+      scatter_by_distance(w, a, index_.topRows(n_));
+    }
+  }
+
+  const Enc& enc_;
+  const Positions& p_;
+  Index dh_;
+  bool active_ = false, banded_ = false;
+  DistanceRange range_;    // the call's clamped distances
+  DistanceRows<T> rows_;   // (R, n_heads·d_head): r(c) for range_
+  Matrix<T> grad_rows_;    // (R, n_heads·d_head): ∂L/∂r(c)
+  Matrix<T> by_distance_;  // (rows, R): a block's sums per distance
+  IndexMatrix index_;      // (rows, len): c_ij − lo_, not banded
+  Vector<T> sums_;         // xl (R): S_h(c) of the current head
+  Vector<T> vr_;           // xl (R): v_h·r_h(c)
+  Vector<T> uk_;           // xl (len): u_h·k_j
+  Matrix<T> du_, dv_;      // xl (n_heads, d_head)
+  Index h_ = 0, r0_ = 0, n_ = 0;
+  std::int64_t lo_ = 0;  // the block's window [lo_, lo_ + count_)
+  Index count_ = 1;
+  DistanceBands bands_;  // banded, in block coordinates
+};
+
+}  // namespace relpos::detail
