@@ -55,6 +55,7 @@ def main():
                                   "(BM_Block<None>|BM_Torch<relpos_bench::TorchOp::block>)/len:", a.min_time,
                                   config="best")
     _, mem, _ = run_benchmark(bench("bench_memory"), ".", 1)
+    grad, grad_counters, _ = run_benchmark(bench("bench_grad"), ".", reps, min_time=a.min_time)
 
     gflops = lambda name: blk_counters[name]["GFLOP/s"]
     rows = []  # (target, measured, ratio, limit, verdict)
@@ -146,6 +147,22 @@ def main():
     allocs = max(blk_counters[f"BM_Block<{e}>/len:{n}"]["allocs"] for e in ENCODINGS for n in LENGTHS)
     rows.append(("heap allocations in a warm block forward (max over encodings and lengths)",
                  f"{allocs:g}", allocs, "0", "met" if allocs == 0 else "missed"))
+    # issue 15: training one layer (bench_grad)
+    fwd, bwd = grad["BM_Forward<None>/len:512"], grad["BM_Backward<None>/len:512"]
+    rows.append(("layer backward / forward, none, len 512", f"{bwd * 1e3:.1f} / {fwd * 1e3:.1f} ms", bwd / fwd,
+                 "<= 2.5", verdict(bwd / fwd, 2.5)))
+    for n in (512, 2048):
+        lb, nb = grad[f"BM_Backward<Learned>/len:{n}"], grad[f"BM_Backward<None>/len:{n}"]
+        rows.append((f"layer backward learned (K 64, k+v) / none, len {n}", f"{lb * 1e3:.1f} / {nb * 1e3:.1f} ms",
+                     lb / nb, "<= 1.2", verdict(lb / nb, 1.2)))
+    step, torch_step = grad["BM_Step<None>/len:512"], grad.get("BM_TorchStep/len:512")
+    if torch_step:
+        rows.append(("layer training step (forward, backward, AdamW) / libtorch's, len 512",
+                     f"{step * 1e3:.1f} / {torch_step * 1e3:.1f} ms", step / torch_step, "<= 1.0",
+                     verdict(step / torch_step, 1.0)))
+    step_allocs = grad_counters["BM_Step<None>/len:512"]["allocs"]
+    rows.append(("heap allocations in a warm training step (layer, len 512)", f"{step_allocs:g}", step_allocs,
+                 "0", "met" if step_allocs == 0 else "missed"))
     w0, wmax = enc["BM_Additive/window:0/len:2048"], enc["BM_Additive/window:2047/len:2048"]
     rows.append(("additive, len 2048: window 2047 / window 0", f"{wmax * 1e3:.2f} / {w0 * 1e3:.2f} ms",
                  wmax / w0, "flat (about 1)", "met" if wmax / w0 <= 1.5 else "missed"))

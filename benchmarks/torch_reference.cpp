@@ -12,6 +12,8 @@ struct TorchReference::Impl {
   torch::nn::MultiheadAttention attention{nullptr};
   torch::Tensor weight;  // (d_ff, d_model), for gemm
   torch::Tensor x;       // (len, 1, d_model) for modules; (len, d_model) for gemm
+  torch::Tensor dout;    // (len, 1, d_model): block_step's ∂L/∂out
+  std::unique_ptr<torch::optim::AdamW> optimizer;  // block_step
   torch::Tensor out;
 };
 
@@ -29,6 +31,17 @@ TorchReference::TorchReference(TorchOp op, std::int64_t len, std::int64_t d_mode
       impl_->block->eval();
       impl_->x = torch::randn({len, 1, d_model});
       break;
+    case TorchOp::block_step:
+      impl_->block = torch::nn::TransformerEncoderLayer(
+          torch::nn::TransformerEncoderLayerOptions(d_model, n_heads)
+              .dim_feedforward(d_ff)
+              .dropout(0.0));
+      impl_->block->train();
+      impl_->x = torch::randn({len, 1, d_model});
+      impl_->dout = torch::randn({len, 1, d_model});
+      impl_->optimizer = std::make_unique<torch::optim::AdamW>(impl_->block->parameters(),
+                                                               torch::optim::AdamWOptions(1e-5));
+      break;
     case TorchOp::attention:
       impl_->attention =
           torch::nn::MultiheadAttention(torch::nn::MultiheadAttentionOptions(d_model, n_heads));
@@ -45,9 +58,18 @@ TorchReference::TorchReference(TorchOp op, std::int64_t len, std::int64_t d_mode
 TorchReference::~TorchReference() = default;
 
 void TorchReference::forward() {
-  torch::NoGradGuard no_grad;
   Impl& m = *impl_;
+  if (m.op == TorchOp::block_step) {
+    m.optimizer->zero_grad();
+    m.out = m.block->forward(m.x);
+    (m.out * m.dout).sum().backward();
+    m.optimizer->step();
+    return;
+  }
+  torch::NoGradGuard no_grad;
   switch (m.op) {
+    case TorchOp::block_step:
+      break;
     case TorchOp::block:
       m.out = m.block->forward(m.x);
       break;

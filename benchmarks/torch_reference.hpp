@@ -11,13 +11,15 @@ namespace relpos_bench {
 
 /// What one libtorch forward computes, on an input of (len, batch 1, d_model).
 enum class TorchOp {
-  block,      // torch::nn::TransformerEncoderLayer (post-norm, relu, dropout 0), eval mode
-  attention,  // torch::nn::MultiheadAttention(x, x, x), need_weights = false
-  gemm,       // torch::linear of (len, d_model) by linear1's (d_ff, d_model) weight
+  block,       // torch::nn::TransformerEncoderLayer (post-norm, relu, dropout 0), eval mode
+  attention,   // torch::nn::MultiheadAttention(x, x, x), need_weights = false
+  gemm,        // torch::linear of (len, d_model) by linear1's (d_ff, d_model) weight
+  block_step,  // one training step of the block in train mode (dropout 0): forward, the loss
+               // sum(out ⊙ dout), backward, torch::optim::AdamW's step, gradients zeroed
 };
 
-/// A libtorch module with random weights and its input, built once; forward() runs it under
-/// NoGradGuard and keeps the output alive, so nothing is optimised away.
+/// A libtorch module with random weights and its input, built once; forward() runs it (under
+/// NoGradGuard, except block_step) and keeps the output alive, so nothing is optimised away.
 class TorchReference {
  public:
   TorchReference(TorchOp op, std::int64_t len, std::int64_t d_model, std::int64_t n_heads,

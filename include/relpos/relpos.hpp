@@ -19,6 +19,7 @@
 #include <relpos/io/config.hpp>
 #include <relpos/io/config_limits.hpp>
 #include <relpos/io/dtype.hpp>
+#include <relpos/io/optimizer_state.hpp>
 #include <relpos/io/position_config.hpp>
 #include <relpos/io/rotary_scaling_config.hpp>
 #include <relpos/io/safetensors.hpp>
@@ -31,6 +32,7 @@
 #include <relpos/model_io.hpp>
 #include <relpos/norm.hpp>
 #include <relpos/norm_grad.hpp>
+#include <relpos/optimizer.hpp>
 #include <relpos/output_head_grad.hpp>
 #include <relpos/rms_norm.hpp>
 #include <relpos/rms_norm_grad.hpp>
