@@ -3,6 +3,8 @@
 // file and writes the loss and the gradient of every tensor; `fit` trains the model with AdamW
 // and writes the trained folder. The library does the work (relpos/training.hpp); this file
 // reads the command line and the files, and leaves nothing behind when it fails.
+#include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -11,6 +13,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <unistd.h>
 
 #include <relpos/io/safetensors.hpp>
 #include <relpos/io/safetensors_writer.hpp>
@@ -162,10 +166,56 @@ int run_grad(const Options& o) {
   return 0;
 }
 
+// fit: AdamW steps in float (relpos::fit), each step's loss on stdout; on a terminal, stderr
+// shows the progress (step, loss, tokens/s) on one updating line.
+int run_fit(const Options& o) {
+  namespace fs = std::filesystem;
+  relpos::TrainableModel<float> model = relpos::TrainableModel<float>::load(o.model);
+  const relpos::TrainingData<float> data =
+      relpos::read_training_data<float>(relpos::io::SafetensorsFile::open(o.input), model.config());
+  if (o.batch > data.rows()) {
+    throw relpos::Error("--batch " + std::to_string(o.batch) + " is larger than the " +
+                        std::to_string(data.rows()) + " rows of " + o.input);
+  }
+  std::error_code ec;
+  if (fs::exists(o.output, ec) && !fs::is_directory(o.output, ec))
+    throw relpos::Error(o.output + ": exists and is not a folder");
+  relpos::FitOptions options;
+  options.steps = o.steps;
+  options.batch = o.batch;
+  options.adamw.lr = o.lr;
+  options.adamw.weight_decay = o.weight_decay;
+  options.clip_norm = o.clip_norm;
+  const bool terminal = ::isatty(2) == 1;
+  const double tokens_per_step = double(o.batch) * double(data.inputs.len());
+  const auto start = std::chrono::steady_clock::now();
+  relpos::fit(model, data, options, [&](relpos::Index t, float loss) {
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double rate = seconds > 0 ? tokens_per_step * double(t + 1) / seconds : 0.0;
+    std::cout << "step " << (t + 1) << "/" << o.steps << " loss " << loss << "\n";
+    if (terminal) {
+      std::cerr << "\r\033[Kstep " << (t + 1) << "/" << o.steps << "  loss " << loss << "  "
+                << static_cast<long long>(rate) << " tokens/s" << std::flush;
+    }
+  });
+  if (terminal) std::cerr << "\n";
+  // the folder is created only now, once training has succeeded; removed again if writing fails
+  const bool existed = fs::exists(o.output, ec);
+  try {
+    model.save(o.output);
+  } catch (...) {
+    if (!existed) fs::remove_all(o.output, ec);
+    throw;
+  }
+  std::cout << "relpos-train fit: " << o.steps << " steps -> " << o.output << "\n";
+  return 0;
+}
+
 int run(const Options& o) {
   if (o.threads) relpos::set_num_threads(*o.threads);
   if (o.command == "grad") return run_grad(o);
-  throw relpos::Error("fit: not built yet");
+  return run_fit(o);
 }
 
 }  // namespace

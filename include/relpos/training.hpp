@@ -6,7 +6,8 @@
 // embedding_grad.hpp, output_head_grad.hpp, loss.hpp) run per batch item in parallel; each item
 // gets gradients of its own, summed in item order, so the result is the same bits for any
 // thread count. TrainableModel keeps the parameters as named tensors an optimizer can update in
-// place, rebuilds the Model from them, and writes the trained model folder.
+// place, rebuilds the Model from them, and writes the trained model folder; fit() is the AdamW
+// loop of `relpos-train fit`.
 #pragma once
 
 #include <algorithm>
@@ -39,6 +40,7 @@
 #include <relpos/loss.hpp>
 #include <relpos/model.hpp>
 #include <relpos/model_io.hpp>
+#include <relpos/optimizer.hpp>
 #include <relpos/output_head_grad.hpp>
 #include <relpos/workspace.hpp>
 
@@ -553,5 +555,55 @@ class TrainableModel {
   std::vector<NamedTensor<T>> parameters_;
   bool stale_ = false;
 };
+
+/// `relpos-train fit`'s loop (spec §6), the options of its command line.
+struct FitOptions {
+  Index steps = 1;                    // >= 1
+  Index batch = 1;                    // rows per step, in [1, rows of the data]
+  AdamWOptions adamw{};               // lr, betas 0.9 / 0.999, eps 1e-8, weight_decay 0.01
+  std::optional<double> clip_norm{};  // > 0: clip_grad_norm before each update
+};
+
+/// Trains `model` on `data` for options.steps steps of AdamW: step t takes the rows
+/// (t·B + i) mod rows for i in [0, B), in that order (no shuffling), computes the loss and the
+/// gradients, clips their global norm when asked, updates every parameter, and clamps KERPLE's
+/// parameters into their domain (clamp_to_domain). on_step(t, loss) is called after each step
+/// with the loss before its update. Options and data are checked before the first step.
+template <Scalar T, class OnStep>
+void fit(TrainableModel<T>& model, const TrainingData<T>& data, const FitOptions& options,
+         OnStep&& on_step) {
+  const Index rows = data.rows();
+  if (options.steps < 1) throw Error("steps: expected >= 1, got " + std::to_string(options.steps));
+  if (options.batch < 1) throw Error("batch: expected >= 1, got " + std::to_string(options.batch));
+  if (options.batch > rows) {
+    throw Error("batch: " + std::to_string(options.batch) + " is larger than the " +
+                std::to_string(rows) + " rows of the training data");
+  }
+  if (options.clip_norm && !(std::isfinite(*options.clip_norm) && *options.clip_norm > 0)) {
+    throw Error("clip_norm: expected a finite number > 0, got " +
+                std::to_string(*options.clip_norm));
+  }
+  AdamW<T> optimizer(options.adamw);
+  Gradients<T> grads;
+  std::vector<Index> picked(static_cast<std::size_t>(options.batch));
+  std::vector<ParameterRef<T>> params;
+  for (Index t = 0; t < options.steps; ++t) {
+    for (Index i = 0; i < options.batch; ++i) {
+      // (t·B + i) mod rows, without overflow: every product is below rows²
+      const Index tb = (t % rows) * (options.batch % rows) % rows;
+      picked[static_cast<std::size_t>(i)] = (tb + i) % rows;
+    }
+    const TrainingData<T> step_data = select_rows(data, picked);
+    const T loss = model.loss_and_gradients(step_data.batch(), grads);
+    params.clear();
+    model.for_each_parameter(grads, [&](const std::string& name, T* value, T* grad, Index size) {
+      params.push_back({name, value, grad, size});
+    });
+    if (options.clip_norm) clip_grad_norm(params, *options.clip_norm);
+    optimizer.step(params);
+    model.clamp_to_domain();
+    on_step(t, loss);
+  }
+}
 
 }  // namespace relpos
