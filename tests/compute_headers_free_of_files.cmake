@@ -7,7 +7,7 @@ cmake_minimum_required(VERSION 3.20)
 file(GLOB_RECURSE headers RELATIVE ${INCLUDE_DIR} ${INCLUDE_DIR}/relpos/*.hpp)
 set(file_side
   relpos/relpos.hpp relpos/model.hpp relpos/model_io.hpp relpos/detail/json_fields.hpp
-  relpos/detail/mapped_file.hpp relpos/detail/safetensors_header.hpp)
+  relpos/detail/mapped_file.hpp relpos/detail/safetensors_header.hpp relpos/training.hpp)
 set(failures "")
 set(checked 0)
 foreach(header IN LISTS headers)

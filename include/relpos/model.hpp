@@ -162,6 +162,13 @@ class Model {
 
   const io::ModelConfig& config() const { return config_; }
 
+  /// f(encoder) with the Encoder<T, Enc> this model holds (its position type's), for code that
+  /// works on the compile-time encoder, e.g. training (training.hpp). Returns what f returns.
+  template <class F>
+  decltype(auto) visit(F&& f) const {
+    return std::visit(std::forward<F>(f), encoder_);
+  }
+
   /// Activations [batch, len, d_model]; optional key padding mask and position ids
   /// [batch, len] (spec §2). Throws Error naming the input that is wrong.
   ModelOutput<T> forward(const Tensor3<T>& input, const PaddingMask* padding_mask = nullptr,

@@ -38,5 +38,6 @@
 #include <relpos/rms_norm_grad.hpp>
 #include <relpos/rotary_layout.hpp>
 #include <relpos/threads.hpp>
+#include <relpos/training.hpp>
 #include <relpos/version.hpp>
 #include <relpos/workspace.hpp>
