@@ -8,6 +8,7 @@
 // The full-width run (d_model 512, len 65536, peak memory) is tools/long_input_memory.py.
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <random>
 #include <span>
 #include <string>
@@ -109,7 +110,9 @@ void expect_rows_match(const relpos::Encoder<double, Enc>& ref, const relpos::Te
       EXPECT_NEAR(y(0, i, c), want(c), tol) << "row " << i << " col " << c;
     }
   }
-  ::testing::Test::RecordProperty("worst_abs_error", std::to_string(worst));
+  char text[32];
+  std::snprintf(text, sizeof text, "%.2e", worst);
+  ::testing::Test::RecordProperty(std::string("worst_abs_error ") + Enc::name, text);
 }
 
 // One position type: the float Model and the double Encoder from the same bytes.
@@ -145,8 +148,9 @@ void check_position_type(const std::string& position) {
         const auto ref = relpos::Encoder<double, Enc>::load(
             file, e, Enc::loader(pc, config.position_context(), file));
         // float against float64 through attention over 4096 keys and two LayerNorms of
-        // O(1) outputs: a few float ulps of the accumulated terms
-        expect_rows_match(ref, y, x, ids, rows, 2e-4);
+        // O(1) outputs: a few float ulps of the accumulated terms (the tiled kernel's own
+        // float64 check, tiled_attention_test, holds the attention output to the same 1e-5)
+        expect_rows_match(ref, y, x, ids, rows, 1e-5);
       },
       config.position);
 }
