@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MIT
 // Peak resident memory of one forward pass, each measured in a fresh process (this program
 // run again as `bench_memory --child=<op>:<encoding>:<len>`), so no earlier allocation or
-// cache hides it: the block per encoding at len 2048, and the efficient attention beside the
-// naive materialised-table path at len 1024. Counters, in MiB: peak (the child's getrusage
+// cache hides it: the block per encoding at len 2048 and 8192 (issue 14: what a forward adds at
+// 8192, against the (len × len) code's figures in README.md), at 65536 with RELPOS_BENCH_LONG
+// set (the whole process), and the efficient attention beside the naive materialised-table
+// path at len 1024. Counters, in MiB: peak (the child's getrusage
 // maximum RSS) and forward (peak minus the RSS just before the forward: what it added).
 #include <sys/resource.h>
 #include <unistd.h>
@@ -89,6 +91,8 @@ int run_child(const std::string& spec) {  // "<op>:<encoding>:<len>"
   if (kind == relpos_bench::T5::name) return child<relpos_bench::T5>(op, len);
   if (kind == relpos_bench::Alibi::name) return child<relpos_bench::Alibi>(op, len);
   if (kind == relpos_bench::Xl::name) return child<relpos_bench::Xl>(op, len);
+  if (kind == relpos_bench::Kerple::name) return child<relpos_bench::Kerple>(op, len);
+  if (kind == relpos_bench::Deberta::name) return child<relpos_bench::Deberta>(op, len);
   std::fprintf(stderr, "bench_memory: unknown encoding %s\n", kind.c_str());
   return 2;
 }
@@ -138,8 +142,37 @@ BENCHMARK_TEMPLATE(BM_PeakRss, Rotary, Op::block)->Apply([](auto* b) { at(b, 819
 BENCHMARK_TEMPLATE(BM_PeakRss, relpos_bench::T5, Op::block)->Apply([](auto* b) { at(b, 8192); });
 BENCHMARK_TEMPLATE(BM_PeakRss, relpos_bench::Alibi, Op::block)->Apply([](auto* b) { at(b, 8192); });
 BENCHMARK_TEMPLATE(BM_PeakRss, relpos_bench::Xl, Op::block)->Apply([](auto* b) { at(b, 8192); });
+BENCHMARK_TEMPLATE(BM_PeakRss, relpos_bench::Kerple, Op::block)->Apply([](auto* b) {
+  at(b, 8192);
+});
+BENCHMARK_TEMPLATE(BM_PeakRss, relpos_bench::Deberta, Op::block)->Apply([](auto* b) {
+  at(b, 8192);
+});
 BENCHMARK_TEMPLATE(BM_PeakRss, Learned, Op::attention)->Apply([](auto* b) { at(b, 1024); });
 BENCHMARK_TEMPLATE(BM_PeakRss, Learned, Op::naive)->Apply([](auto* b) { at(b, 1024); });
+
+// Issue 14's whole-process target at len 65536 (one layer, every encoding, <= 512 MiB): a
+// forward there takes minutes per encoding on one thread, so these run only when
+// RELPOS_BENCH_LONG is set (tools/long_input_memory.py measures the same through
+// relpos-encode).
+template <class Kind>
+void register_long() {
+  benchmark::RegisterBenchmark(("BM_PeakRss<" + std::string(Kind::name) + ", Op::block>").c_str(),
+                               BM_PeakRss<Kind, Op::block>)
+      ->Apply([](auto* b) { at(b, 65536); });
+}
+
+void register_long_all() {
+  register_long<None>();
+  register_long<Learned>();
+  register_long<Sinusoidal>();
+  register_long<Rotary>();
+  register_long<relpos_bench::T5>();
+  register_long<relpos_bench::Alibi>();
+  register_long<relpos_bench::Xl>();
+  register_long<relpos_bench::Kerple>();
+  register_long<relpos_bench::Deberta>();
+}
 
 }  // namespace
 
@@ -147,6 +180,7 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (std::strncmp(argv[i], "--child=", 8) == 0) return run_child(argv[i] + 8);
   }
+  if (std::getenv("RELPOS_BENCH_LONG") != nullptr) register_long_all();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

@@ -17,6 +17,12 @@ from compare_libtorch import (ENCODINGS, default_torch_blas, libtorch_lines, run
                               run_block, summary_lines)
 
 LENGTHS = (128, 512, 1024, 2048)
+# issue 14: the added peak RSS (MiB) of a layer forward at len 8192 in the (len × len) code
+# the tiled kernel replaced, as README.md records it (bench_memory's names)
+LEN_LEN_FORWARD_MIB_8192 = {"None": 403, "Learned": 407, "Sinusoidal": 921, "Rotary": 405,
+                            "relpos_bench::T5": 403, "relpos_bench::Alibi": 403, "relpos_bench::Xl": 950}
+# bench_memory's len-65536 runs (RELPOS_BENCH_LONG), by Kind::name
+LONG_ENCODINGS = ("none", "learned", "sinusoidal", "rotary", "t5", "alibi", "xl", "kerple", "deberta")
 
 
 def machine():
@@ -144,6 +150,25 @@ def main():
         r = mn[key] / me[key]
         rows.append((f"naive / efficient {what}, len 1024", f"{mn[key]:.1f} / {me[key]:.1f} MiB", r, ">= 3",
                      verdict(r, 3.0, False)))
+    # issue 14: what a layer forward adds at len 8192, against the (len × len) code it replaced
+    # (README.md, "Streaming attention against the (len × len) code": that code is gone, its
+    # figures were measured beside the tiled kernel), target 1/8; and the whole process at 65536
+    # (bench_memory with RELPOS_BENCH_LONG set), target 512 MiB per encoding
+    for e, before in LEN_LEN_FORWARD_MIB_8192.items():
+        m = mem.get(f"BM_PeakRss<{e}, Op::block>/len:8192/iterations:1/real_time")
+        if m:
+            r = m["forward_MiB"] / before
+            rows.append((f"added peak RSS of a layer forward, len 8192, {e.split('::')[-1].lower()}: "
+                         "tiled / (len × len) code", f"{m['forward_MiB']:.0f} / {before} MiB", r, "<= 0.125",
+                         verdict(r, 0.125)))
+    for e in LONG_ENCODINGS:
+        m = mem.get(f"BM_PeakRss<{e}, Op::block>/len:65536/iterations:1/real_time")
+        if m:
+            rows.append((f"whole process peak RSS, one layer, len 65536, {e}", f"{m['peak_MiB']:.0f} MiB",
+                         m["peak_MiB"] / 512, "<= 1 (512 MiB)", verdict(m["peak_MiB"], 512)))
+    if not any(f"BM_PeakRss<{e}, Op::block>/len:65536/iterations:1/real_time" in mem for e in LONG_ENCODINGS):
+        rows.append(("whole process peak RSS, one layer, len 65536", "not run (set RELPOS_BENCH_LONG=1, "
+                     "or tools/long_input_memory.py)", float("nan"), "<= 1 (512 MiB)", "not run"))
     allocs = max(blk_counters[f"BM_Block<{e}>/len:{n}"]["allocs"] for e in ENCODINGS for n in LENGTHS)
     rows.append(("heap allocations in a warm block forward (max over encodings and lengths)",
                  f"{allocs:g}", allocs, "0", "met" if allocs == 0 else "missed"))
@@ -191,11 +216,20 @@ def main():
         rot = enc[f"BM_RotaryApply/len:{m}"] / enc[f"BM_RotaryMemcpy/len:{m}"]
         print(f"| {m} | " + " | ".join(cells) + f" | {rot:.2f} |")
 
-    print("\nPeak memory of one block forward, len 2048, fresh process per encoding:\n")
-    print("| encoding | process peak RSS (MiB) | added by the forward (MiB) |\n|---|---|---|")
-    for e in ENCODINGS:
-        m = mem[f"BM_PeakRss<{e}, Op::block>/len:2048/iterations:1/real_time"]
-        print(f"| {e.lower()} | {m['peak_MiB']:.1f} | {m['forward_MiB']:.1f} |")
+    print("\nPeak memory of one block forward, fresh process per encoding and length (MiB: the "
+          "process's peak RSS, and what the forward added):\n")
+    print("| encoding | len 2048 peak | len 2048 added | len 8192 peak | len 8192 added | len 65536 peak |")
+    print("|---|---|---|---|---|---|")
+    kinds = [(e, e) for e in ENCODINGS] + [(f"relpos_bench::{e}", e) for e in ("T5", "Alibi", "Xl", "Kerple",
+                                                                              "Deberta")]
+    for key, e in kinds:
+        cells = []
+        for n, fields in ((2048, ("peak_MiB", "forward_MiB")), (8192, ("peak_MiB", "forward_MiB"))):
+            m = mem.get(f"BM_PeakRss<{key}, Op::block>/len:{n}/iterations:1/real_time")
+            cells += [f"{m[f]:.1f}" if m else "-" for f in fields]
+        m = mem.get(f"BM_PeakRss<{e.lower()}, Op::block>/len:65536/iterations:1/real_time")
+        cells.append(f"{m['peak_MiB']:.0f}" if m else "-")
+        print(f"| {e.lower()} | " + " | ".join(cells) + " |")
 
     print("\nrelpos / libtorch, same process, one thread each:\n")
     print("\n".join(libtorch_lines(blk, ctx, reps, LENGTHS)))

@@ -4,7 +4,8 @@
 // the unpadded row alone, golden PyTorch outputs (tools/reference.py, causal, left padded,
 // position ids not 0..len−1) decoded token by token, re-rotating cached rotary keys (δ1 then
 // δ2 == δ1 + δ2 == keys computed at the new positions, over many shifts), packed sequences,
-// and the cache's growth, limit and refusals.
+// the cache's growth, limit and refusals, and that a warm forward and a warm decode step allocate
+// nothing (the counting operator new of tests/support/counting_new.*).
 #include <relpos/kv_cache.hpp>
 
 #include <cmath>
@@ -29,7 +30,9 @@
 #include <relpos/encodings/xl.hpp>
 #include <relpos/io/config.hpp>
 #include <relpos/io/safetensors.hpp>
+#include <relpos/threads.hpp>
 
+#include "support/counting_new.hpp"
 #include "support/random.hpp"
 
 namespace {
@@ -450,6 +453,86 @@ TEST(KVCache, DecoderRefusesOverflowBadIdsAndAdditive) {
   } catch (const relpos::Error& e) {
     EXPECT_NE(std::string(e.what()).find("additive"), std::string::npos) << e.what();
   }
+}
+
+// Issue 14: a warm forward and a warm decode step allocate nothing, for every kind of term the
+// kernel streams (none, learned k+v, unclamped sinusoid k+v, rotary, t5, alibi, xl). Warm: the
+// workspace has run this shape once, and the decoder has decoded these positions once and was
+// cleared (its caches and the encodings' distance tables keep their storage). One and two
+// threads (the pool's tasks must not allocate either).
+template <class Enc, class Make>
+void expect_warm_calls_do_not_allocate(const std::string& what, Make make) {
+  SCOPED_TRACE(what);
+  using relpos::test::g_allocations;
+  const auto enc = random_encoder<float, Enc>(false, make, 3);
+  const Index len = 300;  // several key tiles of the module's shape
+  const Tensor3<float> x = random_batch<float>(2, len, 8);
+  relpos::PaddingMask pad = relpos::PaddingMask::Zero(2, len);
+  pad(1, len - 1) = true;
+  const relpos::BatchInputs in{pad, nullptr};
+  const int threads_before = relpos::num_threads();
+  for (const int threads : {1, 2}) {
+    SCOPED_TRACE("threads " + std::to_string(threads));
+    relpos::set_num_threads(threads);
+    relpos::Workspace<float> ws;
+    Tensor3<float> out;
+    long before = g_allocations.load();
+    enc.forward(x, out, in, ws);  // warm-up: the workspace grows to this shape
+    ASSERT_GT(g_allocations.load() - before, 0) << "the count sees a cold forward's allocations";
+    before = g_allocations.load();
+    enc.forward(x, out, in, ws);
+    EXPECT_EQ(g_allocations.load() - before, 0) << "forward";
+
+    Decoder<float, Enc> dec(enc, len);
+    const auto seq = relpos::item(x, 0);
+    Matrix<float> got(len, kCacheDModel);
+    const auto steps = [&] {  // a chunk of 40, then token by token
+      dec.forward(seq.topRows(40), got.topRows(40));
+      for (Index i = 40; i < 60; ++i) dec.forward(seq.middleRows(i, 1), got.middleRows(i, 1));
+    };
+    steps();
+    dec.clear();
+    before = g_allocations.load();
+    steps();
+    EXPECT_EQ(g_allocations.load() - before, 0) << "decode";
+  }
+  relpos::set_num_threads(threads_before);
+}
+
+TEST(KVCache, WarmForwardAndDecodeStepDoNotAllocate) {
+  expect_warm_calls_do_not_allocate<relpos::NoPosition<float>>(
+      "none", [](Index) { return relpos::NoPosition<float>(); });
+  expect_warm_calls_do_not_allocate<relpos::LearnedRelative<float>>("learned K=64 k+v", [](Index
+                                                                                               n) {
+    return relpos::LearnedRelative<float>::random(kCacheDHead, {64, true, true, ""}, 7 + n, 0.5);
+  });
+  expect_warm_calls_do_not_allocate<relpos::SinusoidalRelative<float>>(
+      "sinusoidal unclamped k+v", [](Index) {
+        return relpos::SinusoidalRelative<float>(kCacheDHead, {100.0, std::nullopt, true, true});
+      });
+  expect_warm_calls_do_not_allocate<relpos::Rotary<float>>("rotary", [](Index) {
+    return relpos::Rotary<float>(kCacheDHead, {100.0, std::nullopt, false});
+  });
+  expect_warm_calls_do_not_allocate<relpos::T5Bias<float>>("t5", [](Index) {
+    std::mt19937_64 gen(4);
+    Matrix<float> table(32, kCacheHeads);
+    fill_normal(table, gen, 1.0);
+    return relpos::T5Bias<float>(kCacheHeads, {32, 128, false}, relpos::share(table));
+  });
+  expect_warm_calls_do_not_allocate<relpos::AlibiBias<float>>(
+      "alibi", [](Index) { return relpos::AlibiBias<float>(kCacheHeads, {8.0}); });
+  std::mt19937_64 gen(6);
+  auto u = std::make_shared<Matrix<float>>(kCacheHeads, kCacheDHead);
+  auto v = std::make_shared<Matrix<float>>(kCacheHeads, kCacheDHead);
+  fill_normal(*u, gen, 0.5);
+  fill_normal(*v, gen, 0.5);
+  expect_warm_calls_do_not_allocate<relpos::XlRelative<float>>("xl unclamped", [&](Index) {
+    std::mt19937_64 g(9);
+    Matrix<float> r_net(kCacheDModel, kCacheDModel);
+    fill_normal(r_net, g, 1.0 / std::sqrt(double(kCacheDModel)));
+    return relpos::XlRelative<float>(kCacheDModel, kCacheHeads, {100.0, std::nullopt, ""}, r_net, u,
+                                     v);
+  });
 }
 
 }  // namespace
