@@ -9,6 +9,7 @@ measured in the same run, the per-length block table, and the relpos / libtorch 
 Nothing here asserts: a ratio past its target is printed with "missed". Standard library only.
 """
 import argparse
+import json
 import os
 import platform
 import subprocess
@@ -185,6 +186,18 @@ def main():
         rows.append(("layer training step (forward, backward, AdamW) / libtorch's, len 512",
                      f"{step * 1e3:.1f} / {torch_step * 1e3:.1f} ms", step / torch_step, "<= 1.0",
                      verdict(step / torch_step, 1.0)))
+    # the demo's training step against PyTorch's (a script that needs torch, run on its own)
+    try:
+        out = subprocess.run(["/usr/bin/python3", os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                               "compare_training.py"),
+                              "--build", a.build, "--repetitions", str(reps), "--json"],
+                             check=True, stdout=subprocess.PIPE, text=True).stdout
+        demo = json.loads(out)
+        rows.append(("training step, demo model (batch 16, len 32) / PyTorch's",
+                     f"{demo['relpos'] * 1e3:.2f} / {demo['torch'] * 1e3:.2f} ms", demo["ratio"], "<= 0.25",
+                     verdict(demo["ratio"], 0.25)))
+    except (OSError, subprocess.CalledProcessError, ValueError) as e:
+        print(f"(demo training step vs PyTorch not measured: {e})")
     step_allocs = grad_counters["BM_Step<None>/len:512"]["allocs"]
     rows.append(("heap allocations in a warm training step (layer, len 512)", f"{step_allocs:g}", step_allocs,
                  "0", "met" if step_allocs == 0 else "missed"))
