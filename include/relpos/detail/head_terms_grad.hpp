@@ -182,9 +182,7 @@ class HeadTermsBackward {
   auto rows(const DistanceRows<T>& all, Index h, Index lo, Index count) const {
     return all.view().block(lo, h * dh_, count, dh_);
   }
-  auto key_block(Index tb, Index count) {
-    return by_key_.topLeftCorner(tb, count);
-  }
+  auto key_block(Index tb, Index count) { return by_key_.topLeftCorner(tb, count); }
 
   const Enc& enc_;
   const Positions& p_;
