@@ -7,10 +7,6 @@
 //   BM_Step          forward_saving + backward + AdamW over the layer's weights
 //   BM_TorchStep     libtorch's TransformerEncoderLayer, the same step with torch::optim::AdamW
 //                    (when CMake found Torch)
-//   BM_DemoStep      one step of the demo's training (examples/models/learned's config: d_model
-//                    32, 4 heads, 2 layers; batch 16 of length 32) through TrainableModel,
-//                    clip_grad_norm and AdamW; benchmarks/compare_training.py sets it beside
-//                    PyTorch's step
 // Every series counts the heap allocations per iteration of its warm loop (allocs counter).
 #include <cstdint>
 #include <string>
@@ -22,9 +18,6 @@
 #include <relpos/block_grad.hpp>
 #include <relpos/optimizer.hpp>
 #include <relpos/threads.hpp>
-#include <relpos/training.hpp>
-
-#include "support/initial_weights.hpp"
 
 #include "alloc_counter.hpp"
 #include "block_setup.hpp"
@@ -176,44 +169,6 @@ void BM_TorchStep(benchmark::State& state) {
 }
 BENCHMARK(BM_TorchStep)->ArgName("len")->Arg(512)->Unit(benchmark::kMillisecond);
 #endif
-
-void BM_DemoStep(benchmark::State& state) {
-  relpos::set_num_threads(1);
-  const std::string config_path = std::string(RELPOS_EXAMPLE_MODELS_DIR) + "/learned/config.json";
-  const relpos::io::ModelConfig config = relpos::io::load_config(config_path);
-  relpos::TrainableModel<float> model(config, relpos_demo::initial_weights(config, 1));
-  const Index batch = 16, len = 32;
-  std::srand(4);
-  relpos::TokenIds ids(batch, len), targets(batch, len);
-  for (Index b = 0; b < batch; ++b) {
-    for (Index i = 0; i < len; ++i) ids(b, i) = 32 + std::rand() % 95;
-    for (Index i = 0; i < len; ++i) targets(b, i) = i >= 3 ? ids(b, i - 3) : '_';
-  }
-  relpos::TrainingBatch<float> tb;
-  tb.input_ids = &ids;
-  tb.targets = &targets;
-  relpos::AdamW<float> opt({.lr = 1e-3});
-  relpos::Gradients<float> grads;
-  std::vector<relpos::ParameterRef<float>> params;
-  auto step = [&] {
-    model.loss_and_gradients(tb, grads);
-    params.clear();
-    model.for_each_parameter(grads, [&](const std::string& name, float* v, float* g, Index n) {
-      params.push_back({name, v, g, n});
-    });
-    relpos::clip_grad_norm(params, 1.0);
-    opt.step(params);
-  };
-  step();  // warm
-  const auto before = relpos_bench::alloc_counts();
-  for (auto _ : state) {
-    step();
-    benchmark::ClobberMemory();
-  }
-  report(state, before);
-  state.SetItemsProcessed(state.iterations() * batch * len);  // tokens/s
-}
-BENCHMARK(BM_DemoStep)->Arg(32)->ArgName("len")->Unit(benchmark::kMillisecond);
 
 using relpos_bench::Learned;
 using relpos_bench::None;

@@ -7,11 +7,11 @@ The step is the demo's (tools/train_default_models.py): the learned model's conf
 (examples/models/learned/config.json: d_model 32, 4 heads, 2 layers, d_ff 64, vocab 256,
 output head), a batch of 16 byte strings of length 32, forward, cross-entropy, backward,
 clip_grad_norm_(1.0) and AdamW. PyTorch runs tools/reference.py's RefEncoder (the model the
-committed demo models were trained with) under torch.set_num_threads(1); relpos runs
-bench_grad's BM_DemoStep, the same step through relpos::TrainableModel, AdamW and
-clip_grad_norm. Prints both times (medians) and the ratio.
+committed demo models were trained with) under torch.set_num_threads(1); relpos runs the same
+steps with `relpos-train fit --threads 1` (TrainableModel, clip_grad_norm, AdamW), timed as the
+CPU time of 220 steps minus that of 20. Prints both times (medians) and the ratio.
 
-    /usr/bin/python3 benchmarks/compare_training.py [--build build/bench] [--repetitions 5]
+    /usr/bin/python3 benchmarks/compare_training.py [--build build/release] [--repetitions 5]
 """
 import argparse
 import json
@@ -62,30 +62,47 @@ def torch_step_seconds(repetitions, min_time):
     return statistics.median(medians)
 
 
-def relpos_step_seconds(build, repetitions, min_time):
-    binary = os.path.join(build, "benchmarks", "bench_grad")
-    out = subprocess.run([binary, "--benchmark_format=json", "--benchmark_filter=BM_DemoStep",
-                          f"--benchmark_repetitions={repetitions}",
-                          "--benchmark_report_aggregates_only=true",
-                          f"--benchmark_min_time={min_time}"],
-                         check=True, stdout=subprocess.PIPE,
-                         env=dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")).stdout
-    units = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
-    for b in json.loads(out)["benchmarks"]:
-        if b.get("aggregate_name", "median") == "median":
-            return b["cpu_time"] * units[b.get("time_unit", "ns")]
-    raise RuntimeError("bench_grad reported no BM_DemoStep")
+def relpos_step_seconds(build, repetitions):
+    """relpos-train fit on the same batch shape, one thread: the CPU time of 220 steps minus
+    that of 20 (loading, checking and writing cancel out), per step."""
+    import resource
+    import tempfile
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import numpy as np
+    import safetensors_py
+    exe = os.path.join(build, "examples", "relpos-train")
+    rng = np.random.default_rng(0)
+    ids = rng.integers(32, 127, (BATCH, LEN), dtype=np.int64)
+    targets = np.full_like(ids, ord("_"))
+    targets[:, 3:] = ids[:, :-3]
+    with tempfile.TemporaryDirectory() as tmp:
+        data = os.path.join(tmp, "batch.safetensors")
+        safetensors_py.save_file({"input_ids": ids, "targets": targets}, data)
+
+        def cpu_seconds(steps):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            subprocess.run([exe, "fit", "--model", os.path.join(ROOT, "examples", "models", "learned"),
+                            "--input", data, "--output", os.path.join(tmp, f"out{steps}"),
+                            "--steps", str(steps), "--batch", str(BATCH), "--lr", "1e-3",
+                            "--clip-norm", "1", "--threads", "1"],
+                           check=True, stdout=subprocess.DEVNULL)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            return (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+
+        per_step = [(cpu_seconds(220) - cpu_seconds(20)) / 200 for _ in range(repetitions)]
+    return statistics.median(per_step)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--build", default=os.path.join(ROOT, "build", "bench"))
+    p.add_argument("--build", default=os.path.join(ROOT, "build", "release"),
+                   help="a build with examples/relpos-train")
     p.add_argument("--repetitions", type=int, default=5)
     p.add_argument("--min-time", type=float, default=0.5, help="seconds per repetition")
     p.add_argument("--json", action="store_true", help="print {torch, relpos, ratio} as JSON")
     a = p.parse_args()
     t = torch_step_seconds(a.repetitions, a.min_time)
-    r = relpos_step_seconds(a.build, a.repetitions, a.min_time)
+    r = relpos_step_seconds(a.build, a.repetitions)
     if a.json:
         print(json.dumps({"torch": t, "relpos": r, "ratio": r / t}))
         return

@@ -186,11 +186,13 @@ def main():
         rows.append(("layer training step (forward, backward, AdamW) / libtorch's, len 512",
                      f"{step * 1e3:.1f} / {torch_step * 1e3:.1f} ms", step / torch_step, "<= 1.0",
                      verdict(step / torch_step, 1.0)))
-    # the demo's training step against PyTorch's (a script that needs torch, run on its own)
+    # the demo's training step against PyTorch's (a script that needs torch and a release build's
+    # relpos-train: ./dev test makes one)
     try:
         out = subprocess.run(["/usr/bin/python3", os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                                "compare_training.py"),
-                              "--build", a.build, "--repetitions", str(reps), "--json"],
+                              "--build", os.path.join(os.path.dirname(a.build), "release"),
+                              "--repetitions", str(reps), "--json"],
                              check=True, stdout=subprocess.PIPE, text=True).stdout
         demo = json.loads(out)
         rows.append(("training step, demo model (batch 16, len 32) / PyTorch's",
