@@ -42,9 +42,10 @@ const fs::path kTrainData = fs::path(RELPOS_TEST_DATA_DIR) / "train";
 const fs::path kTrainModels = fs::path(RELPOS_TEST_DATA_DIR) / "models";
 
 // tools/golden_train.py's CASES: each names its model folder in the files' metadata.
-const char* const kTrainCases[] = {"learned_head_ce",      "none_head_ce",   "t5_mse",
-                                   "rotary_mse",           "rotary_ids_mse", "absolute_mse",
-                                   "additive_learned_mse", "alibi_mse",      "sinusoidal_kv_mse"};
+const char* const kTrainCases[] = {
+    "learned_head_ce", "none_head_ce",         "t5_mse",    "rotary_mse",        "rotary_ids_mse",
+    "absolute_mse",    "additive_learned_mse", "alibi_mse", "sinusoidal_kv_mse", "xl_mse",
+    "kerple_power_mse"};
 
 fs::path train_model_of(const std::string& name) {
   const auto f =
@@ -138,25 +139,11 @@ TEST(TrainThreads, GradientsAreBitIdenticalForAnyThreadCount) {
   relpos::set_num_threads(before);
 }
 
-TEST(Train, PositionTypesWithoutBackwardAreRefusedByName) {
-  for (const char* folder : {"kerple_log", "xl"}) {
-    const auto model = relpos::Model<double>::load(kTrainModels / folder);
-    Tensor3<double> x(1, 3, model.config().d_model), target(1, 3, model.config().d_model);
-    x.setConstant(0.5);
-    target.setZero();
-    relpos::TrainingBatch<double> batch;
-    batch.input = &x;
-    batch.target = &target;
-    relpos::Gradients<double> g;
-    try {
-      relpos::loss_and_gradients(model, batch, g);
-      ADD_FAILURE() << folder << ": no error";
-    } catch (const relpos::Error& e) {
-      EXPECT_NE(std::string(e.what()).find(model.config().position_type()), std::string::npos)
-          << e.what();
-    }
-  }
-}
+// Every position type of the list has a backward now (deberta's is checked at the encoder,
+// tests/deberta_grad_test.cpp): the model-level entry refuses none of them at compile time.
+static_assert(relpos::detail::attention_backward_supported<relpos::XlRelative<double>>);
+static_assert(relpos::detail::attention_backward_supported<relpos::KerpleBias<double>>);
+static_assert(relpos::detail::attention_backward_supported<relpos::DebertaRelative<double>>);
 
 TEST(Train, MalformedBatchesAreErrorsNamingTheTensor) {
   const auto model = relpos::Model<double>::load(kTrainModels / "none_ids_head");
@@ -454,13 +441,7 @@ TEST_F(TrainCli, BadTrainingFilesAreOneLineErrorsAndLeaveNothing) {
     EXPECT_NE(r.err.find("I64"), std::string::npos) << r.err;
   }
   EXPECT_EQ(files(), std::vector<std::string>{"in.safetensors"});
-  // a position type without a backward, and command-line mistakes
-  const TrainRun xl = run_train(
-      {"grad", "--model", (kTrainModels / "xl").string(), "--input",
-       (kTrainData / "t5_mse" / "input.safetensors").string(), "--output", "out.safetensors"},
-      dir_);
-  EXPECT_EQ(xl.status, 1);
-  EXPECT_NE(xl.err.find("xl"), std::string::npos) << xl.err;
+  // command-line mistakes
   EXPECT_EQ(run_train({"grad", "--model", model}, dir_).status, 2);
   EXPECT_EQ(run_train({"train"}, dir_).status, 2);
   EXPECT_EQ(files(), std::vector<std::string>{"in.safetensors"});

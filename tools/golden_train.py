@@ -17,7 +17,8 @@ fixed seed, and writes two files:
 
 Cases (CASES): learned with the output head, causal, explicit position ids and targets with
 -100; none with the final norm and the head; t5, rotary (padded), rotary at explicit ids,
-absolute, additive (learned source: position.weight), alibi and sinusoidal keys+values with a
+absolute, additive (learned source: position.weight), alibi, sinusoidal keys+values, xl
+(r_net.weight per layer, u and v shared) and kerple (power form, causal: r1, r2 shared) with a
 float `input` and an MSE `target`, each with a padded row.
 
 The fit golden (FIT_CASES): a few steps of torch.optim.AdamW (betas 0.9, 0.999, eps 1e-8,
@@ -58,6 +59,9 @@ CASES = {
     "additive_learned_mse": ("additive_learned", 2, 6, {"pad": [(1, 1)]}),
     "alibi_mse": ("alibi", 2, 5, {"pad": [(1, 2)]}),
     "sinusoidal_kv_mse": ("sinusoidal_keys_values", 2, 6, {"pad": [(0, 2)]}),
+    # appended, so the cases above keep their seeds
+    "xl_mse": ("xl", 2, 6, {"pad": [(1, 2)]}),
+    "kerple_power_mse": ("kerple_power_causal", 2, 6, {"pad": [(0, 1)]}),
 }
 
 
