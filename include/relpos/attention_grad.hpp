@@ -262,27 +262,10 @@ class RelativeTermsBackward {
     r0_ = r0;
     n_ = n;
     if (!dense_) return;
-    const Index len = p_.len;
-    if (banded_) {
-      // δ_ij = j − (r0 + i): the window spans δ in [−r0 − (n − 1), len − 1 − r0]
-      lo_ = enc_.clamp_distance(-r0 - (n - 1));
-      const std::int64_t hi = enc_.clamp_distance(len - 1 - r0);
-      count_ = hi - lo_ + 1;
-      bands_ = {lo_ + r0, hi + r0};
-      return;
-    }
-    std::int64_t qmin = p_[r0], qmax = qmin, kmin = p_[0], kmax = kmin;
-    for (Index i = 1; i < n; ++i)
-      qmin = std::min(qmin, p_[r0 + i]), qmax = std::max(qmax, p_[r0 + i]);
-    for (Index j = 1; j < len; ++j) kmin = std::min(kmin, p_[j]), kmax = std::max(kmax, p_[j]);
-    lo_ = enc_.clamp_distance(kmin - qmax);
-    count_ = enc_.clamp_distance(kmax - qmin) - lo_ + 1;
-    for (Index i = 0; i < n; ++i) {
-      const std::int64_t pi = p_[r0 + i];
-      for (Index j = 0; j < len; ++j) {
-        index_(i, j) = static_cast<std::int32_t>(enc_.clamp_distance(p_[j] - pi) - lo_);
-      }
-    }
+    const BlockWindow w = block_window(enc_, p_, r0, n, banded_, index_);
+    lo_ = w.lo;
+    count_ = w.count;
+    bands_ = w.bands;
   }
 
   /// s (n, len) += q_i·aK(c_ij), qb (n, d_head) the block's queries.

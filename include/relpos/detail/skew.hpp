@@ -114,6 +114,43 @@ struct DistanceBands {
   Index band_column(Index i, Index len) const { return begin(i, len) - i - lo; }
 };
 
+/// The distances a block of query rows [r0, r0 + n) meets against all len keys, as the
+/// backward passes walk them: the window [lo, lo + count) of clamped distances, and how a pair
+/// maps into it, by `bands` (contiguous positions, in block coordinates) or, otherwise, by
+/// `index` (n, len) = c_ij − lo, which block_window fills.
+struct BlockWindow {
+  std::int64_t lo = 0;
+  Index count = 1;
+  DistanceBands bands;
+};
+
+template <class E, class IndexMatrix>
+BlockWindow block_window(const E& enc, const Positions& p, Index r0, Index n, bool banded,
+                         IndexMatrix& index) {
+  const Index len = p.len;
+  BlockWindow w;
+  if (banded) {
+    // δ_ij = j − (r0 + i): the window spans δ in [−r0 − (n − 1), len − 1 − r0]
+    w.lo = enc.clamp_distance(-r0 - (n - 1));
+    const std::int64_t hi = enc.clamp_distance(len - 1 - r0);
+    w.count = hi - w.lo + 1;
+    w.bands = {w.lo + r0, hi + r0};
+    return w;
+  }
+  std::int64_t qmin = p[r0], qmax = qmin, kmin = p[0], kmax = kmin;
+  for (Index i = 1; i < n; ++i) qmin = std::min(qmin, p[r0 + i]), qmax = std::max(qmax, p[r0 + i]);
+  for (Index j = 1; j < len; ++j) kmin = std::min(kmin, p[j]), kmax = std::max(kmax, p[j]);
+  w.lo = enc.clamp_distance(kmin - qmax);
+  w.count = enc.clamp_distance(kmax - qmin) - w.lo + 1;
+  for (Index i = 0; i < n; ++i) {
+    const std::int64_t pi = p[r0 + i];
+    for (Index j = 0; j < len; ++j) {
+      index(i, j) = static_cast<std::int32_t>(enc.clamp_distance(p[j] - pi) - w.lo);
+    }
+  }
+  return w;
+}
+
 /// Whether `p` and the encoding's clamp have the banded structure of DistanceBands (checked,
 /// not assumed: an encoding with another clamp falls back to the index).
 template <class E>
