@@ -14,9 +14,11 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include <benchmark/benchmark.h>
 
+#include <relpos/block_grad.hpp>
 #include <relpos/threads.hpp>
 #include "support/naive_attention.hpp"
 
@@ -27,9 +29,14 @@ namespace {
 using relpos::Index;
 using Mat = relpos::Matrix<float>;
 
-enum class Op { block, attention, naive };
+// step: one training step of the block (forward_saving, then backward from ∂L/∂out = 1),
+// issue #15's memory figure, beside the forward's
+enum class Op { block, attention, naive, step };
 const char* op_name(Op op) {
-  return op == Op::block ? "block" : op == Op::attention ? "attention" : "naive";
+  return op == Op::block       ? "block"
+         : op == Op::attention ? "attention"
+         : op == Op::naive     ? "naive"
+                               : "step";
 }
 
 double resident_kib() {  // the current RSS, from /proc/self/statm (pages)
@@ -68,6 +75,18 @@ int child(Op op, Index len) {
     case Op::naive:
       out = relpos::test::naive_attention<float>(block.self_attn, x, in);
       break;
+    case Op::step:
+      if constexpr (std::is_same_v<Kind, relpos_bench::None>) {  // one type: compile time
+        relpos::BlockSaved<float> saved;
+        relpos::BlockGrad<float> grad;
+        relpos::forward_saving(block, x, in, ws, saved);
+        out.setOnes();
+        relpos::backward(block, saved, in, out, grad);
+      } else {
+        std::fprintf(stderr, "bench_memory: step is measured for none only\n");
+        return 2;
+      }
+      break;
   }
   benchmark::DoNotOptimize(x.data());
   benchmark::DoNotOptimize(out.data());
@@ -83,7 +102,10 @@ int run_child(const std::string& spec) {  // "<op>:<encoding>:<len>"
   }
   const std::string op_s = spec.substr(0, a), kind = spec.substr(a + 1, b - a - 1);
   const Index len = std::stol(spec.substr(b + 1));
-  const Op op = op_s == "block" ? Op::block : op_s == "attention" ? Op::attention : Op::naive;
+  const Op op = op_s == "block"       ? Op::block
+                : op_s == "attention" ? Op::attention
+                : op_s == "step"      ? Op::step
+                                      : Op::naive;
   if (kind == relpos_bench::None::name) return child<relpos_bench::None>(op, len);
   if (kind == relpos_bench::Sinusoidal::name) return child<relpos_bench::Sinusoidal>(op, len);
   if (kind == relpos_bench::Learned::name) return child<relpos_bench::Learned>(op, len);
@@ -150,6 +172,9 @@ BENCHMARK_TEMPLATE(BM_PeakRss, relpos_bench::Deberta, Op::block)->Apply([](auto*
 });
 BENCHMARK_TEMPLATE(BM_PeakRss, Learned, Op::attention)->Apply([](auto* b) { at(b, 1024); });
 BENCHMARK_TEMPLATE(BM_PeakRss, Learned, Op::naive)->Apply([](auto* b) { at(b, 1024); });
+// a training step beside the forward, one layer at len 4096 (issue #15)
+BENCHMARK_TEMPLATE(BM_PeakRss, None, Op::step)->Apply([](auto* b) { at(b, 4096); });
+BENCHMARK_TEMPLATE(BM_PeakRss, None, Op::block)->Apply([](auto* b) { at(b, 4096); });
 
 // Issue 14's whole-process target at len 65536 (one layer, every encoding, <= 512 MiB): a
 // forward there takes minutes per encoding on one thread, so these run only when

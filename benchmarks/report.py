@@ -200,6 +200,12 @@ def main():
                      verdict(demo["ratio"], 0.25)))
     except (OSError, subprocess.CalledProcessError, ValueError) as e:
         print(f"(demo training step vs PyTorch not measured: {e})")
+    ms = mem.get("BM_PeakRss<None, Op::step>/len:4096/iterations:1/real_time")
+    mf = mem.get("BM_PeakRss<None, Op::block>/len:4096/iterations:1/real_time")
+    if ms and mf:
+        rows.append(("memory a training step adds / a forward adds, one layer, len 4096",
+                     f"{ms['forward_MiB']:.0f} / {mf['forward_MiB']:.0f} MiB (peaks {ms['peak_MiB']:.0f} / "
+                     f"{mf['peak_MiB']:.0f})", ms["forward_MiB"] / mf["forward_MiB"], "reported", "met"))
     step_allocs = grad_counters["BM_Step<None>/len:512"]["allocs"]
     rows.append(("heap allocations in a warm training step (layer, len 512)", f"{step_allocs:g}", step_allocs,
                  "0", "met" if step_allocs == 0 else "missed"))
