@@ -176,14 +176,15 @@ int train_and_report(const Task& task, const fs::path& models, const fs::path& o
     shift_task.shift = task.shift;
     shift_task.pad = task.pad;
     const auto start = std::chrono::steady_clock::now();
+    const std::string model_name = name;  // a structured binding: clang 14 cannot capture it
     auto log = [&](long t, double loss) {
       const double s =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       if (terminal) {
-        std::fprintf(stderr, "\r  %s step %ld/%ld loss %.4f (%.0f s)\033[K", name.c_str(), t + 1,
-                     recipe.steps, loss, s);
+        std::fprintf(stderr, "\r  %s step %ld/%ld loss %.4f (%.0f s)\033[K", model_name.c_str(),
+                     t + 1, recipe.steps, loss, s);
       } else if ((t + 1) % 500 == 0 || t + 1 == recipe.steps) {
-        std::fprintf(stderr, "  %s step %ld/%ld loss %.4f (%.0f s)\n", name.c_str(), t + 1,
+        std::fprintf(stderr, "  %s step %ld/%ld loss %.4f (%.0f s)\n", model_name.c_str(), t + 1,
                      recipe.steps, loss, s);
       }
     };
