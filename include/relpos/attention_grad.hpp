@@ -607,7 +607,7 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
       auto pb = p.topRows(n);
       auto dpb = dp.topRows(n);
       // e = q·kᵀ/√d_head over the block's rows, recomputed (none is kept)
-      pb.noalias() = q.middleRows(r0, n) * k.transpose();
+      detail::matmul_nt<T>(q.middleRows(r0, n), k, pb);
       if constexpr (HasKeyTerm<Enc> || HasValueTerm<Enc>) {
         rel_h->block(r0, n);
         if (rel_h->keys()) rel_h->add_key_scores(q.middleRows(r0, n), pb);  // + q_i·aK(c_ij)
@@ -652,9 +652,9 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
         pb.row(i) /= sum;
       }
       // ∂L/∂v += αᵀ·∂L/∂z
-      dv.noalias() += pb.transpose() * dz_h.middleRows(r0, n);
+      detail::matmul_tn<T>(pb, dz_h.middleRows(r0, n), dv, /*accumulate=*/true);
       // ∂L/∂α = ∂L/∂z·vᵀ
-      dpb.noalias() = dz_h.middleRows(r0, n) * v.transpose();
+      detail::matmul_nt<T>(dz_h.middleRows(r0, n), v, dpb);
       if constexpr (HasValueTerm<Enc>) {
         if (rel_h->values()) {
           // z_i = Σ_j α_ij (v_j + aV(c_ij)): ∂L/∂α_ij += ∂L/∂z_i·aV(c_ij), and the table's
@@ -680,8 +680,8 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
       }
       dpb *= scale;
       // with the 1/√d_head folded in: ∂L/∂q = ∂L/∂e·k, ∂L/∂k += ∂L/∂eᵀ·q
-      dq.middleRows(r0, n).noalias() = dpb * k;
-      dk.noalias() += dpb.transpose() * q.middleRows(r0, n);
+      detail::matmul_nn<T>(dpb, k, dq.middleRows(r0, n));
+      detail::matmul_tn<T>(dpb, q.middleRows(r0, n), dk, /*accumulate=*/true);
       if constexpr (HasKeyTerm<Enc>) {
         if (rel_h->keys()) rel_h->key_backward(dpb, q.middleRows(r0, n), dq.middleRows(r0, n));
       }
