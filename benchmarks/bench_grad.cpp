@@ -4,6 +4,7 @@
 // Series, per encoding and length, all in one run so their ratios hold:
 //   BM_Forward       the inference forward (Block::forward), the reference for backward
 //   BM_Backward      backward alone (the forward_saving before it is not timed)
+//   BM_BackwardThreads  the same on T threads (one item: the heads run in parallel)
 //   BM_Step          forward_saving + backward + AdamW over the layer's weights
 //   BM_TorchStep     libtorch's TransformerEncoderLayer, the same step with torch::optim::AdamW
 //                    (when CMake found Torch)
@@ -14,6 +15,7 @@
 
 #include <benchmark/benchmark.h>
 
+#include <relpos/backward_workspace.hpp>
 #include <relpos/block.hpp>
 #include <relpos/block_grad.hpp>
 #include <relpos/optimizer.hpp>
@@ -55,6 +57,7 @@ struct Layer {
   Mat x0, x, d0, d;
   relpos::SequenceInputs in;
   relpos::SequenceWorkspace<float> ws;
+  relpos::BackwardWorkspace<float> bws;
   relpos::BlockSaved<float> saved;
   relpos::BlockGrad<float> grad;
 
@@ -73,7 +76,7 @@ struct Layer {
   }
   void backward() {
     d = d0;
-    relpos::backward(block, saved, in, d, grad);
+    relpos::backward(block, saved, in, d, grad, bws);
   }
   void step_without_update() {
     forward_saving();
@@ -118,8 +121,12 @@ void BM_Forward(benchmark::State& state) {
 }
 
 template <class Kind>
-void BM_Backward(benchmark::State& state) {
+void backward_series(benchmark::State& state, int threads) {
   Layer<Kind> l(state.range(0));
+  if (threads != 1) {
+    relpos::set_num_threads(threads);
+    l.step_without_update();  // warm for this many threads
+  }
   const auto before = relpos_bench::alloc_counts();
   std::int64_t untimed_allocs = 0;
   for (auto _ : state) {
@@ -137,6 +144,17 @@ void BM_Backward(benchmark::State& state) {
   state.counters["allocs"] = benchmark::Counter(state.counters["allocs"].value -
                                                 static_cast<double>(untimed_allocs) /
                                                     static_cast<double>(state.iterations()));
+}
+
+template <class Kind>
+void BM_Backward(benchmark::State& state) {
+  backward_series<Kind>(state, 1);
+}
+
+template <class Kind>
+void BM_BackwardThreads(benchmark::State& state) {
+  backward_series<Kind>(state, static_cast<int>(state.range(1)));
+  relpos::set_num_threads(1);
 }
 
 template <class Kind>
@@ -181,6 +199,14 @@ BENCHMARK_TEMPLATE(BM_Forward, None)->Apply(lengths);
 BENCHMARK_TEMPLATE(BM_Backward, None)->Apply(lengths);
 BENCHMARK_TEMPLATE(BM_Forward, Learned)->Apply(lengths);
 BENCHMARK_TEMPLATE(BM_Backward, Learned)->Apply(lengths);
+BENCHMARK_TEMPLATE(BM_BackwardThreads, None)
+    ->ArgNames({"len", "threads"})
+    ->Args({512, 2})
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(BM_BackwardThreads, Learned)
+    ->ArgNames({"len", "threads"})
+    ->Args({512, 2})
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(BM_Step, None)->ArgName("len")->Arg(512)->Unit(benchmark::kMillisecond);
 
 }  // namespace

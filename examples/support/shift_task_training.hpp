@@ -77,6 +77,7 @@ inline relpos::TrainableModel<float> train_shift_model(const relpos::io::ModelCo
   std::uniform_int_distribution<int> length(task.min_len, task.max_len);
   std::uniform_int_distribution<int> byte(task.first_byte, task.last_byte);
   relpos::Gradients<float> grads;
+  relpos::TrainingWorkspace<float> ws;  // the steps' scratch, kept (lengths vary: it resizes)
   std::vector<relpos::ParameterRef<float>> params;
   for (long t = 0; t < recipe.steps; ++t) {
     const relpos::Index len = length(rng);
@@ -88,7 +89,7 @@ inline relpos::TrainableModel<float> train_shift_model(const relpos::io::ModelCo
     relpos::TrainingBatch<float> batch;
     batch.input_ids = &ids;
     batch.targets = &targets;
-    const float loss = model.loss_and_gradients(batch, grads);
+    const float loss = model.loss_and_gradients(batch, grads, ws);
     params.clear();
     model.for_each_parameter(
         grads, [&](const std::string& name, float* value, float* grad, relpos::Index size) {

@@ -20,6 +20,10 @@
 // layer and works in O(kRows·len) more. The relative terms add an (kRows, R) matrix of sums per
 // distance (RelativeTermsBackward), never a (len × len × d_head) tensor; xl's per-head terms
 // the same plus the call's (R, d_model) ∂L/∂r(c) (HeadKeyTermsBackward), R <= 8·len.
+// Every temporary comes from an AttentionBackwardScratch (backward_workspace.hpp), so a warm
+// call allocates nothing; its heads run in parallel, one task per head writing only its own
+// columns and partial sums, reduced in head order after the loop (the same bits for any thread
+// count).
 #pragma once
 
 #include <algorithm>
@@ -32,6 +36,7 @@
 #include <vector>
 
 #include <relpos/attention.hpp>
+#include <relpos/backward_workspace.hpp>
 #include <relpos/core.hpp>
 #include <relpos/detail/gemm.hpp>
 #include <relpos/detail/head_key_grad.hpp>
@@ -232,8 +237,8 @@ class RelativeTermsBackward {
  public:
   using IndexMatrix = Eigen::Matrix<std::int32_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
-  RelativeTermsBackward(const Enc& enc, const Positions& p, Index rows, Index d_head)
-      : enc_(enc), p_(p) {
+  /// The call's state, shared by its heads (no buffer: bind() gives each task its own).
+  RelativeTermsBackward(const Enc& enc, const Positions& p) : enc_(enc), p_(p) {
     keys_ = key_term_active(enc);
     values_ = value_term_active(enc);
     if (p.len == 0 || (!keys_ && !values_)) return;
@@ -244,14 +249,33 @@ class RelativeTermsBackward {
     if (dense_) {
       if (keys_) key_rows_ = enc.key_rows(range_.lo, range_.hi);
       if (values_) value_rows_ = enc.value_rows(range_.lo, range_.hi);
-      by_distance_.resize(rows, count);
-      if (!banded_) index_.resize(rows, p.len);
     }
+  }
+
+  /// A copy of the call's state for one head's task: its temporaries in `slot` (for blocks of
+  /// up to `rows` query rows), its per-distance sums (learned) in grad_key, grad_value (R,
+  /// d_head), zeroed here, which finish() adds up in head order.
+  RelativeTermsBackward bind(HeadBackwardSlot<T>& slot, Matrix<T>& grad_key, Matrix<T>& grad_value,
+                             Index rows, Index d_head) const {
+    RelativeTermsBackward r = *this;
+    if (p_.len == 0 || (!keys_ && !values_)) return r;
+    const Index count = range_.count();
+    if (dense_) {
+      slot.by_distance.resize(rows, count);
+      if (!banded_) slot.index.resize(rows, p_.len);
+    }
+    r.by_distance_ = &slot.by_distance;
+    r.index_ = &slot.index;
     if constexpr (RelativeRowsBackward<Enc>) {
       // learned: count <= 2K + 1, the table's own rows
-      if (keys_) grad_key_ = Matrix<T>::Zero(count, d_head);
-      if (values_) grad_value_ = Matrix<T>::Zero(count, d_head);
+      if (keys_) grad_key.setZero(count, d_head);
+      if (values_) grad_value.setZero(count, d_head);
+      r.grad_key_ = &grad_key;
+      r.grad_value_ = &grad_value;
+    } else {
+      (void)grad_key, (void)grad_value, (void)d_head;
     }
+    return r;
   }
 
   bool keys() const { return keys_; }
@@ -262,7 +286,7 @@ class RelativeTermsBackward {
     r0_ = r0;
     n_ = n;
     if (!dense_) return;
-    const BlockWindow w = block_window(enc_, p_, r0, n, banded_, index_);
+    const BlockWindow w = block_window(enc_, p_, r0, n, banded_, *index_);
     lo_ = w.lo;
     count_ = w.count;
     bands_ = w.bands;
@@ -277,7 +301,7 @@ class RelativeTermsBackward {
       });
       return;
     }
-    auto w = by_distance_.topLeftCorner(n_, count_);  // (n, R_window)
+    auto w = by_distance_->topLeftCorner(n_, count_);  // (n, R_window)
     w.noalias() = qb * window(key_rows_).transpose();
     gather(s, w);
   }
@@ -291,7 +315,7 @@ class RelativeTermsBackward {
       });
       return;
     }
-    auto w = by_distance_.topLeftCorner(n_, count_);
+    auto w = by_distance_->topLeftCorner(n_, count_);
     w.noalias() = dzb * window(value_rows_).transpose();
     gather(da, w);
   }
@@ -302,13 +326,13 @@ class RelativeTermsBackward {
     if constexpr (RelativeRowsBackward<Enc>) {
       if (!dense_) {
         for_each_pair([&](Index i, Index j, std::int64_t c) {
-          grad_value_.row(c - range_.lo) += alpha(i, j) * dzb.row(i);
+          grad_value_->row(c - range_.lo) += alpha(i, j) * dzb.row(i);
         });
         return;
       }
-      auto w = by_distance_.topLeftCorner(n_, count_);
+      auto w = by_distance_->topLeftCorner(n_, count_);
       scatter(w, alpha);
-      grad_value_.middleRows(lo_ - range_.lo, count_).noalias() += w.transpose() * dzb;
+      grad_value_->middleRows(lo_ - range_.lo, count_).noalias() += w.transpose() * dzb;
     } else {
       (void)alpha, (void)dzb;
     }
@@ -322,29 +346,37 @@ class RelativeTermsBackward {
       for_each_pair([&](Index i, Index j, std::int64_t c) {
         dqb.row(i) += ds(i, j) * enc_.key_rows(c, c).view().row(0);
         if constexpr (RelativeRowsBackward<Enc>)
-          grad_key_.row(c - range_.lo) += ds(i, j) * qb.row(i);
+          grad_key_->row(c - range_.lo) += ds(i, j) * qb.row(i);
       });
       return;
     }
-    auto w = by_distance_.topLeftCorner(n_, count_);
+    auto w = by_distance_->topLeftCorner(n_, count_);
     scatter(w, ds);
     dqb.noalias() += w * window(key_rows_);
     if constexpr (RelativeRowsBackward<Enc>) {
-      grad_key_.middleRows(lo_ - range_.lo, count_).noalias() += w.transpose() * qb;
+      grad_key_->middleRows(lo_ - range_.lo, count_).noalias() += w.transpose() * qb;
     } else {
       (void)qb;
     }
   }
 
-  /// The per-distance sums handed to the encoding's tables (learned: this layer's
-  /// relative_key / relative_value gradients).
-  void finish(Matrix<T>& grad_key, Matrix<T>& grad_value) const {
+  /// The per-distance sums of every head (`head_grad_key` / `_value`, [n_heads], as bind()
+  /// filled them), added in head order and handed to the encoding's tables (learned: this
+  /// layer's relative_key / relative_value gradients). Head 0's partial holds the sum.
+  void finish(Index n_heads, std::vector<Matrix<T>>& head_grad_key,
+              std::vector<Matrix<T>>& head_grad_value, Matrix<T>& grad_key,
+              Matrix<T>& grad_value) const {
     if constexpr (RelativeRowsBackward<Enc>) {
       if (p_.len == 0) return;
-      if (keys_) enc_.key_rows_backward(range_.lo, range_.hi, grad_key_, grad_key);
-      if (values_) enc_.value_rows_backward(range_.lo, range_.hi, grad_value_, grad_value);
+      // head 0's partial gathers the others', in head order
+      for (std::size_t h = 1; h < static_cast<std::size_t>(n_heads); ++h) {
+        if (keys_) head_grad_key[0] += head_grad_key[h];
+        if (values_) head_grad_value[0] += head_grad_value[h];
+      }
+      if (keys_) enc_.key_rows_backward(range_.lo, range_.hi, head_grad_key[0], grad_key);
+      if (values_) enc_.value_rows_backward(range_.lo, range_.hi, head_grad_value[0], grad_value);
     } else {
-      (void)grad_key, (void)grad_value;
+      (void)n_heads, (void)head_grad_key, (void)head_grad_value, (void)grad_key, (void)grad_value;
     }
   }
 
@@ -367,7 +399,7 @@ class RelativeTermsBackward {
     if (banded_) {
       detail::gather_add(s, w, bands_);
     } else {
-      detail::gather_add(s, w, index_.topRows(n_));
+      detail::gather_add(s, w, index_->topRows(n_));
     }
   }
   // w(i, c − lo_) = Σ_{j: c_ij = c} a(i, j)
@@ -376,7 +408,7 @@ class RelativeTermsBackward {
     if (banded_) {
       scatter_by_distance(w, a, bands_);
     } else {
-      scatter_by_distance(w, a, index_.topRows(n_));
+      scatter_by_distance(w, a, index_->topRows(n_));
     }
   }
 
@@ -385,9 +417,10 @@ class RelativeTermsBackward {
   bool keys_ = false, values_ = false, dense_ = false, banded_ = false;
   DistanceRange range_;                    // the call's clamped distances
   DistanceRows<T> key_rows_, value_rows_;  // (R, d_head) for range_, when dense
-  Matrix<T> grad_key_, grad_value_;        // (R, d_head): ∂L/∂aK, ∂L/∂aV per distance
-  Matrix<T> by_distance_;                  // (rows, R): a block's sums per distance
-  IndexMatrix index_;                      // (rows, len): c_ij − lo_, not banded
+  Matrix<T>* grad_key_ = nullptr;          // (R, d_head): ∂L/∂aK per distance, bound head's
+  Matrix<T>* grad_value_ = nullptr;        // (R, d_head): ∂L/∂aV
+  Matrix<T>* by_distance_ = nullptr;       // (rows, R): a block's sums per distance (slot's)
+  BackwardIndexMatrix* index_ = nullptr;   // (rows, len): c_ij − lo_, not banded (slot's)
   Index r0_ = 0, n_ = 0;                   // the block
   std::int64_t lo_ = 0;                    // its window [lo_, lo_ + count_)
   Index count_ = 1;
@@ -451,11 +484,14 @@ void forward_saving(const MultiHeadAttention<T, Enc>& attn, detail::InRef<T> x,
 inline constexpr Index kAttentionBackwardRows = 64;
 
 /// From dy = ∂L/∂out (len, d_model): adds the four weight gradients into grad (empty ones start
-/// at zero) and writes dx = ∂L/∂x (len, d_model). `in` must be the forward's.
+/// at zero) and writes dx = ∂L/∂x (len, d_model). `in` must be the forward's. Every temporary
+/// comes from `scratch` (backward_workspace.hpp), so a second call of the same shapes does not
+/// allocate. The heads run in parallel unless this call is inside a parallel loop already (a
+/// batch's items); the result is the same bits for any thread count.
 template <Scalar T, Encoding Enc>
 void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& saved,
               const SequenceInputs& in, detail::InRef<T> dy, detail::OutRef<T> dx,
-              AttentionGrad<T>& grad) {
+              AttentionGrad<T>& grad, AttentionBackwardScratch<T>& scratch) {
   static_assert(detail::attention_backward_supported<Enc>,
                 "attention backward: no backward for this position type's terms yet");
   const Index len = saved.x.rows(), d = attn.d_model(), h_count = attn.n_heads(),
@@ -479,18 +515,19 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
     detail::check_absent_grad<T>(grad.in_proj_bias, "in_proj_bias", "");
   }
   // ∂L/∂W_o += dyᵀ·z, ∂L/∂b_o += Σ dy, ∂L/∂z = dy·W_o
-  Matrix<T> dz(len, d);
+  Matrix<T>& dz = scratch.dz;
+  dz.resize(len, d);
   detail::linear_backward<T>(saved.z, attn.out_proj_weight, dy, dz, grad.out_proj_weight,
                              grad.out_proj_bias, "out_proj", has_bias);
   // ∂L/∂(q | k | v): (len, 3·d_model), filled head by head
-  Matrix<T> dqkv = Matrix<T>::Zero(len, 3 * d);
+  Matrix<T>& dqkv = scratch.dqkv;
+  dqkv.setZero(len, 3 * d);
   const T scale = score_scale(attn.encoding, dh);  // 1/sqrt(d_head·f), deberta's f = 1 + c2p + p2c
   const Index rows = std::min(kAttentionBackwardRows, std::max<Index>(len, 1));
-  Matrix<T> p(rows, len), dp(rows, len);  // α and ∂L/∂α of a block of query rows
-  // score biases (t5, alibi): b_h(c) and ∂L/∂b_h(c) per clamped distance c in [c_lo, c_hi],
-  // R = c_hi − c_lo + 1 values per head (t5 clamps to ±max_distance; alibi spans the positions)
+  // score biases (t5, alibi, kerple): b_h(c) and ∂L/∂b_h(c) per clamped distance c in [c_lo,
+  // c_hi], R = c_hi − c_lo + 1 values per head (t5 clamps to ±max_distance; alibi spans the
+  // positions); ∂L/∂b_h in row h of scratch.dbias, handed to the encoding after the loop
   [[maybe_unused]] Index c_lo = 0, c_hi = -1;
-  [[maybe_unused]] std::vector<T> bias, dbias;
   if constexpr (HasScoreBias<Enc>) {
     if (len > 0) {
       std::int64_t p_min = in.positions[0], p_max = in.positions[0];
@@ -506,30 +543,57 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
                     " tokens; the " + Enc::name +
                     " backward keeps one value per distance and supports at most 64·len + 1024");
       }
-      bias.resize(static_cast<std::size_t>(c_hi - c_lo + 1));
-      dbias.resize(bias.size());
+      scratch.dbias.setZero(h_count, c_hi - c_lo + 1);
     }
   }
   // learned, sinusoidal: q_i·aK(c_ij) in the score, α_ij aV(c_ij) in the output
   [[maybe_unused]] std::optional<detail::RelativeTermsBackward<T, Enc>> rel;
-  if constexpr (HasKeyTerm<Enc> || HasValueTerm<Enc>)
-    rel.emplace(attn.encoding, in.positions, rows, dh);
+  if constexpr (HasKeyTerm<Enc> || HasValueTerm<Enc>) {
+    rel.emplace(attn.encoding, in.positions);
+    if (scratch.head_grad_key.size() < static_cast<std::size_t>(h_count)) {
+      scratch.head_grad_key.resize(static_cast<std::size_t>(h_count));
+      scratch.head_grad_value.resize(static_cast<std::size_t>(h_count));
+    }
+  }
   // deberta: q_i·Pk_h(c_ij) (c2p) and k_j·Pq_h(c_ij) (p2c) in the score, before the scale
   [[maybe_unused]] std::optional<detail::HeadTermsBackward<T, Enc>> head_terms;
   if constexpr (detail::HeadRowsBackward<Enc>)
-    head_terms.emplace(attn.encoding, in.positions, rows, h_count, dh);
+    head_terms.emplace(attn.encoding, in.positions, h_count, dh, scratch);
   // xl: q_i·r_h(c_ij) + u_h·k_j + v_h·r_h(c_ij) in the score (detail/head_key_grad.hpp); its
   // hook, not HasHeadKeyTerm, selects it: deberta's c2p is a head key term with its own above
   constexpr bool XlHeadKeys = detail::HeadKeyRowsBackward<Enc>;
   [[maybe_unused]] std::optional<detail::HeadKeyTermsBackward<T, Enc>> head_keys;
-  if constexpr (XlHeadKeys) head_keys.emplace(attn.encoding, in.positions, rows, h_count, dh);
-  for (Index h = 0; h < h_count; ++h) {
+  if constexpr (XlHeadKeys) head_keys.emplace(attn.encoding, in.positions, h_count, dh, scratch);
+  // One task per head: it reads the saved q, k, v and ∂L/∂z, and writes only its own columns of
+  // dqkv, its own row of dbias, its own partial sums, and its own columns / rows of the
+  // per-head rows' gradients (detail/thread_pool.hpp: disjoint writes, so the same bits for any
+  // thread count).
+  scratch.ensure_slots(detail::slots_needed());
+  detail::parallel_for(h_count, [&](Index h, int slot_index) {
+    detail::HeadBackwardSlot<T>& slot = scratch.slots[static_cast<std::size_t>(slot_index)];
+    Matrix<T>& p = slot.p;    // α of a block of query rows, (rows, len)
+    Matrix<T>& dp = slot.dp;  // ∂L/∂α, (rows, len)
+    p.resize(rows, len);
+    dp.resize(rows, len);
+    [[maybe_unused]] T* dbias = nullptr;
     if constexpr (HasScoreBias<Enc>) {
       if (len > 0) {
-        attn.encoding.score_bias(h, c_lo, c_hi, bias.data());
-        std::fill(dbias.begin(), dbias.end(), T(0));
+        slot.bias.resize(static_cast<std::size_t>(c_hi - c_lo + 1));
+        attn.encoding.score_bias(h, c_lo, c_hi, slot.bias.data());
+        dbias = scratch.dbias.row(h).data();
       }
     }
+    [[maybe_unused]] std::optional<detail::RelativeTermsBackward<T, Enc>> rel_h;
+    if constexpr (HasKeyTerm<Enc> || HasValueTerm<Enc>) {
+      const auto k = static_cast<std::size_t>(h);
+      rel_h.emplace(
+          rel->bind(slot, scratch.head_grad_key[k], scratch.head_grad_value[k], rows, dh));
+    }
+    [[maybe_unused]] std::optional<detail::HeadTermsBackward<T, Enc>> terms_h;
+    if constexpr (detail::HeadRowsBackward<Enc>) terms_h.emplace(head_terms->bind(slot, rows));
+    [[maybe_unused]] std::optional<detail::HeadKeyTermsBackward<T, Enc>> keys_h;
+    if constexpr (XlHeadKeys) keys_h.emplace(head_keys->bind(slot, rows));
+
     const auto q = saved.qkv.middleCols(h * dh, dh);          // (len, d_head)
     const auto k = saved.qkv.middleCols(d + h * dh, dh);      // (len, d_head)
     const auto v = saved.qkv.middleCols(2 * d + h * dh, dh);  // (len, d_head)
@@ -537,26 +601,26 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
     auto dq = dqkv.middleCols(h * dh, dh);
     auto dk = dqkv.middleCols(d + h * dh, dh);
     auto dv = dqkv.middleCols(2 * d + h * dh, dh);
-    if constexpr (XlHeadKeys) head_keys->head(h, k);
+    if constexpr (XlHeadKeys) keys_h->head(h, k);
     for (Index r0 = 0; r0 < len; r0 += rows) {
       const Index n = std::min(rows, len - r0);
       auto pb = p.topRows(n);
       auto dpb = dp.topRows(n);
       // e = q·kᵀ/√d_head over the block's rows, recomputed (none is kept)
-      pb.noalias() = q.middleRows(r0, n) * k.transpose();
+      detail::matmul_nt<T>(q.middleRows(r0, n), k, pb);
       if constexpr (HasKeyTerm<Enc> || HasValueTerm<Enc>) {
-        rel->block(r0, n);
-        if (rel->keys()) rel->add_key_scores(q.middleRows(r0, n), pb);  // + q_i·aK(c_ij)
+        rel_h->block(r0, n);
+        if (rel_h->keys()) rel_h->add_key_scores(q.middleRows(r0, n), pb);  // + q_i·aK(c_ij)
       }
       if constexpr (detail::HeadRowsBackward<Enc>) {
-        if (head_terms->active()) {
-          head_terms->block(r0, n);
-          head_terms->add_scores(h, q.middleRows(r0, n), k, pb);
+        if (terms_h->active()) {
+          terms_h->block(r0, n);
+          terms_h->add_scores(h, q.middleRows(r0, n), k, pb);
         }
       }
       if constexpr (XlHeadKeys) {
-        head_keys->block(r0, n);
-        head_keys->add_scores(q.middleRows(r0, n), pb);
+        keys_h->block(r0, n);
+        keys_h->add_scores(q.middleRows(r0, n), pb);
       }
       pb *= scale;
       if constexpr (HasScoreBias<Enc>) {
@@ -564,7 +628,7 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
         for (Index i = 0; i < n; ++i) {
           for (Index j = 0; j < len; ++j) {
             const auto c = attn.encoding.clamp_distance(in.positions[j] - in.positions[r0 + i]);
-            pb(i, j) += bias[static_cast<std::size_t>(c - c_lo)];
+            pb(i, j) += slot.bias[static_cast<std::size_t>(c - c_lo)];
           }
         }
       }
@@ -588,15 +652,15 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
         pb.row(i) /= sum;
       }
       // ∂L/∂v += αᵀ·∂L/∂z
-      dv.noalias() += pb.transpose() * dz_h.middleRows(r0, n);
+      detail::matmul_tn<T>(pb, dz_h.middleRows(r0, n), dv, /*accumulate=*/true);
       // ∂L/∂α = ∂L/∂z·vᵀ
-      dpb.noalias() = dz_h.middleRows(r0, n) * v.transpose();
+      detail::matmul_nt<T>(dz_h.middleRows(r0, n), v, dpb);
       if constexpr (HasValueTerm<Enc>) {
-        if (rel->values()) {
+        if (rel_h->values()) {
           // z_i = Σ_j α_ij (v_j + aV(c_ij)): ∂L/∂α_ij += ∂L/∂z_i·aV(c_ij), and the table's
           // ∂L/∂aV(c) = Σ_{c_ij = c} α_ij ∂L/∂z_i
-          rel->add_value_weights_grad(dz_h.middleRows(r0, n), dpb);
-          rel->value_rows_grad(pb, dz_h.middleRows(r0, n));
+          rel_h->add_value_weights_grad(dz_h.middleRows(r0, n), dpb);
+          rel_h->value_rows_grad(pb, dz_h.middleRows(r0, n));
         }
       }
       // ∂L/∂e = α ⊙ (∂L/∂α − D), D_i = Σ_j α_ij ∂L/∂α_ij (softmax's Jacobian; α = 0 where masked)
@@ -610,45 +674,50 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
         for (Index i = 0; i < n; ++i) {
           for (Index j = 0; j < len; ++j) {
             const auto c = attn.encoding.clamp_distance(in.positions[j] - in.positions[r0 + i]);
-            dbias[static_cast<std::size_t>(c - c_lo)] += dpb(i, j);
+            dbias[c - c_lo] += dpb(i, j);
           }
         }
       }
       dpb *= scale;
       // with the 1/√d_head folded in: ∂L/∂q = ∂L/∂e·k, ∂L/∂k += ∂L/∂eᵀ·q
-      dq.middleRows(r0, n).noalias() = dpb * k;
-      dk.noalias() += dpb.transpose() * q.middleRows(r0, n);
+      detail::matmul_nn<T>(dpb, k, dq.middleRows(r0, n));
+      detail::matmul_tn<T>(dpb, q.middleRows(r0, n), dk, /*accumulate=*/true);
       if constexpr (HasKeyTerm<Enc>) {
-        if (rel->keys()) rel->key_backward(dpb, q.middleRows(r0, n), dq.middleRows(r0, n));
+        if (rel_h->keys()) rel_h->key_backward(dpb, q.middleRows(r0, n), dq.middleRows(r0, n));
       }
       if constexpr (detail::HeadRowsBackward<Enc>) {
-        if (head_terms->active()) {
-          head_terms->backward(h, dpb, q.middleRows(r0, n), k, dq.middleRows(r0, n), dk);
+        if (terms_h->active()) {
+          terms_h->backward(h, dpb, q.middleRows(r0, n), k, dq.middleRows(r0, n), dk);
         }
       }
       if constexpr (XlHeadKeys)
-        head_keys->backward(dpb, q.middleRows(r0, n), k, dq.middleRows(r0, n), dk);
+        keys_h->backward(dpb, q.middleRows(r0, n), k, dq.middleRows(r0, n), dk);
     }
-    if constexpr (XlHeadKeys) head_keys->end_head();
-    if constexpr (detail::ScoreBiasBackward<Enc>) {
-      if (len > 0) {
-        attn.encoding.score_bias_backward(h, c_lo, c_hi, dbias.data(),
-                                          grad.relative_attention_bias);
-      }
-    } else if constexpr (detail::ScoreBiasParamsBackward<Enc>) {
-      if (len > 0) {
-        attn.encoding.score_bias_backward(h, c_lo, c_hi, dbias.data(), grad.kerple_r1,
-                                          grad.kerple_r2);
+    if constexpr (XlHeadKeys) keys_h->end_head();
+  });
+  // the sums several heads add into, in head order
+  if constexpr (HasScoreBias<Enc>) {
+    if (len > 0) {
+      for (Index h = 0; h < h_count; ++h) {
+        if constexpr (detail::ScoreBiasBackward<Enc>) {
+          attn.encoding.score_bias_backward(h, c_lo, c_hi, scratch.dbias.row(h).data(),
+                                            grad.relative_attention_bias);
+        } else if constexpr (detail::ScoreBiasParamsBackward<Enc>) {
+          attn.encoding.score_bias_backward(h, c_lo, c_hi, scratch.dbias.row(h).data(),
+                                            grad.kerple_r1, grad.kerple_r2);
+        }
       }
     }
   }
   if constexpr (HasKeyTerm<Enc> || HasValueTerm<Enc>) {
-    rel->finish(grad.relative_key, grad.relative_value);
+    rel->finish(h_count, scratch.head_grad_key, scratch.head_grad_value, grad.relative_key,
+                grad.relative_value);
   }
   if constexpr (detail::HeadRowsBackward<Enc>) {
-    head_terms->finish(attn.in_proj_weight, attn.in_proj_bias, grad);
+    head_terms->finish(attn.in_proj_weight, attn.in_proj_bias, grad, scratch.encoding);
   }
-  if constexpr (XlHeadKeys) head_keys->finish(grad.r_net_weight, grad.r_w_bias, grad.r_r_bias);
+  if constexpr (XlHeadKeys)
+    head_keys->finish(grad.r_net_weight, grad.r_w_bias, grad.r_r_bias, scratch.encoding);
   if constexpr (TransformsQK<Enc>) {
     // rotary: from ∂L/∂ of the rotated q, k to ∂L/∂ of in_proj's q, k (the rotation transposed)
     MatrixRef<T> dq(dqkv.leftCols(d));
@@ -658,6 +727,15 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
   // ∂L/∂W_in += (∂L/∂qkv)ᵀ·x, ∂L/∂b_in += Σ ∂L/∂qkv, ∂L/∂x = ∂L/∂qkv·W_in
   detail::linear_backward<T>(saved.x, attn.in_proj_weight, dqkv, dx, grad.in_proj_weight,
                              grad.in_proj_bias, "in_proj", has_bias);
+}
+
+/// As above, with scratch of its own (allocated per call).
+template <Scalar T, Encoding Enc>
+void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& saved,
+              const SequenceInputs& in, detail::InRef<T> dy, detail::OutRef<T> dx,
+              AttentionGrad<T>& grad) {
+  AttentionBackwardScratch<T> scratch;
+  backward(attn, saved, in, dy, dx, grad, scratch);
 }
 
 }  // namespace relpos

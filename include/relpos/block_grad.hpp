@@ -8,6 +8,7 @@
 #include <string>
 
 #include <relpos/attention_grad.hpp>
+#include <relpos/backward_workspace.hpp>
 #include <relpos/block.hpp>
 #include <relpos/core.hpp>
 #include <relpos/feed_forward_grad.hpp>
@@ -54,10 +55,11 @@ void forward_saving(const Block<T, Enc>& block, detail::OutRef<T> x, const Seque
   block.validate();
   const Index len = x.rows(), d = block.d_model();
   if (x.cols() != d) detail::check_batch_width("block forward_saving", x.cols(), d);
-  Matrix<T> branch(len, d);  // (len, d_model): the attention's or the ffn's output
+  // the forward's own buffers for the same roles (workspace.hpp), so a warm call allocates nothing
+  auto branch = ws.residual.matrix(len, d);  // (len, d_model): the attention's or the ffn's output
   if (block.norm_first) {
     // x = x + attn(norm1(x)); x = x + ffn(norm2(x))
-    Matrix<T> normed(len, d);
+    auto normed = ws.normed.matrix(len, d);  // (len, d_model)
     forward_saving(block.norm1, x, normed, saved.norm1);
     forward_saving(block.self_attn, normed, branch, in, ws, saved.attn);
     x += branch;
@@ -77,19 +79,21 @@ void forward_saving(const Block<T, Enc>& block, detail::OutRef<T> x, const Seque
 
 /// d (len, d_model): ∂L/∂(block output) on entry, ∂L/∂(block input) on exit. Adds every weight
 /// gradient into grad. `in` must be the forward's; spends saved.ffn (as FeedForward's backward).
+/// Every temporary comes from `ws`, so a second call of the same shapes does not allocate.
 template <Scalar T, Encoding Enc>
 void backward(const Block<T, Enc>& block, BlockSaved<T>& saved, const SequenceInputs& in,
-              detail::OutRef<T> d, BlockGrad<T>& grad) {
+              detail::OutRef<T> d, BlockGrad<T>& grad, BackwardWorkspace<T>& ws) {
   const Index len = d.rows(), dm = block.d_model();
   detail::check_output_grad("block backward", d.rows(), d.cols(), len, dm);
-  Matrix<T> branch(len, dm);  // ∂L/∂ of a branch's input
+  Matrix<T>& branch = ws.branch;  // (len, d_model): ∂L/∂ of a branch's input
+  branch.resize(len, dm);
   if (block.norm_first) {
     // y = u + ffn(norm2(u)): ∂L/∂u = dy + norm2'ᵀ·ffn'ᵀ·dy
     backward(block.ffn, saved.ffn, d, branch, grad.ffn);
     backward(block.norm2, saved.norm2, branch, branch, grad.norm2);
     d += branch;
     // u = x + attn(norm1(x)): ∂L/∂x = ∂L/∂u + norm1'ᵀ·attn'ᵀ·∂L/∂u
-    backward(block.self_attn, saved.attn, in, d, branch, grad.self_attn);
+    backward(block.self_attn, saved.attn, in, d, branch, grad.self_attn, ws.attention);
     backward(block.norm1, saved.norm1, branch, branch, grad.norm1);
     d += branch;
   } else {
@@ -99,9 +103,17 @@ void backward(const Block<T, Enc>& block, BlockSaved<T>& saved, const SequenceIn
     d += branch;
     // y1 = norm1(u), u = x + attn(x): ∂L/∂x = ∂L/∂u + attn'ᵀ·∂L/∂u
     backward(block.norm1, saved.norm1, d, d, grad.norm1);
-    backward(block.self_attn, saved.attn, in, d, branch, grad.self_attn);
+    backward(block.self_attn, saved.attn, in, d, branch, grad.self_attn, ws.attention);
     d += branch;
   }
+}
+
+/// As above, with a workspace of its own (allocated per call).
+template <Scalar T, Encoding Enc>
+void backward(const Block<T, Enc>& block, BlockSaved<T>& saved, const SequenceInputs& in,
+              detail::OutRef<T> d, BlockGrad<T>& grad) {
+  BackwardWorkspace<T> ws;
+  backward(block, saved, in, d, grad, ws);
 }
 
 }  // namespace relpos

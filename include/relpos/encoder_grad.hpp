@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include <relpos/backward_workspace.hpp>
 #include <relpos/block_grad.hpp>
 #include <relpos/core.hpp>
 #include <relpos/encoder.hpp>
@@ -99,10 +100,11 @@ void forward_saving(const Encoder<T, Enc>& encoder, detail::OutRef<T> h, const S
 
 /// d (len, d_model): ∂L/∂(stack output) on entry, ∂L/∂(stack input) on exit (the gradient of
 /// the embedding's rows, or of the `input` of spec §6). Adds every gradient into grad. `in`
-/// must be the forward's; spends `saved` (a saved state serves one backward).
+/// must be the forward's; spends `saved` (a saved state serves one backward). Every temporary
+/// comes from `ws` (the layers share it), so a second call of the same shapes does not allocate.
 template <Scalar T, Encoding Enc>
 void backward(const Encoder<T, Enc>& encoder, EncoderSaved<T>& saved, const SequenceInputs& in,
-              detail::OutRef<T> d, EncoderGrad<T>& grad) {
+              detail::OutRef<T> d, EncoderGrad<T>& grad, BackwardWorkspace<T>& ws) {
   if (saved.layers.size() != encoder.layers.size()) {
     throw Error("encoder backward: saved: expected " + std::to_string(encoder.layers.size()) +
                 " layers, got " + std::to_string(saved.layers.size()));
@@ -111,7 +113,7 @@ void backward(const Encoder<T, Enc>& encoder, EncoderSaved<T>& saved, const Sequ
   grad.layers.resize(encoder.layers.size());
   if (encoder.norm) backward(*encoder.norm, saved.norm, d, d, grad.norm);
   for (std::size_t n = encoder.layers.size(); n-- > 0;) {
-    backward(encoder.layers[n], saved.layers[n], in, d, grad.layers[n]);
+    backward(encoder.layers[n], saved.layers[n], in, d, grad.layers[n], ws);
     // t5: one table shared by every layer, so its gradient is the layers' sum, kept here
     Matrix<T>& layer_bias = grad.layers[n].self_attn.relative_attention_bias;
     if (layer_bias.size() > 0) {
@@ -137,6 +139,14 @@ void backward(const Encoder<T, Enc>& encoder, EncoderSaved<T>& saved, const Sequ
       encoder.layers.front().self_attn.encoding.add_to_input_backward(d, grad.position_weight);
     }
   }
+}
+
+/// As above, with a workspace of its own (allocated per call).
+template <Scalar T, Encoding Enc>
+void backward(const Encoder<T, Enc>& encoder, EncoderSaved<T>& saved, const SequenceInputs& in,
+              detail::OutRef<T> d, EncoderGrad<T>& grad) {
+  BackwardWorkspace<T> ws;
+  backward(encoder, saved, in, d, grad, ws);
 }
 
 }  // namespace relpos

@@ -6,11 +6,12 @@
 // resuming the state is io/optimizer_state.hpp.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <map>
-#include <set>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -96,10 +97,15 @@ class AdamW {
   /// A name given twice, a null pointer, a negative size or a state of another size is an
   /// Error naming the parameter; nothing is updated then.
   void step(const std::vector<ParameterRef<T>>& params) {
-    std::set<std::string_view> seen;
+    // a name given twice: adjacent once sorted (in a vector kept between steps, so a warm step
+    // allocates nothing)
+    names_.clear();
+    for (const ParameterRef<T>& p : params) names_.push_back(p.name);
+    std::sort(names_.begin(), names_.end());
+    const auto twice = std::adjacent_find(names_.begin(), names_.end());
     for (const ParameterRef<T>& p : params) {
       check(p);
-      if (!seen.insert(p.name).second) {
+      if (twice != names_.end() && p.name == *twice) {
         throw Error("AdamW: parameter '" + p.name + "' given twice in one step");
       }
       const auto it = state_.find(p.name);
@@ -172,6 +178,7 @@ class AdamW {
 
   AdamWOptions options_;
   std::map<std::string, Moments> state_;
+  std::vector<std::string_view> names_;  // step()'s scratch: the parameters' names, sorted
 };
 
 /// Scales every gradient by min(1, max_norm / (‖g‖₂ + 1e-6)), ‖g‖₂ the 2-norm of all of them

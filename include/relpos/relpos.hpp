@@ -5,6 +5,7 @@
 
 #include <relpos/attention.hpp>
 #include <relpos/attention_grad.hpp>
+#include <relpos/backward_workspace.hpp>
 #include <relpos/block.hpp>
 #include <relpos/block_grad.hpp>
 #include <relpos/core.hpp>

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include <relpos/attention_grad.hpp>
+#include <relpos/backward_workspace.hpp>
 #include <relpos/core.hpp>
 #include <relpos/detail/gemm.hpp>
 #include <relpos/embedding_grad.hpp>
@@ -186,11 +187,43 @@ void check_training_batch(const Encoder<T, Enc>& e, const io::ModelConfig& confi
   }
 }
 
+}  // namespace detail
+
+/// What loss_and_gradients keeps between calls so that a second call of the same model and
+/// batch shape allocates nothing: the forward's and backward's scratch (one per slot of the
+/// batch loop), the activations and the state saved for backward, each item's gradients, and
+/// where each of them goes in Gradients. Serves one model (another model, or another batch
+/// size or kind of batch, resets it: one cold call).
+template <Scalar T>
+struct TrainingWorkspace {
+  Workspace<T> forward;
+  std::vector<BackwardWorkspace<T>> backward;  // per slot of the items' loop
+  std::vector<Matrix<T>> dh;                   // per slot: (len, d_model) ∂L/∂ of the stack
+  Tensor3<T> hidden, logits, dout;             // [batch, len, d_model | vocab_size]
+  std::vector<EncoderSaved<T>> saved;          // [batch]
+  std::vector<EmbeddingSaved<T>> embedding_saved;
+  std::vector<detail::ItemGradients<T>> item_grads;  // [batch]
+  // Each item's gradients as (data, size, index in Gradients::tensors), in one fixed order,
+  // gathered by name once (the names are built as strings, so not in every call)
+  struct Slice {
+    T* data;
+    Index size;
+    std::size_t tensor;
+  };
+  std::vector<std::vector<Slice>> slices;  // [batch]
+  std::vector<Index> tensor_sizes;         // Gradients::tensors' sizes, in order
+  const void* layout_of = nullptr;         // the encoder the layout was gathered for
+  bool layout_ids = false, layout_ce = false;
+};
+
+namespace detail {
+
 template <Scalar T, Encoding Enc>
 T encoder_loss_and_gradients(const Encoder<T, Enc>& e, const io::ModelConfig& config,
-                             const TrainingBatch<T>& tb, Gradients<T>& grads) {
+                             const TrainingBatch<T>& tb, Gradients<T>& grads,
+                             TrainingWorkspace<T>& ws) {
   if constexpr (!attention_backward_supported<Enc>) {
-    (void)e, (void)tb, (void)grads;
+    (void)e, (void)tb, (void)grads, (void)ws;
     throw Error("training: position type " + std::string(config.position_type()) +
                 " has no backward yet (its attention terms are not differentiated)");
   } else {
@@ -201,24 +234,38 @@ T encoder_loss_and_gradients(const Encoder<T, Enc>& e, const io::ModelConfig& co
     e.validate();
     const Index batch = tb.batch(), len = tb.len(), d = e.d_model();
     const bool ids = tb.input_ids != nullptr, ce = tb.targets != nullptr;
+    const auto nb = static_cast<std::size_t>(batch);
+
+    // the item gradients and their layout serve one model and one kind of batch
+    if (ws.layout_of != &e || ws.layout_ids != ids || ws.layout_ce != ce ||
+        ws.item_grads.size() != nb) {
+      ws.item_grads.clear();
+      ws.item_grads.resize(nb);
+      ws.slices.clear();
+      ws.layout_of = &e;
+      ws.layout_ids = ids;
+      ws.layout_ce = ce;
+    }
 
     // forward, keeping what backward needs: items in parallel, each on its own state
-    Tensor3<T> hidden(batch, len, d), logits, dout;
-    if (ce) logits.resize(batch, len, e.config.vocab_size);
-    std::vector<EncoderSaved<T>> saved(static_cast<std::size_t>(batch));
-    std::vector<EmbeddingSaved<T>> embedding_saved(ids ? static_cast<std::size_t>(batch) : 0);
-    Workspace<T> ws;
-    ws.for_each_item(batch, [&](Index b, SequenceWorkspace<T>& sw) {
+    Tensor3<T>& hidden = ws.hidden;
+    Tensor3<T>& logits = ws.logits;
+    Tensor3<T>& dout = ws.dout;
+    resize_like(hidden, batch, len, d);
+    if (ce) resize_like(logits, batch, len, e.config.vocab_size);
+    ws.saved.resize(nb);
+    ws.embedding_saved.resize(ids ? nb : 0);
+    ws.forward.for_each_item(batch, [&](Index b, SequenceWorkspace<T>& sw) {
       const auto k = static_cast<std::size_t>(b);
       const SequenceInputs seq = in.item(b, len);
       auto h = item(hidden, b);  // (len, d_model)
       if (ids) {
         embedding_forward_saving(e, *tb.input_ids, b, seq, tb.token_type_ids, h,
-                                 embedding_saved[k]);
+                                 ws.embedding_saved[k]);
       } else {
         h = item(*tb.input, b);
       }
-      forward_saving(e, h, seq, sw, saved[k]);
+      forward_saving(e, h, seq, sw, ws.saved[k]);
       if (ce) {
         auto z = item(logits, b);  // (len, vocab_size)
         linear<T>(h, e.head_weight, e.head_bias, z);
@@ -229,50 +276,87 @@ T encoder_loss_and_gradients(const Encoder<T, Enc>& e, const io::ModelConfig& co
     const T loss = ce ? cross_entropy(logits, *tb.targets, dout)
                       : mean_squared_error(hidden, *tb.target, dout);
 
-    // backward, items in parallel, each into gradients of its own
-    std::vector<ItemGradients<T>> item_grads(static_cast<std::size_t>(batch));
+    // backward, items in parallel, each into gradients of its own (zeroed: they accumulate)
+    for (auto& slices : ws.slices) {
+      for (const auto& s : slices) std::fill(s.data, s.data + s.size, T(0));
+    }
     if (ids) {
       grads.input.reset();
-    } else {
+    } else if (!grads.input || grads.input->dimension(0) != batch ||
+               grads.input->dimension(1) != len || grads.input->dimension(2) != d) {
       grads.input.emplace(batch, len, d);
     }
-    parallel_for(batch, [&](Index b, int) {
+    const int slots = slots_needed();
+    if (ws.backward.size() < static_cast<std::size_t>(slots)) {
+      ws.backward.resize(static_cast<std::size_t>(slots));
+      ws.dh.resize(static_cast<std::size_t>(slots));
+    }
+    auto item_backward = [&](Index b, int slot) {
       const auto k = static_cast<std::size_t>(b);
       const SequenceInputs seq = in.item(b, len);
-      Matrix<T> dh(len, d);  // ∂L/∂(the stack's output), then ∂L/∂(its input)
+      Matrix<T>& dh = ws.dh[static_cast<std::size_t>(slot)];
+      dh.resize(len, d);  // ∂L/∂(the stack's output), then ∂L/∂(its input)
       if (ce) {
         // logits = hidden·headᵀ + bias
         output_head_backward<T>(e.head_weight, item(hidden, b), item(dout, b), dh,
-                                item_grads[k].head);
+                                ws.item_grads[k].head);
       } else {
         dh = item(dout, b);
       }
-      backward(e, saved[k], seq, dh, item_grads[k].encoder);
+      backward(e, ws.saved[k], seq, dh, ws.item_grads[k].encoder,
+               ws.backward[static_cast<std::size_t>(slot)]);
       if (ids) {
-        embedding_backward(e, embedding_saved[k], *tb.input_ids, b, seq, tb.token_type_ids, dh,
-                           item_grads[k].embedding);
+        embedding_backward(e, ws.embedding_saved[k], *tb.input_ids, b, seq, tb.token_type_ids, dh,
+                           ws.item_grads[k].embedding);
       } else {
         item(*grads.input, b) = dh;
       }
-    });
+    };
+    if (batch < slots) {
+      // fewer items than threads: one item at a time, each with its heads in parallel
+      // (attention_grad.hpp); the same bits either way
+      for (Index b = 0; b < batch; ++b) item_backward(b, 0);
+    } else {
+      parallel_for(batch, item_backward);
+    }
 
     // Σ over items in item order: the same bits for any thread count
-    grads.tensors = zero_tensors<T>(config, e.config.pos_embed_rows);
-    std::unordered_map<std::string, std::size_t> index;
-    for (std::size_t n = 0; n < grads.tensors.size(); ++n) index.emplace(grads.tensors[n].name, n);
-    const auto add = [&](const std::string& name, const auto& g) {
-      if (g.size() == 0) return;  // not reached by this batch (e.g. the embedding of `input`)
-      const auto it = index.find(name);
-      RELPOS_ASSERT(it != index.end(), "training: a gradient with no tensor of the model");
-      Vector<T>& into = grads.tensors[it->second].values;
-      RELPOS_ASSERT(into.size() == g.size(), "training: a gradient of another size");
-      // row-major Matrix and Vector alike: elements in the file's order
-      into += Eigen::Map<const Vector<T>>(g.data(), g.size());
-    };
-    for (ItemGradients<T>& g : item_grads) {
-      g.encoder.for_each(add);
-      if (ids) g.embedding.for_each(add);
-      if (ce) g.head.for_each(add);
+    bool same_tensors = !ws.slices.empty() && grads.tensors.size() == ws.tensor_sizes.size();
+    for (std::size_t n = 0; same_tensors && n < grads.tensors.size(); ++n)
+      same_tensors = grads.tensors[n].values.size() == ws.tensor_sizes[n];
+    if (!same_tensors) grads.tensors = zero_tensors<T>(config, e.config.pos_embed_rows);
+    if (ws.slices.empty()) {
+      // the first call: every tensor's place by name, and each item's gradients in it
+      ws.tensor_sizes.clear();
+      for (const NamedTensor<T>& t : grads.tensors) ws.tensor_sizes.push_back(t.values.size());
+      std::unordered_map<std::string, std::size_t> index;
+      for (std::size_t n = 0; n < grads.tensors.size(); ++n)
+        index.emplace(grads.tensors[n].name, n);
+      ws.slices.resize(nb);
+      for (std::size_t k = 0; k < nb; ++k) {
+        auto& slices = ws.slices[k];
+        const auto add = [&](const std::string& name, auto& g) {
+          if (g.size() == 0) return;  // not reached by this batch (e.g. the embedding of `input`)
+          const auto it = index.find(name);
+          RELPOS_ASSERT(it != index.end(), "training: a gradient with no tensor of the model");
+          RELPOS_ASSERT(grads.tensors[it->second].values.size() == g.size(),
+                        "training: a gradient of another size");
+          slices.push_back({g.data(), static_cast<Index>(g.size()), it->second});
+        };
+        ItemGradients<T>& g = ws.item_grads[k];
+        g.encoder.for_each(add);
+        if (ids) g.embedding.for_each(add);
+        if (ce) g.head.for_each(add);
+      }
+    } else if (same_tensors) {
+      // the same model's gradients (zero_tensors' names and shapes): zeroed in place
+      for (NamedTensor<T>& t : grads.tensors) t.values.setZero();
+    }
+    for (const auto& slices : ws.slices) {
+      for (const auto& s : slices) {
+        // row-major Matrix and Vector alike: elements in the file's order
+        grads.tensors[s.tensor].values += Eigen::Map<const Vector<T>>(s.data, s.size);
+      }
     }
     return loss;
   }
@@ -285,10 +369,17 @@ T encoder_loss_and_gradients(const Encoder<T, Enc>& e, const io::ModelConfig& co
 /// (replaced), ∂L/∂input too when the batch gives `input`. A position type without a backward
 /// yet (xl, kerple, deberta) throws Error naming it; so does a malformed batch, before any work.
 template <Scalar T>
-T loss_and_gradients(const Model<T>& model, const TrainingBatch<T>& batch, Gradients<T>& grads) {
+T loss_and_gradients(const Model<T>& model, const TrainingBatch<T>& batch, Gradients<T>& grads,
+                     TrainingWorkspace<T>& ws) {
   return model.visit([&](const auto& encoder) {
-    return detail::encoder_loss_and_gradients(encoder, model.config(), batch, grads);
+    return detail::encoder_loss_and_gradients(encoder, model.config(), batch, grads, ws);
   });
+}
+/// As above, with a workspace of its own (allocated per call).
+template <Scalar T>
+T loss_and_gradients(const Model<T>& model, const TrainingBatch<T>& batch, Gradients<T>& grads) {
+  TrainingWorkspace<T> ws;
+  return loss_and_gradients(model, batch, grads, ws);
 }
 
 /// A training file's contents (spec §6): the inputs of spec §5 and exactly one of `targets`
@@ -328,25 +419,60 @@ Tensor3<T> select_tensor_rows(const Tensor3<T>& a, std::span<const Index> rows) 
 }
 }  // namespace detail
 
-/// The rows `rows` of `data` (each in [0, data.rows()), repeats allowed), in that order: the
-/// batch of one step of `relpos-train fit`.
+namespace detail {
+// into = a's rows `rows`, in into's storage when it has the shape already (else reallocated);
+// empty when a is
+template <class A>
+void select_rows_into(const std::optional<A>& a, std::span<const Index> rows,
+                      std::optional<A>& into) {
+  if (!a) {
+    into.reset();
+    return;
+  }
+  const auto n = static_cast<Index>(rows.size());
+  if (!into || into->rows() != n || into->cols() != a->cols()) into.emplace(n, a->cols());
+  for (Index r = 0; r < n; ++r) into->row(r) = a->row(rows[static_cast<std::size_t>(r)]);
+}
 template <Scalar T>
-TrainingData<T> select_rows(const TrainingData<T>& data, std::span<const Index> rows) {
+void select_rows_into(const std::optional<Tensor3<T>>& a, std::span<const Index> rows,
+                      std::optional<Tensor3<T>>& into) {
+  if (!a) {
+    into.reset();
+    return;
+  }
+  const auto n = static_cast<Index>(rows.size());
+  if (!into || into->dimension(0) != n || into->dimension(1) != a->dimension(1) ||
+      into->dimension(2) != a->dimension(2))
+    into.emplace(n, a->dimension(1), a->dimension(2));
+  for (Index r = 0; r < n; ++r) item(*into, r) = item(*a, rows[static_cast<std::size_t>(r)]);
+}
+}  // namespace detail
+
+/// out = the rows `rows` of `data` (each in [0, data.rows()), repeats allowed), in that order,
+/// reusing out's storage when its shapes match (a step of `fit` allocates nothing for it).
+template <Scalar T>
+void select_rows(const TrainingData<T>& data, std::span<const Index> rows, TrainingData<T>& out) {
   for (const Index r : rows) {
     if (r < 0 || r >= data.rows())
       throw Error("select_rows: row " + std::to_string(r) + " is outside [0, " +
                   std::to_string(data.rows()) + ")");
   }
-  TrainingData<T> out;
   const ModelInputs<T>& in = data.inputs;
-  if (in.input) out.inputs.input = detail::select_tensor_rows(*in.input, rows);
-  if (in.input_ids) out.inputs.input_ids = detail::select_array_rows(*in.input_ids, rows);
-  if (in.padding_mask) out.inputs.padding_mask = detail::select_array_rows(*in.padding_mask, rows);
-  if (in.position_ids) out.inputs.position_ids = detail::select_array_rows(*in.position_ids, rows);
-  if (in.token_type_ids)
-    out.inputs.token_type_ids = detail::select_array_rows(*in.token_type_ids, rows);
-  if (data.targets) out.targets = detail::select_array_rows(*data.targets, rows);
-  if (data.target) out.target = detail::select_tensor_rows(*data.target, rows);
+  detail::select_rows_into(in.input, rows, out.inputs.input);
+  detail::select_rows_into(in.input_ids, rows, out.inputs.input_ids);
+  detail::select_rows_into(in.padding_mask, rows, out.inputs.padding_mask);
+  detail::select_rows_into(in.position_ids, rows, out.inputs.position_ids);
+  detail::select_rows_into(in.token_type_ids, rows, out.inputs.token_type_ids);
+  detail::select_rows_into(data.targets, rows, out.targets);
+  detail::select_rows_into(data.target, rows, out.target);
+}
+
+/// The rows `rows` of `data` (each in [0, data.rows()), repeats allowed), in that order: the
+/// batch of one step of `relpos-train fit`.
+template <Scalar T>
+TrainingData<T> select_rows(const TrainingData<T>& data, std::span<const Index> rows) {
+  TrainingData<T> out;
+  select_rows(data, rows, out);
   return out;
 }
 
@@ -490,6 +616,10 @@ class TrainableModel {
   T loss_and_gradients(const TrainingBatch<T>& batch, Gradients<T>& grads) {
     return relpos::loss_and_gradients(model(), batch, grads);
   }
+  T loss_and_gradients(const TrainingBatch<T>& batch, Gradients<T>& grads,
+                       TrainingWorkspace<T>& ws) {
+    return relpos::loss_and_gradients(model(), batch, grads, ws);
+  }
 
   /// Keeps the parameters a config requires to be in a domain there after an update: KERPLE's
   /// r1, r2 >= 0.01, and r2 <= 2 in the power form (spec §6), so the model stays loadable.
@@ -584,7 +714,10 @@ void fit(TrainableModel<T>& model, const TrainingData<T>& data, const FitOptions
                 std::to_string(*options.clip_norm));
   }
   AdamW<T> optimizer(options.adamw);
+  // kept between steps, so that a warm step reuses their storage
   Gradients<T> grads;
+  TrainingWorkspace<T> ws;
+  TrainingData<T> step_data;
   std::vector<Index> picked(static_cast<std::size_t>(options.batch));
   std::vector<ParameterRef<T>> params;
   for (Index t = 0; t < options.steps; ++t) {
@@ -593,11 +726,21 @@ void fit(TrainableModel<T>& model, const TrainingData<T>& data, const FitOptions
       const Index tb = (t % rows) * (options.batch % rows) % rows;
       picked[static_cast<std::size_t>(i)] = (tb + i) % rows;
     }
-    const TrainingData<T> step_data = select_rows(data, picked);
-    const T loss = model.loss_and_gradients(step_data.batch(), grads);
-    params.clear();
+    select_rows(data, picked, step_data);
+    const T loss = model.loss_and_gradients(step_data.batch(), grads, ws);
+    // the names are copied once; later steps only refresh the pointers
+    std::size_t n = 0;
+    const bool named = !params.empty();
     model.for_each_parameter(grads, [&](const std::string& name, T* value, T* grad, Index size) {
-      params.push_back({name, value, grad, size});
+      if (named) {
+        RELPOS_ASSERT(n < params.size() && params[n].name == name, "fit: parameters reordered");
+        ParameterRef<T>& p = params[n++];
+        p.value = value;
+        p.grad = grad;
+        p.size = size;
+      } else {
+        params.push_back({name, value, grad, size});
+      }
     });
     if (options.clip_norm) clip_grad_norm(params, *options.clip_norm);
     optimizer.step(params);

@@ -97,6 +97,26 @@ void gemm_accumulate(ConstMatrixRef<T> a, const T* b, Index ldb, MatrixRef<T> c,
                                                                           blocking);
 }
 
+/// c += aᵀ · b with c row-major (m, n), a row-major (k, m) (so aᵀ is column-major, read in
+/// place), b row-major (k, n): the weight gradients' product (backward), with the same kept
+/// packing buffers as gemm_accumulate.
+template <class T>
+void gemm_accumulate_tn(ConstMatrixRef<T> a, ConstMatrixRef<T> b, MatrixRef<T> c) {
+  const Index m = c.rows(), n = c.cols(), k = a.rows();
+  Index kc = k, mc = n, nc = m;
+  Eigen::internal::computeProductBlockingSizes<T, T, 1, Index>(kc, mc, nc, Index{1});
+  const std::size_t size_a = static_cast<std::size_t>(kc * std::min(mc, n));
+  const std::size_t size_b = static_cast<std::size_t>(kc * std::min(nc, m));
+  PackingBuffers<T>& buffers = packing_buffers<T>();
+  PackingBlocking<T> blocking(mc, nc, kc, PackingBuffers<T>::reserve(buffers.a, size_a),
+                              PackingBuffers<T>::reserve(buffers.b, size_b));
+  Eigen::internal::general_matrix_matrix_product<Index, T, Eigen::ColMajor, false, T,
+                                                 Eigen::RowMajor, false, Eigen::RowMajor,
+                                                 1>::run(m, n, k, a.data(), a.outerStride(),
+                                                         b.data(), b.outerStride(), c.data(), 1,
+                                                         c.outerStride(), T(1), blocking);
+}
+
 // Products Eigen would not run through its blocked GEMM (vectors, tiny or empty shapes) keep
 // the expression path, as Eigen's own product dispatch does.
 inline bool blocked_gemm_shape(Index m, Index n, Index k) {
@@ -171,6 +191,24 @@ void matmul_nn(ConstMatrixRef<T> a, ConstMatrixRef<T> b, MatrixRef<T> c, bool ac
     c.noalias() += a * b;
   } else {
     c.noalias() = a * b;
+  }
+}
+
+/// c = aᵀ · b, or c += aᵀ · b when accumulate. a: (k, m), b: (k, n), c: (m, n); no aliasing.
+/// A sum over the rows (tokens) of outer products: the weight gradients of backward.
+template <Scalar T>
+void matmul_tn(ConstMatrixRef<T> a, ConstMatrixRef<T> b, MatrixRef<T> c, bool accumulate = false) {
+#if RELPOS_DETAIL_GEMM_REUSES_PACKING
+  if (blocked_gemm_shape(c.rows(), c.cols(), a.rows())) {
+    if (!accumulate) c.setZero();
+    gemm_accumulate_tn<T>(a, b, c);
+    return;
+  }
+#endif
+  if (accumulate) {
+    c.noalias() += a.transpose() * b;
+  } else {
+    c.noalias() = a.transpose() * b;
   }
 }
 

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <string>
 
+#include <relpos/backward_workspace.hpp>
 #include <relpos/core.hpp>
 #include <relpos/detail/shape_checks.hpp>
 #include <relpos/detail/skew.hpp>
@@ -50,7 +51,11 @@ class HeadKeyTermsBackward {
   using IndexMatrix = Eigen::Matrix<std::int32_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   static constexpr bool kXl = HasXlBiases<Enc>;
 
-  HeadKeyTermsBackward(const Enc& enc, const Positions& p, Index rows, Index n_heads, Index d_head)
+  /// The call's state, shared by its heads: the rows r(c), and the call's sums ∂L/∂r(c) (R,
+  /// n_heads·d_head) and xl's ∂L/∂u, ∂L/∂v (n_heads, d_head) in `scratch`, zeroed here, which
+  /// each head's task writes its own columns / row of.
+  HeadKeyTermsBackward(const Enc& enc, const Positions& p, Index n_heads, Index d_head,
+                       AttentionBackwardScratch<T>& scratch)
       : enc_(enc), p_(p), dh_(d_head) {
     active_ = p.len > 0 && head_key_term_active(enc);
     if (!active_) return;
@@ -69,16 +74,32 @@ class HeadKeyTermsBackward {
                   shape_string(count, n_heads * d_head) + ", got " +
                   shape_string(rows_.view().rows(), rows_.view().cols()));
     }
-    by_distance_.resize(rows, count);
-    if (!banded_) index_.resize(rows, p.len);
-    grad_rows_ = Matrix<T>::Zero(count, n_heads * d_head);
+    scratch.grad_rows.setZero(count, n_heads * d_head);
+    grad_rows_ = &scratch.grad_rows;
     if constexpr (kXl) {
-      sums_.resize(count);
-      vr_.resize(count);
-      uk_.resize(p.len);
-      du_ = Matrix<T>::Zero(n_heads, d_head);
-      dv_ = Matrix<T>::Zero(n_heads, d_head);
+      scratch.du.setZero(n_heads, d_head);
+      scratch.dv.setZero(n_heads, d_head);
+      du_ = &scratch.du;
+      dv_ = &scratch.dv;
     }
+  }
+
+  /// A copy of the call's state for one head's task, its temporaries in `slot` (blocks of up
+  /// to `rows` query rows).
+  HeadKeyTermsBackward bind(HeadBackwardSlot<T>& slot, Index rows) const {
+    HeadKeyTermsBackward r = *this;
+    if (!active_) return r;
+    const Index count = range_.count();
+    slot.by_distance.resize(rows, count);
+    if (!banded_) slot.index.resize(rows, p_.len);
+    r.slot_ = &slot;
+    if constexpr (kXl) {
+      slot.sums.resize(count);
+      slot.vr.resize(count);
+      slot.uk.resize(p_.len);
+      slot.column_sums.resize(p_.len);
+    }
+    return r;
   }
 
   bool active() const { return active_; }
@@ -89,9 +110,9 @@ class HeadKeyTermsBackward {
     h_ = h;
     if constexpr (kXl) {
       if (!active_) return;
-      vr_.noalias() = head_rows(0, range_.count()) * enc_.position_bias().row(h).transpose();
-      uk_.noalias() = k * enc_.content_bias().row(h).transpose();
-      sums_.setZero();
+      slot_->vr.noalias() = head_rows(0, range_.count()) * enc_.position_bias().row(h).transpose();
+      slot_->uk.noalias() = k * enc_.content_bias().row(h).transpose();
+      slot_->sums.setZero();
     } else {
       (void)k;
     }
@@ -102,7 +123,7 @@ class HeadKeyTermsBackward {
     if (!active_) return;
     r0_ = r0;
     n_ = n;
-    const BlockWindow w = block_window(enc_, p_, r0, n, banded_, index_);
+    const BlockWindow w = block_window(enc_, p_, r0, n, banded_, slot_->index);
     lo_ = w.lo;
     count_ = w.count;
     bands_ = w.bands;
@@ -113,11 +134,11 @@ class HeadKeyTermsBackward {
   template <class Q, class S>
   void add_scores(const Q& qb, S& s) {
     if (!active_) return;
-    auto w = by_distance_.topLeftCorner(n_, count_);  // (n, R_window)
+    auto w = slot_->by_distance.topLeftCorner(n_, count_);  // (n, R_window)
     w.noalias() = qb * window().transpose();
-    if constexpr (kXl) w.rowwise() += vr_.segment(lo_ - range_.lo, count_).transpose();
+    if constexpr (kXl) w.rowwise() += slot_->vr.segment(lo_ - range_.lo, count_).transpose();
     gather(s, w);
-    if constexpr (kXl) s.rowwise() += uk_.transpose();
+    if constexpr (kXl) s.rowwise() += slot_->uk.transpose();
   }
 
   /// From ds (n, len) = ∂L/∂(the score before the 1/√d_head): dqb (n, d_head) += Σ_j ds_ij
@@ -126,15 +147,16 @@ class HeadKeyTermsBackward {
   template <class S, class Q, class K, class DQ, class DK>
   void backward(const S& ds, const Q& qb, const K& k, DQ&& dqb, DK&& dk) {
     if (!active_) return;
-    auto w = by_distance_.topLeftCorner(n_, count_);
+    auto w = slot_->by_distance.topLeftCorner(n_, count_);
     scatter(w, ds);
     dqb.noalias() += w * window();
-    grad_rows_.block(lo_ - range_.lo, h_ * dh_, count_, dh_).noalias() += w.transpose() * qb;
+    grad_rows_->block(lo_ - range_.lo, h_ * dh_, count_, dh_).noalias() += w.transpose() * qb;
     if constexpr (kXl) {
-      sums_.segment(lo_ - range_.lo, count_) += w.colwise().sum().transpose();
-      const RowVector<T> column_sums = ds.colwise().sum();  // (1, len): Σ_i ds_ij
+      slot_->sums.segment(lo_ - range_.lo, count_) += w.colwise().sum().transpose();
+      RowVector<T>& column_sums = slot_->column_sums;  // (1, len): Σ_i ds_ij
+      column_sums.noalias() = ds.colwise().sum();
       dk.noalias() += column_sums.transpose() * enc_.content_bias().row(h_);
-      du_.row(h_).noalias() += column_sums * k;
+      du_->row(h_).noalias() += column_sums * k;
     } else {
       (void)k, (void)dk;
     }
@@ -145,18 +167,26 @@ class HeadKeyTermsBackward {
     if constexpr (kXl) {
       if (!active_) return;
       const Index count = range_.count();
-      grad_rows_.middleCols(h_ * dh_, dh_).noalias() += sums_ * enc_.position_bias().row(h_);
-      dv_.row(h_).noalias() += sums_.transpose() * head_rows(0, count);
+      grad_rows_->middleCols(h_ * dh_, dh_).noalias() += slot_->sums * enc_.position_bias().row(h_);
+      dv_->row(h_).noalias() += slot_->sums.transpose() * head_rows(0, count);
     }
   }
 
   /// Hands the sums to the encoding: ∂L/∂r(c) to head_key_rows_backward (xl: into grad_rows,
   /// the layer's r_net.weight gradient), ∂L/∂u and ∂L/∂v to position_biases_backward.
-  void finish(Matrix<T>& grad_rows, Matrix<T>& grad_u, Matrix<T>& grad_v) const {
+  void finish(Matrix<T>& grad_rows, Matrix<T>& grad_u, Matrix<T>& grad_v,
+              EncodingBackwardScratch<T>& scratch) const {
     if (!active_) return;
-    enc_.head_key_rows_backward(range_.lo, range_.hi, grad_rows_, grad_rows);
+    if constexpr (requires {
+                    enc_.head_key_rows_backward(range_.lo, range_.hi, *grad_rows_, grad_rows,
+                                                scratch);
+                  }) {
+      enc_.head_key_rows_backward(range_.lo, range_.hi, *grad_rows_, grad_rows, scratch);
+    } else {
+      enc_.head_key_rows_backward(range_.lo, range_.hi, *grad_rows_, grad_rows);
+    }
     if constexpr (kXl) {
-      enc_.position_biases_backward(du_, dv_, grad_u, grad_v);
+      enc_.position_biases_backward(*du_, *dv_, grad_u, grad_v);
     } else {
       (void)grad_u, (void)grad_v;
     }
@@ -175,7 +205,7 @@ class HeadKeyTermsBackward {
     if (banded_) {
       gather_add(s, w, bands_);
     } else {
-      gather_add(s, w, index_.topRows(n_));
+      gather_add(s, w, slot_->index.topRows(n_));
     }
   }
   // w(i, c − lo_) = Σ_{j: c_ij = c} a(i, j)
@@ -184,7 +214,7 @@ class HeadKeyTermsBackward {
     if (banded_) {
       scatter_by_distance(w, a, bands_);
     } else {
-      scatter_by_distance(w, a, index_.topRows(n_));
+      scatter_by_distance(w, a, slot_->index.topRows(n_));
     }
   }
 
@@ -192,15 +222,13 @@ class HeadKeyTermsBackward {
   const Positions& p_;
   Index dh_;
   bool active_ = false, banded_ = false;
-  DistanceRange range_;    // the call's clamped distances
-  DistanceRows<T> rows_;   // (R, n_heads·d_head): r(c) for range_
-  Matrix<T> grad_rows_;    // (R, n_heads·d_head): ∂L/∂r(c)
-  Matrix<T> by_distance_;  // (rows, R): a block's sums per distance
-  IndexMatrix index_;      // (rows, len): c_ij − lo_, not banded
-  Vector<T> sums_;         // xl (R): S_h(c) of the current head
-  Vector<T> vr_;           // xl (R): v_h·r_h(c)
-  Vector<T> uk_;           // xl (len): u_h·k_j
-  Matrix<T> du_, dv_;      // xl (n_heads, d_head)
+  DistanceRange range_;                  // the call's clamped distances
+  DistanceRows<T> rows_;                 // (R, n_heads·d_head): r(c) for range_
+  Matrix<T>* grad_rows_ = nullptr;       // (R, n_heads·d_head): ∂L/∂r(c), the call's
+  Matrix<T>* du_ = nullptr;              // xl (n_heads, d_head): the call's ∂L/∂u
+  Matrix<T>* dv_ = nullptr;              // xl: ∂L/∂v
+  HeadBackwardSlot<T>* slot_ = nullptr;  // the task's temporaries: by_distance (rows, R),
+                                         // index (rows, len), xl's sums, vr (R), uk (len)
   Index h_ = 0, r0_ = 0, n_ = 0;
   std::int64_t lo_ = 0;  // the block's window [lo_, lo_ + count_)
   Index count_ = 1;

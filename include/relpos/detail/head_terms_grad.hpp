@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <vector>
 
+#include <relpos/backward_workspace.hpp>
 #include <relpos/core.hpp>
 #include <relpos/detail/skew.hpp>
 #include <relpos/encodings/concept.hpp>
@@ -34,7 +35,11 @@ class HeadTermsBackward {
   using IndexMatrix = Eigen::Matrix<std::int32_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   static constexpr Index kKeyBlock = 64;
 
-  HeadTermsBackward(const Enc& enc, const Positions& p, Index rows, Index n_heads, Index d_head)
+  /// The call's state, shared by its heads: the rows, and the call's sums of their gradients
+  /// (R, n_heads·d_head) in `scratch`, zeroed here, which each head's task writes its own
+  /// columns of.
+  HeadTermsBackward(const Enc& enc, const Positions& p, Index n_heads, Index d_head,
+                    AttentionBackwardScratch<T>& scratch)
       : enc_(enc), p_(p), dh_(d_head) {
     if constexpr (HasHeadKeyTerm<Enc>) {
       if constexpr (requires { enc.uses_head_keys(); }) {
@@ -56,28 +61,41 @@ class HeadTermsBackward {
     if constexpr (HasHeadKeyTerm<Enc>) {
       if (keys_) {
         key_rows_ = enc.head_key_rows(range_.lo, range_.hi);
-        grad_key_ = Matrix<T>::Zero(count, n_heads * d_head);
+        scratch.grad_rows.setZero(count, n_heads * d_head);
+        grad_key_ = &scratch.grad_rows;
       }
     }
     if constexpr (HasHeadQueryTerm<Enc>) {
       if (queries_) {
         query_rows_ = enc.head_query_rows(range_.lo, range_.hi);
-        grad_query_ = Matrix<T>::Zero(count, n_heads * d_head);
+        scratch.grad_query_rows.setZero(count, n_heads * d_head);
+        grad_query_ = &scratch.grad_query_rows;
       }
     }
     // contiguous positions: c_ij depends on j − i only, one clamp per distance of the call
     contiguous_ = true;
     for (Index i = 1; i < p.len; ++i) contiguous_ = contiguous_ && p[i] == p[i - 1] + 1;
     if (contiguous_) {
-      lut_.resize(static_cast<std::size_t>(2 * p.len - 1));
+      scratch.lut.resize(static_cast<std::size_t>(2 * p.len - 1));
       for (Index t = 0; t < 2 * p.len - 1; ++t) {
-        lut_[static_cast<std::size_t>(t)] =
+        scratch.lut[static_cast<std::size_t>(t)] =
             static_cast<std::int32_t>(enc.clamp_distance(t - (p.len - 1)) - range_.lo);
       }
     }
-    index_.resize(rows, p.len);
-    by_distance_.resize(rows, count);
-    by_key_.resize(kKeyBlock, count);  // a tile's window is at most the call's
+    lut_ = scratch.lut.data();
+  }
+
+  /// A copy of the call's state for one head's task, its temporaries in `slot` (blocks of up
+  /// to `rows` query rows).
+  HeadTermsBackward bind(HeadBackwardSlot<T>& slot, Index rows) const {
+    HeadTermsBackward r = *this;
+    if (p_.len == 0 || !active()) return r;
+    const Index count = range_.count();
+    slot.index.resize(rows, p_.len);
+    slot.by_distance.resize(rows, count);
+    slot.by_key.resize(kKeyBlock, count);  // a tile's window is at most the call's
+    r.slot_ = &slot;
+    return r;
   }
 
   bool active() const { return keys_ || queries_; }
@@ -88,12 +106,13 @@ class HeadTermsBackward {
     const Index len = p_.len;
     for (Index i = 0; i < n; ++i) {
       if (contiguous_) {
-        const std::int32_t* row = lut_.data() + (len - 1 - (r0 + i));  // δ = j − (r0 + i)
-        for (Index j = 0; j < len; ++j) index_(i, j) = row[j];
+        const std::int32_t* row = lut_ + (len - 1 - (r0 + i));  // δ = j − (r0 + i)
+        for (Index j = 0; j < len; ++j) slot_->index(i, j) = row[j];
       } else {
         const std::int64_t pi = p_[r0 + i];
         for (Index j = 0; j < len; ++j) {
-          index_(i, j) = static_cast<std::int32_t>(enc_.clamp_distance(p_[j] - pi) - range_.lo);
+          slot_->index(i, j) =
+              static_cast<std::int32_t>(enc_.clamp_distance(p_[j] - pi) - range_.lo);
         }
       }
     }
@@ -105,10 +124,10 @@ class HeadTermsBackward {
   void add_scores(Index h, const Q& qb, const K& k, S& s) {
     if (keys_) {
       const auto [lo, count] = window(0, p_.len);
-      auto w = by_distance_.topLeftCorner(n_, count);  // (n, R_block)
+      auto w = slot_->by_distance.topLeftCorner(n_, count);  // (n, R_block)
       w.noalias() = qb * rows(key_rows_, h, lo, count).transpose();
       for (Index i = 0; i < n_; ++i) {
-        for (Index j = 0; j < p_.len; ++j) s(i, j) += w(i, index_(i, j) - lo);
+        for (Index j = 0; j < p_.len; ++j) s(i, j) += w(i, slot_->index(i, j) - lo);
       }
     }
     if (queries_) {
@@ -118,7 +137,7 @@ class HeadTermsBackward {
         auto w = key_block(tb, count);  // (tb, R_tile): k_j · u_h(c)
         w.noalias() = k.middleRows(t0, tb) * rows(query_rows_, h, lo, count).transpose();
         for (Index i = 0; i < n_; ++i) {
-          for (Index t = 0; t < tb; ++t) s(i, t0 + t) += w(t, index_(i, t0 + t) - lo);
+          for (Index t = 0; t < tb; ++t) s(i, t0 + t) += w(t, slot_->index(i, t0 + t) - lo);
         }
       }
     }
@@ -130,13 +149,13 @@ class HeadTermsBackward {
   void backward(Index h, const S& ds, const Q& qb, const K& k, DQ&& dqb, DK&& dk) {
     if (keys_) {
       const auto [lo, count] = window(0, p_.len);
-      auto w = by_distance_.topLeftCorner(n_, count);  // (n, R_block): Σ_{c_ij = c} ds_ij
+      auto w = slot_->by_distance.topLeftCorner(n_, count);  // (n, R_block): Σ_{c_ij = c} ds_ij
       w.setZero();
       for (Index i = 0; i < n_; ++i) {
-        for (Index j = 0; j < p_.len; ++j) w(i, index_(i, j) - lo) += ds(i, j);
+        for (Index j = 0; j < p_.len; ++j) w(i, slot_->index(i, j) - lo) += ds(i, j);
       }
       dqb.noalias() += w * rows(key_rows_, h, lo, count);
-      grad_key_.block(lo, h * dh_, count, dh_).noalias() += w.transpose() * qb;
+      grad_key_->block(lo, h * dh_, count, dh_).noalias() += w.transpose() * qb;
     }
     if (queries_) {
       for (Index t0 = 0; t0 < p_.len; t0 += kKeyBlock) {
@@ -145,10 +164,10 @@ class HeadTermsBackward {
         auto w = key_block(tb, count);  // (tb, R_tile): Σ_{i: c_ij = c} ds_ij, by key
         w.setZero();
         for (Index i = 0; i < n_; ++i) {
-          for (Index t = 0; t < tb; ++t) w(t, index_(i, t0 + t) - lo) += ds(i, t0 + t);
+          for (Index t = 0; t < tb; ++t) w(t, slot_->index(i, t0 + t) - lo) += ds(i, t0 + t);
         }
         dk.middleRows(t0, tb).noalias() += w * rows(query_rows_, h, lo, count);
-        grad_query_.block(lo, h * dh_, count, dh_).noalias() +=
+        grad_query_->block(lo, h * dh_, count, dh_).noalias() +=
             w.transpose() * k.middleRows(t0, tb);
       }
     }
@@ -157,10 +176,20 @@ class HeadTermsBackward {
   /// Hands the per-distance sums to the encoding (DeBERTa: DebertaRelative::head_rows_backward,
   /// which chains them into its projections and relative embeddings).
   template <class Grad>
-  void finish(const Matrix<T>& in_proj_weight, const Vector<T>& in_proj_bias, Grad& grad) const {
+  void finish(const Matrix<T>& in_proj_weight, const Vector<T>& in_proj_bias, Grad& grad,
+              EncodingBackwardScratch<T>& scratch) const {
     if (p_.len == 0 || !active()) return;
-    enc_.head_rows_backward(range_.lo, range_.hi, grad_key_, grad_query_, in_proj_weight,
-                            in_proj_bias, grad);
+    const Matrix<T>& gk = keys_ ? *grad_key_ : empty_;
+    const Matrix<T>& gq = queries_ ? *grad_query_ : empty_;
+    if constexpr (requires {
+                    enc_.head_rows_backward(range_.lo, range_.hi, gk, gq, in_proj_weight,
+                                            in_proj_bias, grad, scratch);
+                  }) {
+      enc_.head_rows_backward(range_.lo, range_.hi, gk, gq, in_proj_weight, in_proj_bias, grad,
+                              scratch);
+    } else {
+      enc_.head_rows_backward(range_.lo, range_.hi, gk, gq, in_proj_weight, in_proj_bias, grad);
+    }
   }
 
  private:
@@ -170,9 +199,9 @@ class HeadTermsBackward {
   // The distances the block's pairs with keys [t0, t0 + tb) use (the clamp is monotone, so
   // the smallest and largest column of the block's index bound them).
   Window window(Index t0, Index tb) const {
-    std::int32_t lo = index_(0, t0), hi = lo;
+    std::int32_t lo = slot_->index(0, t0), hi = lo;
     for (Index i = 0; i < n_; ++i) {
-      const auto seg = index_.row(i).segment(t0, tb);
+      const auto seg = slot_->index.row(i).segment(t0, tb);
       lo = std::min(lo, seg.minCoeff());
       hi = std::max(hi, seg.maxCoeff());
     }
@@ -182,7 +211,7 @@ class HeadTermsBackward {
   auto rows(const DistanceRows<T>& all, Index h, Index lo, Index count) const {
     return all.view().block(lo, h * dh_, count, dh_);
   }
-  auto key_block(Index tb, Index count) { return by_key_.topLeftCorner(tb, count); }
+  auto key_block(Index tb, Index count) { return slot_->by_key.topLeftCorner(tb, count); }
 
   const Enc& enc_;
   const Positions& p_;
@@ -190,11 +219,12 @@ class HeadTermsBackward {
   bool keys_ = false, queries_ = false, contiguous_ = false;
   DistanceRange range_;                    // the call's clamped distances
   DistanceRows<T> key_rows_, query_rows_;  // (R, n_heads·d_head) for range_
-  Matrix<T> grad_key_, grad_query_;        // (R, n_heads·d_head): ∂L/∂ of those rows
-  std::vector<std::int32_t> lut_;          // contiguous: c − lo for δ = t − (len − 1)
-  IndexMatrix index_;                      // (rows, len): c_ij − lo of the block
-  Matrix<T> by_distance_;                  // (rows, R): the key term's sums per distance
-  Matrix<T> by_key_;                       // (kKeyBlock, R_tile): the query term's, by key
+  Matrix<T>* grad_key_ = nullptr;  // (R, n_heads·d_head): ∂L/∂ of those rows, the call's
+  Matrix<T>* grad_query_ = nullptr;
+  Matrix<T> empty_;                    // the gradient of a term that is off (never read)
+  const std::int32_t* lut_ = nullptr;  // contiguous (2·len − 1): c − lo for δ = t − (len − 1)
+  HeadBackwardSlot<T>* slot_ = nullptr;  // the task's: index (rows, len), by_distance (rows, R),
+                                         // by_key (kKeyBlock, R_tile)
   Index n_ = 0;
 };
 

@@ -23,10 +23,11 @@ template <Scalar T>
 using OutRef = std::type_identity_t<MatrixRef<T>>;
 
 /// c += aᵀ · b. a: (k, m), b: (k, n), c: (m, n); no aliasing. The weight gradient's product
-/// (a sum over the rows, i.e. tokens, of outer products); Eigen's expression path.
+/// (a sum over the rows, i.e. tokens, of outer products), with the kept packing buffers of
+/// detail/gemm.hpp (a warm backward allocates nothing for it).
 template <Scalar T>
 void matmul_tn_accumulate(ConstMatrixRef<T> a, ConstMatrixRef<T> b, MatrixRef<T> c) {
-  c.noalias() += a.transpose() * b;
+  matmul_tn<T>(a, b, c, /*accumulate=*/true);
 }
 
 /// Gradients accumulate (over batch items, and over layers for a shared table), so one that

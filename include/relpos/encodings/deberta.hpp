@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include <relpos/backward_workspace.hpp>
 #include <relpos/core.hpp>
 #include <relpos/detail/checker.hpp>
 #include <relpos/detail/shape_checks.hpp>
@@ -260,6 +261,15 @@ class DebertaRelative {
   void head_rows_backward(std::int64_t lo, std::int64_t hi, const Matrix<T>& gk,
                           const Matrix<T>& gq, const Matrix<T>& in_proj_weight,
                           const Vector<T>& in_proj_bias, Grad& grad) const {
+    detail::EncodingBackwardScratch<T> scratch;
+    head_rows_backward(lo, hi, gk, gq, in_proj_weight, in_proj_bias, grad, scratch);
+  }
+  /// The same with its temporaries in `scratch`: no allocation when warm.
+  template <class Grad>
+  void head_rows_backward(std::int64_t lo, std::int64_t hi, const Matrix<T>& gk,
+                          const Matrix<T>& gq, const Matrix<T>& in_proj_weight,
+                          const Vector<T>& in_proj_bias, Grad& grad,
+                          detail::EncodingBackwardScratch<T>& scratch) const {
     const Index s = config_.position_buckets, d = embeddings_->rel.cols();
     RELPOS_ASSERT(1 - s <= lo && lo <= hi && hi <= s, "DebertaRelative: distance not clamped");
     if (config_.rel_norm && embeddings_->raw.size() == 0) {
@@ -273,9 +283,11 @@ class DebertaRelative {
                   std::to_string(d) + "], got [" + std::to_string(in_proj_weight.rows()) + ", " +
                   std::to_string(in_proj_weight.cols()) + "]");
     }
-    const Matrix<T>& rn = embeddings_->rel;       // (2S, d_model)
-    Matrix<T> g_rel = Matrix<T>::Zero(2 * s, d);  // ∂L/∂Rn from both projections
-    Matrix<T> g_p(2 * s, d);                      // ∂L/∂P in P's row order (row S − b)
+    const Matrix<T>& rn = embeddings_->rel;  // (2S, d_model)
+    Matrix<T>& g_rel = scratch.a;            // (2S, d_model): ∂L/∂Rn from both projections
+    g_rel.setZero(2 * s, d);
+    Matrix<T>& g_p = scratch.b;  // (2S, d_model): ∂L/∂P in P's row order (row S − b)
+    g_p.resize(2 * s, d);
     // P = Rn·Wᵀ + b, W rows [first, first + d) of in_proj (shared) or the layer's own
     const auto chain = [&](const Matrix<T>& g, Index first, const Projection& own,
                            Matrix<T>& gw_own, Vector<T>& gb_own) {
@@ -311,18 +323,23 @@ class DebertaRelative {
     if (grad.rel_norm_weight.size() == 0) grad.rel_norm_weight = Vector<T>::Zero(d);
     if (grad.rel_norm_bias.size() == 0) grad.rel_norm_bias = Vector<T>::Zero(d);
     // x̂ and 1/σ recomputed from raw R as the forward's norm computed them (in double)
-    const Vector<double> w = embeddings_->norm_weight.template cast<double>();
+    Eigen::RowVectorXd& w = scratch.w;  // (d_model)
+    w = embeddings_->norm_weight.transpose().template cast<double>();
     for (Index r = 0; r < 2 * s; ++r) {
-      Eigen::RowVectorXd xhat = embeddings_->raw.row(r).template cast<double>();
+      Eigen::RowVectorXd& xhat = scratch.x;  // (d_model)
+      xhat = embeddings_->raw.row(r).template cast<double>();
       xhat.array() -= xhat.mean();
       const double inv_std =
           1.0 / std::sqrt(xhat.squaredNorm() / static_cast<double>(d) + embeddings_->eps);
       xhat *= inv_std;
-      const Eigen::RowVectorXd g_out = g_rel.row(r).template cast<double>();
-      grad.rel_norm_weight += g_out.cwiseProduct(xhat).transpose().template cast<T>();
+      // g_out = ∂L/∂Rn of the row, in double
+      grad.rel_norm_weight +=
+          (g_rel.row(r).template cast<double>().cwiseProduct(xhat)).transpose().template cast<T>();
       grad.rel_norm_bias += g_rel.row(r).transpose();
-      const Eigen::RowVectorXd g = g_out.cwiseProduct(w.transpose());
-      const Eigen::RowVectorXd g_raw =
+      Eigen::RowVectorXd& g = scratch.g;  // (d_model): g_out ⊙ w
+      g = g_rel.row(r).template cast<double>().cwiseProduct(w);
+      Eigen::RowVectorXd& g_raw = scratch.dx;  // (d_model)
+      g_raw =
           inv_std * (g.array() - g.mean() - xhat.array() * g.cwiseProduct(xhat).mean()).matrix();
       grad.rel_embeddings.row(r) += g_raw.template cast<T>();
     }

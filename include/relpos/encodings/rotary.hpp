@@ -222,7 +222,6 @@ class Rotary {
                           : current;
     const Index half = rotary_dim() / 2;
     std::vector<T> beyond;  // cos | sin of one position past the cache: r values, not kept
-    std::vector<T> negated(Transposed ? static_cast<std::size_t>(half) : 0);  // −sin, transposed
     for (Index i = 0; i < x.rows(); ++i) {
       const std::int64_t position = positions[i] + offset;
       const T* cos = nullptr;
@@ -234,10 +233,6 @@ class Rotary {
         cos = beyond.data();
       }
       const T* sin = cos + half;
-      if constexpr (Transposed) {
-        for (Index m = 0; m < half; ++m) negated[static_cast<std::size_t>(m)] = -sin[m];
-        sin = negated.data();
-      }
       T* row = x.data() + i * x.outerStride();
       // one loop per pairing, so each has unit strides the compiler can vectorize
       if (config_.interleaved) {
@@ -249,11 +244,23 @@ class Rotary {
           T sin2[2 * kPairBlock];  // (−sin_m, +sin_m) per pair m
           for (Index m = 0; m < pairs; ++m) {
             cos2[2 * m] = cos2[2 * m + 1] = cos[m0 + m];
-            sin2[2 * m] = -sin[m0 + m];
-            sin2[2 * m + 1] = sin[m0 + m];
+            const T s = Transposed ? -sin[m0 + m] : sin[m0 + m];
+            sin2[2 * m] = -s;
+            sin2[2 * m + 1] = s;
           }
           for (Index h = 0; h < n_heads; ++h) {
             rotate_interleaved(row + h * d_head_ + 2 * m0, cos2, sin2, pairs);
+          }
+        }
+      } else if constexpr (Transposed) {
+        // −sin per block of pairs, on the stack (a warm backward allocates nothing)
+        for (Index m0 = 0; m0 < half; m0 += kPairBlock) {
+          const Index pairs = std::min(kPairBlock, half - m0);
+          T negated[kPairBlock];
+          for (Index m = 0; m < pairs; ++m) negated[m] = -sin[m0 + m];
+          for (Index h = 0; h < n_heads; ++h) {
+            T* head = row + h * d_head_;
+            rotate_half(head + m0, head + half + m0, cos + m0, negated, pairs);
           }
         }
       } else {

@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include <relpos/backward_workspace.hpp>
 #include <relpos/core.hpp>
 #include <relpos/detail/shape_checks.hpp>
 #include <relpos/distance_table.hpp>
@@ -116,6 +117,12 @@ class XlRelative {
   /// sinusoids computed in double as the forward's and rounded once. grad: (d_model, d_model),
   /// zero-filled when empty.
   void head_key_rows_backward(Index lo, Index hi, ConstMatrixRef<T> g, Matrix<T>& grad) const {
+    detail::EncodingBackwardScratch<T> scratch;
+    head_key_rows_backward(lo, hi, g, grad, scratch);
+  }
+  /// The same with its temporaries (ω, the sinusoids) in `scratch`: no allocation when warm.
+  void head_key_rows_backward(Index lo, Index hi, ConstMatrixRef<T> g, Matrix<T>& grad,
+                              detail::EncodingBackwardScratch<T>& scratch) const {
     const Index d = d_model(), count = hi - lo + 1;
     RELPOS_ASSERT(count >= 1 && g.rows() == count && g.cols() == d,
                   "XlRelative::head_key_rows_backward: bad span");
@@ -128,16 +135,17 @@ class XlRelative {
     // row c − lo: R(Δ = −c), as xl_sinusoid computes it (the same ω_k, the same angles), with
     // the d/2 powers taken once instead of once per row
     const Index half = d / 2;
-    std::vector<double> omega(static_cast<std::size_t>(half));
+    Eigen::VectorXd& omega = scratch.omega;
+    omega.resize(half);
     for (Index k = 0; k < half; ++k) {
-      omega[static_cast<std::size_t>(k)] =
-          std::pow(config_.base, -2.0 * static_cast<double>(k) / static_cast<double>(d));
+      omega[k] = std::pow(config_.base, -2.0 * static_cast<double>(k) / static_cast<double>(d));
     }
-    Matrix<T> sinusoids(count, d);
+    Matrix<T>& sinusoids = scratch.a;  // (count, d_model)
+    sinusoids.resize(count, d);
     for (Index r = 0; r < count; ++r) {
       const double delta = -static_cast<double>(lo + r);
       for (Index k = 0; k < half; ++k) {
-        const double angle = delta * omega[static_cast<std::size_t>(k)];
+        const double angle = delta * omega[k];
         sinusoids(r, k) = static_cast<T>(std::sin(angle));
         sinusoids(r, half + k) = static_cast<T>(std::cos(angle));
       }
