@@ -14,3 +14,7 @@ extern template class relpos::Model<float>;
 extern template float relpos::loss_and_gradients<float>(const relpos::Model<float>&,
                                                         const relpos::TrainingBatch<float>&,
                                                         relpos::Gradients<float>&);
+extern template float relpos::loss_and_gradients<float>(const relpos::Model<float>&,
+                                                        const relpos::TrainingBatch<float>&,
+                                                        relpos::Gradients<float>&,
+                                                        relpos::TrainingWorkspace<float>&);

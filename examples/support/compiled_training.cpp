@@ -6,3 +6,7 @@
 template float relpos::loss_and_gradients<float>(const relpos::Model<float>&,
                                                  const relpos::TrainingBatch<float>&,
                                                  relpos::Gradients<float>&);
+template float relpos::loss_and_gradients<float>(const relpos::Model<float>&,
+                                                 const relpos::TrainingBatch<float>&,
+                                                 relpos::Gradients<float>&,
+                                                 relpos::TrainingWorkspace<float>&);

@@ -366,8 +366,8 @@ T encoder_loss_and_gradients(const Encoder<T, Enc>& e, const io::ModelConfig& co
 
 /// The loss of spec §6 for `batch` (cross-entropy of the logits against `targets`, or MSE of
 /// the output against `target`) and its gradient for every tensor of the model into `grads`
-/// (replaced), ∂L/∂input too when the batch gives `input`. A position type without a backward
-/// yet (xl, kerple, deberta) throws Error naming it; so does a malformed batch, before any work.
+/// (replaced), ∂L/∂input too when the batch gives `input`. Every position type has a backward;
+/// a malformed batch throws Error naming what is wrong, before any work.
 template <Scalar T>
 T loss_and_gradients(const Model<T>& model, const TrainingBatch<T>& batch, Gradients<T>& grads,
                      TrainingWorkspace<T>& ws) {
