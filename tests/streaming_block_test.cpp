@@ -22,6 +22,8 @@
 
 #include <relpos/block.hpp>
 #include <relpos/detail/tiled_attention.hpp>
+#include <relpos/encoder.hpp>
+#include <relpos/encodings/absolute.hpp>
 #include <relpos/encodings/alibi.hpp>
 #include <relpos/encodings/deberta.hpp>
 #include <relpos/encodings/kerple.hpp>
@@ -308,6 +310,43 @@ TEST(StreamingBlockThreads, OneAndTwoThreadsGiveBitIdenticalResults) {
   check("learned", relpos::LearnedRelative<float>::random(kDHead, {5, true, true, ""}, 3, 0.5));
   check("rotary", relpos::Rotary<float>(kDHead, {100.0, std::nullopt, false}));
   check("alibi", relpos::AlibiBias<float>(kHeads, {4.0}));
+}
+
+// The encoder's in-place form (relpos-encode's, through Model::forward(Tensor3&&)): the same
+// bits as the form that copies its input, over two layers, a batch of two with padding and an
+// absolute input encoding (added in place too).
+TEST(StreamingEncoder, InPlaceForwardEqualsTheCopyingForward) {
+  relpos::EncoderConfig cfg;
+  cfg.d_model = kDModel;
+  cfg.n_heads = kHeads;
+  cfg.n_layers = 2;
+  cfg.d_ff = kDff;
+  cfg.final_norm = true;
+  cfg.activation = relpos::Activation::gelu;  // random_block's
+  relpos::Encoder<float, relpos::AbsoluteSinusoidal<float>> encoder(
+      cfg, [](Index) { return relpos::AbsoluteSinusoidal<float>(kDModel); });
+  std::mt19937_64 gen(31);
+  for (auto& layer : encoder.layers) {
+    const auto b =
+        random_block<float>(relpos::AbsoluteSinusoidal<float>(kDModel), false, false, gen());
+    layer.self_attn = b.self_attn;
+    layer.ffn = b.ffn;
+    layer.norm1 = b.norm1;
+    layer.norm2 = b.norm2;
+  }
+  const Index len = relpos::MultiHeadAttention<float>::kQueryRows + 40;
+  relpos::Tensor3<float> x(2, len, kDModel);
+  for (Index i = 0; i < x.size(); ++i) x.data()[i] = std::sin(0.7f * float(i));
+  relpos::PaddingMask pad = relpos::PaddingMask::Zero(2, len);
+  for (Index j = len - 30; j < len; ++j) pad(1, j) = true;
+  const relpos::BatchInputs in{pad, nullptr};
+  const relpos::Tensor3<float> copied = encoder.forward(x, in);
+  relpos::Tensor3<float> given = x;
+  const float* memory = given.data();
+  const relpos::Tensor3<float> in_place = encoder.forward(std::move(given), in);
+  EXPECT_EQ(in_place.data(), memory);  // the input's own memory, no copy
+  ASSERT_EQ(in_place.dimensions(), copied.dimensions());
+  EXPECT_TRUE(std::equal(copied.data(), copied.data() + copied.size(), in_place.data()));
 }
 
 }  // namespace
