@@ -132,27 +132,12 @@ class Model {
   /// A model folder: `dir/config.json` and `dir/model.safetensors` (spec §1), or a Hugging
   /// Face checkpoint folder, whose config.json has `model_type` (spec §7,
   /// io/hf_checkpoint.hpp).
-  static Model load(const std::filesystem::path& dir) {
-    if (!std::filesystem::is_directory(dir))
-      throw Error(dir.string() +
-                  ": not a model folder (expected config.json and model.safetensors)");
-    if (io::is_hf_checkpoint(dir)) {
-      const io::HfCheckpoint hf = io::load_hf_checkpoint(dir);
-      return Model(hf.config, hf.weights);
-    }
-    const io::ModelConfig config = io::load_config(dir / "config.json");
-    return Model(config, io::SafetensorsFile::open((dir / "model.safetensors").string()));
-  }
+  static Model load(const std::filesystem::path& dir);
   /// The same from bytes in memory (an embedded model); `name` prefixes error messages.
   static Model from_bytes(std::string_view config_json, std::vector<unsigned char> safetensors,
-                          const std::string& name = "<memory>") {
-    const io::ModelConfig config = io::parse_config(config_json, name + "/config.json");
-    return Model(config, io::SafetensorsFile::from_bytes(std::move(safetensors),
-                                                         name + "/model.safetensors"));
-  }
+                          const std::string& name = "<memory>");
   /// From a parsed config and an opened weights file; every tensor is checked first.
-  Model(const io::ModelConfig& config, const io::SafetensorsFile& file)
-      : config_(config), encoder_(build(config, file)) {}
+  Model(const io::ModelConfig& config, const io::SafetensorsFile& file);
   /// A model built in code: `encoder` (built with Encoder(config, make_encoding) and filled,
   /// or loaded) under the config that describes it. Checked as load checks what it builds:
   /// the config (io::validate), the encoder's position type and hyper-parameters against
@@ -174,61 +159,22 @@ class Model {
   /// Activations [batch, len, d_model]; optional key padding mask and position ids
   /// [batch, len] (spec §2). Throws Error naming the input that is wrong.
   ModelOutput<T> forward(const Tensor3<T>& input, const PaddingMask* padding_mask = nullptr,
-                         const PositionIds* position_ids = nullptr) const {
-    check_sizes("input", input.dimension(0), input.dimension(1), position_ids);
-    if (input.dimension(2) != config_.d_model) {
-      throw Error("input: expected [batch, len, " + std::to_string(config_.d_model) + "], got [" +
-                  std::to_string(input.dimension(0)) + ", " + std::to_string(input.dimension(1)) +
-                  ", " + std::to_string(input.dimension(2)) + "]");
-    }
-    const BatchInputs in = inputs(padding_mask, position_ids);
-    return std::visit([&](const auto& e) { return finish(e, e.forward(input, in)); }, encoder_);
-  }
+                         const PositionIds* position_ids = nullptr) const;
   /// The same with the input given up (std::move(input)): computed in its memory, no copy of
   /// the activations (what a long input needs; relpos-encode uses it).
   ModelOutput<T> forward(Tensor3<T>&& input, const PaddingMask* padding_mask = nullptr,
-                         const PositionIds* position_ids = nullptr) const {
-    check_sizes("input", input.dimension(0), input.dimension(1), position_ids);
-    if (input.dimension(2) != config_.d_model) {
-      throw Error("input: expected [batch, len, " + std::to_string(config_.d_model) + "], got [" +
-                  std::to_string(input.dimension(0)) + ", " + std::to_string(input.dimension(1)) +
-                  ", " + std::to_string(input.dimension(2)) + "]");
-    }
-    const BatchInputs in = inputs(padding_mask, position_ids);
-    return std::visit([&](const auto& e) { return finish(e, e.forward(std::move(input), in)); },
-                      encoder_);
-  }
+                         const PositionIds* position_ids = nullptr) const;
 
   /// The attention weights of every layer and head for one sequence of token ids
   /// [1, len]: [layer][head] → (len, len), row i = query i (rows sum to 1, or are 0 where a
   /// query sees no key). For pictures and inspection; it allocates.
-  std::vector<std::vector<Matrix<T>>> attention_weights(const TokenIds& ids) const {
-    if (ids.rows() != 1) {
-      throw Error("attention_weights: expected input_ids [1, len], got [" +
-                  std::to_string(ids.rows()) + ", " + std::to_string(ids.cols()) + "]");
-    }
-    if (!config_.vocab_size) throw Error("input_ids: this model has no vocab_size, give `input`");
-    check_sizes("input_ids", ids.rows(), ids.cols(), nullptr, /*weights=*/true);
-    std::vector<std::vector<Matrix<T>>> record;
-    Workspace<T> ws;
-    ws.ensure_slots(1);
-    ws.item(0).attention_record = &record;  // batch 1 runs in slot 0
-    Tensor3<T> hidden;
-    std::visit([&](const auto& e) { e.forward_ids(ids, hidden, BatchInputs{}, ws); }, encoder_);
-    return record;
-  }
+  std::vector<std::vector<Matrix<T>>> attention_weights(const TokenIds& ids) const;
 
   /// Token ids [batch, len], each in [0, vocab_size) (needs vocab_size); token types
   /// [batch, len] for a model with type_vocab_size (spec §7; null: all 0).
   ModelOutput<T> forward(const TokenIds& ids, const PaddingMask* padding_mask = nullptr,
                          const PositionIds* position_ids = nullptr,
-                         const TokenIds* token_type_ids = nullptr) const {
-    if (!config_.vocab_size) throw Error("input_ids: this model has no vocab_size, give `input`");
-    check_sizes("input_ids", ids.rows(), ids.cols(), position_ids);
-    const BatchInputs in = inputs(padding_mask, position_ids);
-    return std::visit(
-        [&](const auto& e) { return finish(e, e.forward_ids(ids, in, token_type_ids)); }, encoder_);
-  }
+                         const TokenIds* token_type_ids = nullptr) const;
 
  private:
   void check_sizes(const char* what, Index batch, Index len, const PositionIds* ids,
@@ -349,22 +295,109 @@ class Model {
     return e;
   }
 
-  static Encoders build(const io::ModelConfig& c, const io::SafetensorsFile& file) {
-    io::validate(c);
-    check_model_tensors(c, file);
-    EncoderConfig e = encoder_config(c);
-    if (c.pos_embed_offset) e.pos_embed_rows = file.info("pos_embed.weight").shape[0];
-    const ModelShape shape = c.position_context();
-    return std::visit(
-        [&](const auto& p) -> Encoders {
-          using Enc = io::EncodingFor<T, std::decay_t<decltype(p)>>;
-          return Encoder<T, Enc>::load(file, e, Enc::loader(p, shape, file));
-        },
-        c.position);
-  }
+  static Encoders build(const io::ModelConfig& c, const io::SafetensorsFile& file);
 
   io::ModelConfig config_;
   Encoders encoder_;
 };
+
+// The members that instantiate every position type's encoder are defined out of the class, so
+// they are not inline: `extern template class relpos::Model<float>;` then keeps a translation
+// unit from compiling them again (README "Compile time").
+
+template <Scalar T>
+Model<T> Model<T>::load(const std::filesystem::path& dir) {
+  if (!std::filesystem::is_directory(dir))
+    throw Error(dir.string() + ": not a model folder (expected config.json and model.safetensors)");
+  if (io::is_hf_checkpoint(dir)) {
+    const io::HfCheckpoint hf = io::load_hf_checkpoint(dir);
+    return Model(hf.config, hf.weights);
+  }
+  const io::ModelConfig config = io::load_config(dir / "config.json");
+  return Model(config, io::SafetensorsFile::open((dir / "model.safetensors").string()));
+}
+
+template <Scalar T>
+Model<T> Model<T>::from_bytes(std::string_view config_json, std::vector<unsigned char> safetensors,
+                              const std::string& name) {
+  const io::ModelConfig config = io::parse_config(config_json, name + "/config.json");
+  return Model(
+      config, io::SafetensorsFile::from_bytes(std::move(safetensors), name + "/model.safetensors"));
+}
+
+template <Scalar T>
+Model<T>::Model(const io::ModelConfig& config, const io::SafetensorsFile& file)
+    : config_(config), encoder_(build(config, file)) {}
+
+template <Scalar T>
+ModelOutput<T> Model<T>::forward(const Tensor3<T>& input, const PaddingMask* padding_mask,
+                                 const PositionIds* position_ids) const {
+  check_sizes("input", input.dimension(0), input.dimension(1), position_ids);
+  if (input.dimension(2) != config_.d_model) {
+    throw Error("input: expected [batch, len, " + std::to_string(config_.d_model) + "], got [" +
+                std::to_string(input.dimension(0)) + ", " + std::to_string(input.dimension(1)) +
+                ", " + std::to_string(input.dimension(2)) + "]");
+  }
+  const BatchInputs in = inputs(padding_mask, position_ids);
+  return std::visit([&](const auto& e) { return finish(e, e.forward(input, in)); }, encoder_);
+}
+
+template <Scalar T>
+ModelOutput<T> Model<T>::forward(Tensor3<T>&& input, const PaddingMask* padding_mask,
+                                 const PositionIds* position_ids) const {
+  check_sizes("input", input.dimension(0), input.dimension(1), position_ids);
+  if (input.dimension(2) != config_.d_model) {
+    throw Error("input: expected [batch, len, " + std::to_string(config_.d_model) + "], got [" +
+                std::to_string(input.dimension(0)) + ", " + std::to_string(input.dimension(1)) +
+                ", " + std::to_string(input.dimension(2)) + "]");
+  }
+  const BatchInputs in = inputs(padding_mask, position_ids);
+  return std::visit([&](const auto& e) { return finish(e, e.forward(std::move(input), in)); },
+                    encoder_);
+}
+
+template <Scalar T>
+std::vector<std::vector<Matrix<T>>> Model<T>::attention_weights(const TokenIds& ids) const {
+  if (ids.rows() != 1) {
+    throw Error("attention_weights: expected input_ids [1, len], got [" +
+                std::to_string(ids.rows()) + ", " + std::to_string(ids.cols()) + "]");
+  }
+  if (!config_.vocab_size) throw Error("input_ids: this model has no vocab_size, give `input`");
+  check_sizes("input_ids", ids.rows(), ids.cols(), nullptr, /*weights=*/true);
+  std::vector<std::vector<Matrix<T>>> record;
+  Workspace<T> ws;
+  ws.ensure_slots(1);
+  ws.item(0).attention_record = &record;  // batch 1 runs in slot 0
+  Tensor3<T> hidden;
+  std::visit([&](const auto& e) { e.forward_ids(ids, hidden, BatchInputs{}, ws); }, encoder_);
+  return record;
+}
+
+template <Scalar T>
+ModelOutput<T> Model<T>::forward(const TokenIds& ids, const PaddingMask* padding_mask,
+                                 const PositionIds* position_ids,
+                                 const TokenIds* token_type_ids) const {
+  if (!config_.vocab_size) throw Error("input_ids: this model has no vocab_size, give `input`");
+  check_sizes("input_ids", ids.rows(), ids.cols(), position_ids);
+  const BatchInputs in = inputs(padding_mask, position_ids);
+  return std::visit(
+      [&](const auto& e) { return finish(e, e.forward_ids(ids, in, token_type_ids)); }, encoder_);
+}
+
+template <Scalar T>
+typename Model<T>::Encoders Model<T>::build(const io::ModelConfig& c,
+                                            const io::SafetensorsFile& file) {
+  io::validate(c);
+  check_model_tensors(c, file);
+  EncoderConfig e = encoder_config(c);
+  if (c.pos_embed_offset) e.pos_embed_rows = file.info("pos_embed.weight").shape[0];
+  const ModelShape shape = c.position_context();
+  return std::visit(
+      [&](const auto& p) -> Encoders {
+        using Enc = io::EncodingFor<T, std::decay_t<decltype(p)>>;
+        return Encoder<T, Enc>::load(file, e, Enc::loader(p, shape, file));
+      },
+      c.position);
+}
 
 }  // namespace relpos
