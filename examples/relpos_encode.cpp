@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <relpos/io/safetensors.hpp>
@@ -103,15 +104,16 @@ char shown(std::int64_t byte) {
   return byte >= 32 && byte < 127 ? char(byte) : '?';
 }
 
+// in: the inputs as read, `input` already given up to the run; batch, len: its shape.
 void print_summary(const Options& o, const relpos::Model<float>& model,
-                   const relpos::ModelInputs<float>& in, const relpos::ModelOutput<float>& out,
-                   double ms) {
+                   const relpos::ModelInputs<float>& in, relpos::Index batch, relpos::Index len,
+                   const relpos::ModelOutput<float>& out, double ms) {
   const relpos::io::ModelConfig& c = model.config();
   std::cout << "model:  " << (o.model ? *o.model : std::string("embedded default")) << " ("
             << c.position_type() << ", d_model " << c.d_model << ", " << c.n_heads << " heads, "
             << c.n_layers << " layers" << (c.output_head ? ", output head" : "") << ")\n";
-  std::cout << "input:  " << (in.input ? "input" : "input_ids") << " [" << in.batch() << ", "
-            << in.len() << (in.input ? ", " + std::to_string(c.d_model) : std::string()) << "]"
+  std::cout << "input:  " << (in.input ? "input" : "input_ids") << " [" << batch << ", " << len
+            << (in.input ? ", " + std::to_string(c.d_model) : std::string()) << "]"
             << (in.padding_mask ? " + padding_mask" : "")
             << (in.position_ids ? " + position_ids" : "")
             << (in.token_type_ids ? " + token_type_ids" : "") << "\n";
@@ -143,8 +145,10 @@ int run(const Options& o) {
   } else {
     in.input_ids = relpos::text_ids(*o.text, model.config());
   }
+  const relpos::Index batch = in.batch(), len = in.len();
   const auto start = std::chrono::steady_clock::now();
-  const relpos::ModelOutput<float> out = relpos::run(model, in);
+  // the input tensor is given up: the model runs in its memory, no second copy of a long input
+  const relpos::ModelOutput<float> out = relpos::run(model, std::move(in));
   const double ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   if (o.output) {
@@ -152,7 +156,7 @@ int run(const Options& o) {
     std::cout << "wrote " << *o.output << ": output " << shape(out.output)
               << (out.logits ? ", logits " + shape(*out.logits) : std::string()) << "\n";
   } else {
-    print_summary(o, model, in, out, ms);
+    print_summary(o, model, in, batch, len, out, ms);
   }
   return 0;
 }

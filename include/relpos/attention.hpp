@@ -5,6 +5,7 @@
 // a (len × len) or (len × len × d) tensor.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -121,6 +122,13 @@ struct BatchInputs {
 /// (SequenceWorkspace::attention_record). Causal attention skips the tiles above the
 /// diagonal, padding the fully padded key tiles.
 ///
+/// A forward projects k | v for every token, then takes the queries kQueryRows at a time: the
+/// block's q (rotary at the block's positions), the kernel with the block's queries against
+/// every key (the geometry with queries apart from keys that decoding uses; causal by the
+/// block's first row), and the out-projection into the block's rows of out, added to them by
+/// forward_add (a block's residual). So only k | v is (len, 2·d_model); q and z are
+/// (kQueryRows, d_model), and a block runs in place on x with no (len, d_model) branch.
+///
 /// Threads: tasks are (head, query tile) pairs for a single sequence, batch items otherwise
 /// (detail/thread_pool.hpp); each task runs its key tiles in a fixed order into its own rows
 /// and columns of z, so results are bit-identical whatever the thread count.
@@ -193,50 +201,41 @@ class MultiHeadAttention {
     check_encoding();
   }
 
-  /// One sequence: x, out (len, d_model), not aliased. Does not allocate once `ws` has seen
-  /// this length (the encoding's own caches aside).
+  /// Query rows per block of a forward (see forward_add): q and z are (kQueryRows, d_model)
+  /// at most whatever the length, 2 MiB each for float at d_model 512. A multiple of the
+  /// tiles' 128 queries, so a block's query tiles are the whole sequence's; 1024 rows give
+  /// 8 heads × 8 query tiles = 64 tasks per block, enough for the thread pool.
+  static constexpr Index kQueryRows = 1024;
+
+  /// One sequence: out = attn(x); x, out (len, d_model), not aliased. Does not allocate
+  /// once `ws` has seen this length (the encoding's own caches aside).
   void forward(ConstMatrixRef<T> x, MatrixRef<T> out, const SequenceInputs& in,
                SequenceWorkspace<T>& ws) const {
+    run(x, out, in, ws, /*accumulate=*/false);
+  }
+
+  /// One sequence: out += attn(x), the residual add of a block done by the out-projection's
+  /// product itself, so no (len, d_model) branch exists. x and out (len, d_model) may be the
+  /// same matrix (a post-norm block: x += attn(x)): k | v are projected from every row of x
+  /// first, then each block of kQueryRows rows makes its q from x's rows before the
+  /// out-projection adds into those same rows. Working memory: k | v (len, 2·d_model), the
+  /// block's q and z (kQueryRows, d_model each) and attention's tiles.
+  void forward_add(ConstMatrixRef<T> x, MatrixRef<T> out, const SequenceInputs& in,
+                   SequenceWorkspace<T>& ws) const {
+    run(x, out, in, ws, /*accumulate=*/true);
+  }
+
+  /// out += attn(y) for a y (len, d_model) given by blocks of rows: rows(r0, n) returns y's
+  /// rows [r0, r0 + n) as an (n, d_model) matrix, valid until its next call. A pre-norm block
+  /// passes norm1 of x's rows made into a (kQueryRows, d_model) buffer, so no normalised
+  /// (len, d_model) copy exists. rows is called for the blocks in order twice, first for k | v,
+  /// then for each block's q, before out's rows of the block change (out may be y's source).
+  template <class Rows>
+  void forward_add_rows(Rows&& rows, MatrixRef<T> out, const SequenceInputs& in,
+                        SequenceWorkspace<T>& ws) const {
     validate();
-    const Index len = x.rows(), d = d_model();
-    if (x.cols() != d || out.rows() != len || out.cols() != d) {
-      throw Error("MultiHeadAttention::forward: x and out: expected (len, d_model = " +
-                  std::to_string(d) + "), got " + detail::shape_string(x.rows(), x.cols()) +
-                  " and " + detail::shape_string(out.rows(), out.cols()));
-    }
-    if (in.positions.len != len) {
-      throw Error("MultiHeadAttention::forward: positions: expected len " + std::to_string(len) +
-                  " (the rows of x), got " + std::to_string(in.positions.len));
-    }
-    if (len == 0) return;  // no token, no output row (and no scratch to view)
-
-    // q | k | v = x · in_projᵀ + bias: (len, 3 d_model), head h in columns h·d_head of each
-    auto qkv = ws.qkv.matrix(len, 3 * d);
-    detail::linear<T>(x, in_proj_weight, in_proj_bias, qkv);
-    if constexpr (TransformsQK<Enc>) {
-      // rotary: q and k of every head, in place, before any score
-      MatrixRef<T> q(qkv.leftCols(d));
-      MatrixRef<T> k(qkv.middleCols(d, d));
-      encoding.transform_qk(q, k, in.positions, n_heads());
-    }
-
-    // z: (len, d_model), heads side by side
-    auto z = ws.z.matrix(len, d);
-    std::vector<Matrix<T>>* weights = nullptr;
-    if (ws.attention_record != nullptr) {  // the explicit path: (len, len) weights per head
-      ws.attention_record->emplace_back(static_cast<std::size_t>(n_heads()), Matrix<T>(len, len));
-      weights = &ws.attention_record->back();
-    }
-    const detail::AttentionGeometry geometry{.queries = in.positions,
-                                             .keys = in.positions,
-                                             .causal = config.causal,
-                                             .causal_offset = 0,
-                                             .key_padding = in.key_padding};
-    detail::TiledAttention<T, Enc>(encoding, n_heads(), d_head())
-        .run(qkv.leftCols(d), qkv.middleCols(d, d), qkv.rightCols(d), geometry, z, ws.attention,
-             weights);
-
-    detail::linear<T>(z, out_proj_weight, out_proj_bias, out);
+    check_out("forward_add_rows", out.rows(), d_model(), out, in);
+    project(rows, out, in, ws, /*accumulate=*/true);
   }
 
   /// A batch [batch, len, d_model] → out (resized if needed), items in parallel.
@@ -260,6 +259,92 @@ class MultiHeadAttention {
   }
 
  private:
+  // out (=, or += when accumulate) concat_h(z) · out_projᵀ + bias for x, block by block of
+  // query rows; out may alias x only when accumulate (forward_add).
+  void run(ConstMatrixRef<T> x, MatrixRef<T> out, const SequenceInputs& in,
+           SequenceWorkspace<T>& ws, bool accumulate) const {
+    validate();
+    check_out(accumulate ? "forward_add" : "forward", x.rows(), x.cols(), out, in);
+    project([&](Index r0, Index n) { return x.middleRows(r0, n); }, out, in, ws, accumulate);
+  }
+
+  // x (len, cols) and out against d_model, the positions against len.
+  void check_out(const char* form, Index len, Index cols, ConstMatrixRef<T> out,
+                 const SequenceInputs& in) const {
+    const Index d = d_model();
+    if (cols != d || out.rows() != len || out.cols() != d) {
+      throw Error(std::string("MultiHeadAttention::") + form +
+                  ": x and out: expected (len, d_model = " + std::to_string(d) + "), got " +
+                  detail::shape_string(len, cols) + " and " +
+                  detail::shape_string(out.rows(), out.cols()));
+    }
+    if (in.positions.len != len) {
+      throw Error("MultiHeadAttention::forward: positions: expected len " + std::to_string(len) +
+                  " (the rows of x), got " + std::to_string(in.positions.len));
+    }
+  }
+
+  // The forward for an input given by blocks of rows (forward_add_rows), shapes checked.
+  template <class Rows>
+  void project(Rows&& rows, MatrixRef<T> out, const SequenceInputs& in, SequenceWorkspace<T>& ws,
+               bool accumulate) const {
+    const Index len = out.rows(), d = d_model();
+    if (len == 0) return;  // no token, no output row (and no scratch to view)
+    const Index block_rows = std::min(len, kQueryRows);
+
+    // k | v = x · in_proj[d:3d]ᵀ + bias: (len, 2 d_model), head h in columns h·d_head of each;
+    // made from every row of x before any row of out changes (out may be x)
+    auto kv = ws.kv.matrix(len, 2 * d);
+    for (Index r0 = 0; r0 < len; r0 += block_rows) {
+      const Index n = std::min(block_rows, len - r0);
+      detail::matmul_nt<T>(rows(r0, n), in_proj_weight.bottomRows(2 * d), kv.middleRows(r0, n));
+    }
+    if (config.bias) kv.rowwise() += in_proj_bias.tail(2 * d).transpose();
+    auto q_all = ws.q.matrix(block_rows, d);  // (block_rows, d_model): one block's queries
+    auto z_all = ws.z.matrix(block_rows, d);  // (block_rows, d_model): heads' outputs
+    if constexpr (TransformsQK<Enc>) {
+      // rotary: k once, at every position; the hook rotates a pair (q, k), so the block's z
+      // rows, not used yet, take the q side's place
+      for (Index r0 = 0; r0 < len; r0 += block_rows) {
+        const Index n = std::min(block_rows, len - r0);
+        MatrixRef<T> spare(z_all.topRows(n));
+        spare.setZero();
+        MatrixRef<T> k(kv.block(r0, 0, n, d));
+        encoding.transform_qk(spare, k, in.positions.rows(r0, n), n_heads());
+      }
+    }
+
+    std::vector<Matrix<T>>* weights = nullptr;
+    if (ws.attention_record != nullptr) {  // the explicit path: (len, len) weights per head
+      ws.attention_record->emplace_back(static_cast<std::size_t>(n_heads()), Matrix<T>(len, len));
+      weights = &ws.attention_record->back();
+    }
+    detail::TiledAttention<T, Enc> attention(encoding, n_heads(), d_head());
+    for (Index r0 = 0; r0 < len; r0 += block_rows) {
+      const Index n = std::min(block_rows, len - r0);
+      const Positions positions = in.positions.rows(r0, n);
+      // q of the block: x's rows [r0, r0 + n), read before out's same rows are written
+      MatrixRef<T> q(q_all.topRows(n));
+      MatrixRef<T> z(z_all.topRows(n));
+      detail::matmul_nt<T>(rows(r0, n), in_proj_weight.topRows(d), q);
+      if (config.bias) q.rowwise() += in_proj_bias.head(d).transpose();
+      if constexpr (TransformsQK<Enc>) {
+        z.setZero();  // the k side's place, as above
+        encoding.transform_qk(q, z, positions, n_heads());
+      }
+      // the block's queries against every key; causal by index: query r0 + i sees j <= r0 + i
+      const detail::AttentionGeometry geometry{.queries = positions,
+                                               .keys = in.positions,
+                                               .causal = config.causal,
+                                               .causal_offset = r0,
+                                               .key_padding = in.key_padding};
+      attention.run(q, kv.leftCols(d), kv.rightCols(d), geometry, z, ws.attention, weights, r0);
+      auto o = out.middleRows(r0, n);  // (n, d_model)
+      detail::matmul_nt<T>(z, out_proj_weight, o, accumulate);
+      if (config.bias) o.rowwise() += out_proj_bias.transpose();
+    }
+  }
+
   // The sizes an encoding was built for against this layer's: per-head encodings (t5, alibi,
   // xl) by n_heads, per-head rows (learned, sinusoidal, rotary) by d_head, input and xl
   // encodings by d_model. A mismatch would index past a head's bias or a row's end.

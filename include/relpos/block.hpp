@@ -2,9 +2,12 @@
 // One Transformer encoder block (spec §2), exactly as torch.nn.TransformerEncoderLayer:
 // post-norm  x = norm1(x + attn(x)); x = norm2(x + ffn(x))
 // pre-norm   x = x + attn(norm1(x)); x = x + ffn(norm2(x))   (norm_first, Xiong et al. 2020)
-// with spec §7's options: RMSNorm for the norms, no biases, a gated feed-forward.
+// with spec §7's options: RMSNorm for the norms, no biases, a gated feed-forward. The forward
+// runs in place on x and adds each branch inside its last product (forward_add), so what it
+// holds at full length is attention's k | v only (issue 14's memory targets).
 #pragma once
 
+#include <algorithm>
 #include <string>
 #include <utility>
 
@@ -116,22 +119,33 @@ struct Block {
     validate();
     const Index len = x.rows(), d = d_model();
     if (x.cols() != d) detail::check_batch_width("block", x.cols(), d);
-    if (len == 0) return;                      // no token: nothing to compute
-    auto branch = ws.residual.matrix(len, d);  // (len, d_model): attn or ffn output
+    if (len == 0) return;  // no token: nothing to compute
+    // The residual adds happen inside the out-projection's and linear2's products
+    // (forward_add, in place on x), so no (len, d_model) branch buffer exists.
     if (norm_first) {
-      auto normed = ws.normed.matrix(len, d);  // (len, d_model)
-      norm1.forward(x, normed);
-      self_attn.forward(normed, branch, in, ws);
-      x += branch;
-      norm2.forward(x, normed);
-      ffn.forward(normed, branch, ws);
-      x += branch;
+      // the norms' rows are made block by block into a small buffer, not a (len, d_model)
+      // normalised copy: norm1's for attention's k | v, then for each block's q (x's rows are
+      // read before attention adds into them), norm2's for each chunk of the feed-forward
+      static_assert(FeedForward<T>::kRows <= MultiHeadAttention<T, Enc>::kQueryRows,
+                    "the feed-forward's chunks reuse attention's normed rows");
+      auto normed = ws.normed.matrix(std::min(len, MultiHeadAttention<T, Enc>::kQueryRows), d);
+      self_attn.forward_add_rows(
+          [&](Index r0, Index n) {
+            norm1.forward(x.middleRows(r0, n), normed.topRows(n));
+            return normed.topRows(n);
+          },
+          x, in, ws);
+      for (Index r0 = 0; r0 < len; r0 += FeedForward<T>::kRows) {
+        const Index n = std::min(FeedForward<T>::kRows, len - r0);
+        auto rows = x.middleRows(r0, n);
+        auto normed_rows = normed.topRows(n);
+        norm2.forward(rows, normed_rows);
+        ffn.forward_add(normed_rows, rows, ws);
+      }
     } else {
-      self_attn.forward(x, branch, in, ws);
-      x += branch;
+      self_attn.forward_add(x, x, in, ws);
       norm1.forward(x, x);
-      ffn.forward(x, branch, ws);
-      x += branch;
+      ffn.forward_add(x, x, ws);
       norm2.forward(x, x);
     }
   }

@@ -295,6 +295,20 @@ class Encoder {
     });
   }
 
+  /// Activations [batch, len, d_model] updated in place to the stack's output: no second
+  /// (batch, len, d_model) copy beside the input, for long inputs (relpos-encode). On an Error
+  /// thrown before any work x is unchanged; one thrown by a layer leaves it partly updated.
+  void forward_in_place(Tensor3<T>& x, const BatchInputs& in, Workspace<T>& ws) const {
+    validate();
+    const Index batch = x.dimension(0), len = x.dimension(1);
+    detail::check_batch_width("encoder", x.dimension(2), d_model());
+    in.check(batch, len);
+    ws.for_each_item(batch, [&](Index b, SequenceWorkspace<T>& sw) {
+      auto h = item(x, b);  // (len, d_model)
+      run_stack(h, in.item(b, len), sw);
+    });
+  }
+
   /// Token ids [batch, len] → out [batch, len, d_model], through the embedding stage of spec
   /// §7: embed.weight, + pos_embed.weight row p_i + offset, + type_embed.weight row t_i
   /// (`token_types` [batch, len]; null: all 0), then embed_norm, then the position type's
@@ -351,6 +365,13 @@ class Encoder {
     Workspace<T> ws;
     forward(x, out, in, ws);
     return out;
+  }
+  /// The input given up (std::move(x)): the output is computed in its memory and returned,
+  /// with no copy of the input (forward_in_place).
+  Tensor3<T> forward(Tensor3<T>&& x, const BatchInputs& in = {}) const {
+    Workspace<T> ws;
+    forward_in_place(x, in, ws);
+    return std::move(x);
   }
   Tensor3<T> forward_ids(const TokenIds& ids, const BatchInputs& in = {},
                          const TokenIds* token_types = nullptr) const {

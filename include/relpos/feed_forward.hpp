@@ -142,11 +142,24 @@ struct FeedForward {
   /// out = linear2(act(linear1(x))) (⊙ linear3(x) when gated); x, out: (len, d_model), not aliased.
   /// Rows are independent, so they go kRows at a time through the hidden layer in ws.hidden.
   void forward(ConstMatrixRef<T> x, MatrixRef<T> out, SequenceWorkspace<T>& ws) const {
+    run(x, out, ws, /*accumulate=*/false);
+  }
+
+  /// out += ffn(x): a block's residual add done by linear2's product itself, so no (len,
+  /// d_model) branch exists. x and out may be the same matrix (x += ffn(x)): each chunk of
+  /// kRows rows makes its hidden layer from x's rows before linear2 adds into them.
+  void forward_add(ConstMatrixRef<T> x, MatrixRef<T> out, SequenceWorkspace<T>& ws) const {
+    run(x, out, ws, /*accumulate=*/true);
+  }
+
+ private:
+  void run(ConstMatrixRef<T> x, MatrixRef<T> out, SequenceWorkspace<T>& ws, bool accumulate) const {
     validate();
     if (x.cols() != d_model() || out.cols() != d_model() || out.rows() != x.rows()) {
-      throw Error("FeedForward::forward: x and out: expected (len, d_model = " +
-                  std::to_string(d_model()) + "), got " + detail::shape_string(x.rows(), x.cols()) +
-                  " and " + detail::shape_string(out.rows(), out.cols()));
+      throw Error(std::string("FeedForward::") + (accumulate ? "forward_add" : "forward") +
+                  ": x and out: expected (len, d_model = " + std::to_string(d_model()) + "), got " +
+                  detail::shape_string(x.rows(), x.cols()) + " and " +
+                  detail::shape_string(out.rows(), out.cols()));
     }
     for (Index r0 = 0; r0 < x.rows(); r0 += kRows) {
       const Index n = std::min(kRows, x.rows() - r0);
@@ -165,7 +178,10 @@ struct FeedForward {
         detail::linear<T>(x.middleRows(r0, n), linear3_weight, linear3_bias, g);
         h.array() *= g.array();
       }
-      detail::linear<T>(h, linear2_weight, linear2_bias, out.middleRows(r0, n));
+      // x's rows [r0, r0 + n) are read: out's may change now
+      auto o = out.middleRows(r0, n);  // (n, d_model)
+      detail::matmul_nt<T>(h, linear2_weight, o, accumulate);
+      if (has_bias()) o.rowwise() += linear2_bias.transpose();
     }
   }
 };

@@ -38,7 +38,8 @@ inline constexpr Index kMaxInputLength = Index(1) << 20;
 namespace detail {
 /// Bytes one forward needs for `batch` sequences of `len` tokens, an estimate for refusing
 /// what the machine cannot hold (not an exact account): the batch's input, output and logits,
-/// and per item in flight its workspace (q | k | v, z, residual, normed: 6·d_model, the
+/// and per item in flight its workspace (k | v and a pre-norm block's normed input: 3·d_model
+/// per token; q and z of one block of at most MultiHeadAttention::kQueryRows rows; the
 /// feed-forward's hidden layer of at most FeedForward::kRows rows) plus a relative table over
 /// 2·len distances (d_model wide at most).
 /// `weights`: Model::attention_weights' explicit (len, len) matrices, n_layers · n_heads.
@@ -47,9 +48,10 @@ double forward_bytes(const io::ModelConfig& c, Index batch, Index len, int threa
                      bool weights = false) {
   const double b = double(batch), l = double(len), d = double(c.d_model);
   const double in_flight = double(std::min<Index>(batch, std::max(threads, 1)));
-  double scalars =
-      b * l * (3 * d + double(c.vocab_size.value_or(0))) +
-      in_flight * (l * 8 * d + std::min(l, double(FeedForward<T>::kRows)) * double(c.d_ff));
+  const double block_rows = std::min(l, double(MultiHeadAttention<T>::kQueryRows));
+  double scalars = b * l * (3 * d + double(c.vocab_size.value_or(0))) +
+                   in_flight * (l * 5 * d + 2 * block_rows * d +
+                                std::min(l, double(FeedForward<T>::kRows)) * double(c.d_ff));
   if (weights) scalars += double(c.n_layers) * double(c.n_heads) * l * l;
   return scalars * double(sizeof(T));
 }
@@ -157,6 +159,10 @@ class Model {
   /// Activations [batch, len, d_model]; optional key padding mask and position ids
   /// [batch, len] (spec §2). Throws Error naming the input that is wrong.
   ModelOutput<T> forward(const Tensor3<T>& input, const PaddingMask* padding_mask = nullptr,
+                         const PositionIds* position_ids = nullptr) const;
+  /// The same with the input given up (std::move(input)): computed in its memory, no copy of
+  /// the activations (what a long input needs; relpos-encode uses it).
+  ModelOutput<T> forward(Tensor3<T>&& input, const PaddingMask* padding_mask = nullptr,
                          const PositionIds* position_ids = nullptr) const;
 
   /// The attention weights of every layer and head for one sequence of token ids
@@ -334,6 +340,20 @@ ModelOutput<T> Model<T>::forward(const Tensor3<T>& input, const PaddingMask* pad
   }
   const BatchInputs in = inputs(padding_mask, position_ids);
   return std::visit([&](const auto& e) { return finish(e, e.forward(input, in)); }, encoder_);
+}
+
+template <Scalar T>
+ModelOutput<T> Model<T>::forward(Tensor3<T>&& input, const PaddingMask* padding_mask,
+                                 const PositionIds* position_ids) const {
+  check_sizes("input", input.dimension(0), input.dimension(1), position_ids);
+  if (input.dimension(2) != config_.d_model) {
+    throw Error("input: expected [batch, len, " + std::to_string(config_.d_model) + "], got [" +
+                std::to_string(input.dimension(0)) + ", " + std::to_string(input.dimension(1)) +
+                ", " + std::to_string(input.dimension(2)) + "]");
+  }
+  const BatchInputs in = inputs(padding_mask, position_ids);
+  return std::visit([&](const auto& e) { return finish(e, e.forward(std::move(input), in)); },
+                    encoder_);
 }
 
 template <Scalar T>

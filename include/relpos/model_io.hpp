@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <relpos/core.hpp>
@@ -205,6 +206,17 @@ ModelOutput<T> run(const Model<T>& model, const ModelInputs<T>& in) {
   const TokenIds* types = in.token_type_ids ? &*in.token_type_ids : nullptr;
   return in.input ? model.forward(*in.input, mask, ids)
                   : model.forward(*in.input_ids, mask, ids, types);
+}
+
+/// The same with the inputs given up (std::move(in)): an `input` tensor is run in its own
+/// memory (Model::forward(Tensor3&&)), with no copy of the activations beside it, and is
+/// left empty.
+template <Scalar T>
+ModelOutput<T> run(const Model<T>& model, ModelInputs<T>&& in) {
+  if (!in.input) return run(model, std::as_const(in));
+  const PaddingMask* mask = in.padding_mask ? &*in.padding_mask : nullptr;
+  const PositionIds* ids = in.position_ids ? &*in.position_ids : nullptr;
+  return model.forward(std::move(*in.input), mask, ids);
 }
 
 /// Writes `output` and, when present, `logits` as F32 safetensors, atomically (a temporary

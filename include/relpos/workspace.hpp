@@ -52,10 +52,12 @@ struct AttentionScratch {
 /// block. Use one at a time: it is not shared between concurrent forward passes.
 template <Scalar T>
 struct SequenceWorkspace {
-  detail::Buffer<T> qkv;          // (len, 3 d_model): q | k | v, heads side by side
-  detail::Buffer<T> z;            // (len, d_model): heads' outputs, concatenated
-  detail::Buffer<T> residual;     // (len, d_model): a block's branch output
-  detail::Buffer<T> normed;       // (len, d_model): a pre-norm block's normalised input
+  // attention holds only k | v at full length; queries go a block of rows at a time
+  // (MultiHeadAttention::kQueryRows) and the out-projection adds into the block's output rows
+  detail::Buffer<T> kv;           // (len, 2 d_model): k | v, heads side by side
+  detail::Buffer<T> q;            // (min(len, 1024), d_model): one block's queries
+  detail::Buffer<T> z;            // (min(len, 1024), d_model): one block's heads' outputs
+  detail::Buffer<T> normed;       // (min(len, 1024), d_model): a pre-norm block's normed rows
   detail::Buffer<T> hidden;       // (min(len, 512), d_ff): feed-forward hidden layer
   detail::Buffer<T> gate;         // (min(len, 512), d_ff): a gated feed-forward's linear3 x
   AttentionScratch<T> attention;  // attention's tiles and per-call rows

@@ -102,15 +102,17 @@ class TiledAttention {
   }
 
   /// q: (n_q, n_heads·d_head), k, v: (n_k, n_heads·d_head), heads side by side; z: (n_q,
-  /// n_heads·d_head), written. weights: null, or n_heads (n_q, n_k) matrices that receive the
-  /// attention weights α (the explicit path of Model::attention_weights, the only one that
-  /// holds (n_q × n_k) memory).
+  /// n_heads·d_head), written. weights: null, or n_heads matrices of n_k columns that receive
+  /// the attention weights α in rows [weights_row0, weights_row0 + n_q) (the explicit path of
+  /// Model::attention_weights, the only one that holds (len × len) memory; a block of query
+  /// rows writes its rows of the sequence's matrices).
   void run(ConstMatrixRef<T> q, ConstMatrixRef<T> k, ConstMatrixRef<T> v,
            const AttentionGeometry& g, MatrixRef<T> z, AttentionScratch<T>& scratch,
-           std::vector<Matrix<T>>* weights = nullptr) {
+           std::vector<Matrix<T>>* weights = nullptr, Index weights_row0 = 0) {
     RELPOS_ASSERT(q.rows() == g.queries.len && k.rows() == g.keys.len && v.rows() == k.rows() &&
                       z.rows() == q.rows(),
                   "TiledAttention::run: shapes do not match the positions");
+    weights_row0_ = weights_row0;
     const Index n_q = q.rows();
     if (n_q == 0) return;
     if (k.rows() == 0) {
@@ -450,7 +452,7 @@ class TiledAttention {
       const Index bk_max = a.shape_.keys, n_k = k.rows();
       for (Index j0 = 0; j0 < n_k; j0 += bk_max) {
         const Index bk = std::min(bk_max, n_k - j0);
-        auto out = w.block(i0, j0, bq, bk);
+        auto out = w.block(a.weights_row0_ + i0, j0, bq, bk);
         if (hidden_tile(j0, bk)) {
           out.setZero();
           continue;
@@ -769,6 +771,7 @@ class TiledAttention {
   Index n_heads_, d_head_;
   TileShape shape_;
   Call call_;
+  Index weights_row0_ = 0;  // the row of the weights matrices that query 0 of the call writes
 };
 
 }  // namespace relpos::detail

@@ -133,7 +133,7 @@ class Additive {
       throw Error(std::string(name) + ": input: expected " + std::to_string(d_model()) +
                   " columns (d_model), got " + std::to_string(x.cols()));
     }
-    if (!positions.plain()) {
+    if (!positions.plain() || positions.first != 0) {
       throw Error(std::string(name) +
                   ": position ids: not supported (the formula is defined over indices)");
     }
