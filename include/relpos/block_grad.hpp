@@ -55,11 +55,14 @@ void forward_saving(const Block<T, Enc>& block, detail::OutRef<T> x, const Seque
   block.validate();
   const Index len = x.rows(), d = block.d_model();
   if (x.cols() != d) detail::check_batch_width("block forward_saving", x.cols(), d);
-  // the forward's own buffers for the same roles (workspace.hpp), so a warm call allocates nothing
-  auto branch = ws.residual.matrix(len, d);  // (len, d_model): the attention's or the ffn's output
+  // The forward's k | v buffer (workspace.hpp), free here: attention's forward_saving keeps its
+  // own q | k | v in `saved`. Its halves hold the branch and the normed input, so a warm call
+  // allocates nothing.
+  auto kv = ws.kv.matrix(len, 2 * d);
+  auto branch = kv.leftCols(d);  // (len, d_model): the attention's or the ffn's output
   if (block.norm_first) {
     // x = x + attn(norm1(x)); x = x + ffn(norm2(x))
-    auto normed = ws.normed.matrix(len, d);  // (len, d_model)
+    auto normed = kv.rightCols(d);  // (len, d_model)
     forward_saving(block.norm1, x, normed, saved.norm1);
     forward_saving(block.self_attn, normed, branch, in, ws, saved.attn);
     x += branch;

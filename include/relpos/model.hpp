@@ -202,6 +202,15 @@ class Model {
                   std::string(config_.position_type()));
   }
 
+  void check_input(const Tensor3<T>& input, const PositionIds* position_ids) const {
+    check_sizes("input", input.dimension(0), input.dimension(1), position_ids);
+    if (input.dimension(2) != config_.d_model) {
+      throw Error("input: expected [batch, len, " + std::to_string(config_.d_model) + "], got [" +
+                  std::to_string(input.dimension(0)) + ", " + std::to_string(input.dimension(1)) +
+                  ", " + std::to_string(input.dimension(2)) + "]");
+    }
+  }
+
   static BatchInputs inputs(const PaddingMask* padding_mask, const PositionIds* position_ids) {
     BatchInputs in;
     if (padding_mask != nullptr) in.padding = *padding_mask;
@@ -332,12 +341,7 @@ Model<T>::Model(const io::ModelConfig& config, const io::SafetensorsFile& file)
 template <Scalar T>
 ModelOutput<T> Model<T>::forward(const Tensor3<T>& input, const PaddingMask* padding_mask,
                                  const PositionIds* position_ids) const {
-  check_sizes("input", input.dimension(0), input.dimension(1), position_ids);
-  if (input.dimension(2) != config_.d_model) {
-    throw Error("input: expected [batch, len, " + std::to_string(config_.d_model) + "], got [" +
-                std::to_string(input.dimension(0)) + ", " + std::to_string(input.dimension(1)) +
-                ", " + std::to_string(input.dimension(2)) + "]");
-  }
+  check_input(input, position_ids);
   const BatchInputs in = inputs(padding_mask, position_ids);
   return std::visit([&](const auto& e) { return finish(e, e.forward(input, in)); }, encoder_);
 }
@@ -345,12 +349,7 @@ ModelOutput<T> Model<T>::forward(const Tensor3<T>& input, const PaddingMask* pad
 template <Scalar T>
 ModelOutput<T> Model<T>::forward(Tensor3<T>&& input, const PaddingMask* padding_mask,
                                  const PositionIds* position_ids) const {
-  check_sizes("input", input.dimension(0), input.dimension(1), position_ids);
-  if (input.dimension(2) != config_.d_model) {
-    throw Error("input: expected [batch, len, " + std::to_string(config_.d_model) + "], got [" +
-                std::to_string(input.dimension(0)) + ", " + std::to_string(input.dimension(1)) +
-                ", " + std::to_string(input.dimension(2)) + "]");
-  }
+  check_input(input, position_ids);
   const BatchInputs in = inputs(padding_mask, position_ids);
   return std::visit([&](const auto& e) { return finish(e, e.forward(std::move(input), in)); },
                     encoder_);

@@ -75,20 +75,26 @@ PackingBuffers<T>& packing_buffers() {
   return buffers;
 }
 
-/// c += a · op(b) with c row-major (m, n), a row-major (m, k); op(b) is b (k, n) row-major when
-/// BOrder is RowMajor, and bᵀ of a row-major (n, k) b when ColMajor (bᵀ read in place).
-template <class T, int BOrder>
-void gemm_accumulate(ConstMatrixRef<T> a, const T* b, Index ldb, MatrixRef<T> c, Index k) {
-  const Index m = c.rows(), n = c.cols();
-  // Eigen runs a row-major product as the column-major cᵀ = op(b)ᵀ · aᵀ: its rows are our
-  // n, its columns our m (gemm_blocking_space does the same swap).
+/// Eigen's blocking sizes for a row-major c (m, n) += (m, k)·(k, n), over the calling thread's
+/// kept packing buffers. Eigen runs a row-major product as the column-major cᵀ = op(b)ᵀ · aᵀ:
+/// its rows are our n, its columns our m (gemm_blocking_space does the same swap).
+template <class T>
+PackingBlocking<T> kept_blocking(Index m, Index n, Index k) {
   Index kc = k, mc = n, nc = m;
   Eigen::internal::computeProductBlockingSizes<T, T, 1, Index>(kc, mc, nc, Index{1});
   const std::size_t size_a = static_cast<std::size_t>(kc * std::min(mc, n));
   const std::size_t size_b = static_cast<std::size_t>(kc * std::min(nc, m));
   PackingBuffers<T>& buffers = packing_buffers<T>();
-  PackingBlocking<T> blocking(mc, nc, kc, PackingBuffers<T>::reserve(buffers.a, size_a),
-                              PackingBuffers<T>::reserve(buffers.b, size_b));
+  return PackingBlocking<T>(mc, nc, kc, PackingBuffers<T>::reserve(buffers.a, size_a),
+                            PackingBuffers<T>::reserve(buffers.b, size_b));
+}
+
+/// c += a · op(b) with c row-major (m, n), a row-major (m, k); op(b) is b (k, n) row-major when
+/// BOrder is RowMajor, and bᵀ of a row-major (n, k) b when ColMajor (bᵀ read in place).
+template <class T, int BOrder>
+void gemm_accumulate(ConstMatrixRef<T> a, const T* b, Index ldb, MatrixRef<T> c, Index k) {
+  const Index m = c.rows(), n = c.cols();
+  PackingBlocking<T> blocking = kept_blocking<T>(m, n, k);
   Eigen::internal::general_matrix_matrix_product<Index, T, Eigen::RowMajor, false, T, BOrder, false,
                                                  Eigen::RowMajor, 1>::run(m, n, k, a.data(),
                                                                           a.outerStride(), b, ldb,
@@ -103,13 +109,7 @@ void gemm_accumulate(ConstMatrixRef<T> a, const T* b, Index ldb, MatrixRef<T> c,
 template <class T>
 void gemm_accumulate_tn(ConstMatrixRef<T> a, ConstMatrixRef<T> b, MatrixRef<T> c) {
   const Index m = c.rows(), n = c.cols(), k = a.rows();
-  Index kc = k, mc = n, nc = m;
-  Eigen::internal::computeProductBlockingSizes<T, T, 1, Index>(kc, mc, nc, Index{1});
-  const std::size_t size_a = static_cast<std::size_t>(kc * std::min(mc, n));
-  const std::size_t size_b = static_cast<std::size_t>(kc * std::min(nc, m));
-  PackingBuffers<T>& buffers = packing_buffers<T>();
-  PackingBlocking<T> blocking(mc, nc, kc, PackingBuffers<T>::reserve(buffers.a, size_a),
-                              PackingBuffers<T>::reserve(buffers.b, size_b));
+  PackingBlocking<T> blocking = kept_blocking<T>(m, n, k);
   Eigen::internal::general_matrix_matrix_product<Index, T, Eigen::ColMajor, false, T,
                                                  Eigen::RowMajor, false, Eigen::RowMajor,
                                                  1>::run(m, n, k, a.data(), a.outerStride(),
