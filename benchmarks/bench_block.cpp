@@ -97,7 +97,7 @@ void BM_BlockOption(benchmark::State& state) {
          before);
 }
 
-// ---- the feed-forward alone, plain or gated: the gate is one more product of linear1's size ----
+// ---- the feed-forward alone, plain, gated (one more product of linear1's size) or with gelu ----
 template <relpos_bench::Option option>
 void BM_FeedForward(benchmark::State& state) {
   const Index len = state.range(0);
@@ -237,6 +237,7 @@ BENCHMARK_TEMPLATE(BM_BlockOption, Option::rms)->Apply(option_lengths);
 BENCHMARK_TEMPLATE(BM_BlockOption, Option::no_bias)->Apply(option_lengths);
 BENCHMARK_TEMPLATE(BM_FeedForward, Option::plain)->Apply(option_lengths);
 BENCHMARK_TEMPLATE(BM_FeedForward, Option::gated)->Apply(option_lengths);
+BENCHMARK_TEMPLATE(BM_FeedForward, Option::gelu)->Apply(option_lengths);
 // Position type deberta (c2p + p2c, spec §7's defaults) at 128 (the smoke run), 512 and 2048;
 // its target is <= 1.3x BM_Block<None> at len 512 (report.py)
 void deberta_lengths(benchmark::internal::Benchmark* b) {

@@ -150,9 +150,10 @@ double block_flops(Index len) {
 
 /// The block options of spec §7, each alone on the plain block (post-norm LayerNorm, biases,
 /// relu FFN): `ffn: "gated"` (one more (len, d_model) · (d_model, d_ff) product and a ⊙),
-/// `norm: "rms"` (no mean, no bias) and `bias: false`.
+/// `norm: "rms"` (no mean, no bias) and `bias: false`; and gelu, the plain block with torch's
+/// exact gelu (erf) for its activation, as BERT-family checkpoints use.
 // (Position type `deberta` is an encoding, not a block option: its Kind is Deberta above.)
-enum class Option { plain, gated, rms, no_bias };
+enum class Option { plain, gated, rms, no_bias, gelu };
 
 /// The extra FLOPs of an option on the block: the gate's linear3 product, 2·L·d·d_ff.
 inline double option_extra_flops(Option o, Index len) {
@@ -168,6 +169,7 @@ relpos::Block<float, typename Kind::Enc> make_block(Option option = Option::plai
   cfg.gated = option == Option::gated;
   cfg.norm = option == Option::rms ? relpos::NormKind::rms : relpos::NormKind::layer;
   cfg.bias = option != Option::no_bias;
+  if (option == Option::gelu) cfg.activation = relpos::Activation::gelu;
   relpos::Block<float, typename Kind::Enc> b(cfg, Kind::make());
   std::srand(1);  // Eigen's Random draws from std::rand
   const float s = 1.0f / std::sqrt(static_cast<float>(kDModel));

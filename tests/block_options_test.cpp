@@ -4,6 +4,7 @@
 // outputs from tools/golden_block_options.py, written from the spec's formulas with torch
 // ops) reproduced in float and double; RMSNorm, the gated feed-forward and gelu_tanh against
 // the formulas in long double; and every bad input refused with a message naming it.
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -17,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include <relpos/feed_forward.hpp>
+#include <relpos/feed_forward_grad.hpp>
 #include <relpos/io/config.hpp>
 #include <relpos/io/safetensors.hpp>
 #include <relpos/io/safetensors_writer.hpp>
@@ -182,15 +184,53 @@ TYPED_TEST(BlockOptionsTyped, GatedFeedForwardIsTheFormula) {
   }
 }
 
-TEST(BlockOptions, GeluTanhIsTheSpecFormula) {
-  for (double v = -8; v <= 8; v += 0.125) {
-    const double want = double(act_ref(relpos::Activation::gelu_tanh, v));
-    EXPECT_NEAR(relpos::detail::activate<double>(relpos::Activation::gelu_tanh, v), want, 1e-15)
-        << v;
+// act(v) and act'(v) as the feed-forward computes them (Eigen's packet erf / tanh / exp) over
+// [-10, 10] in steps of 1/64.
+template <class T>
+relpos::Vector<T> activation_over(relpos::Activation act, const relpos::Vector<T>& v, bool slope) {
+  relpos::Vector<T> out(v.size());
+  const auto write = [&](const auto& e) { out.array() = e; };
+  if (slope) {
+    relpos::detail::with_activation_derivative<T>(act, v.array(), write);
+  } else {
+    relpos::detail::with_activation<T>(act, v.array(), write);
   }
-  // the approximation, not the exact gelu: they differ by ~1e-3 near |x| = 2
-  EXPECT_GT(std::abs(relpos::detail::activate<double>(relpos::Activation::gelu_tanh, 2.0) -
-                     relpos::detail::activate<double>(relpos::Activation::gelu, 2.0)),
+  return out;
+}
+
+template <class T>
+void expect_activations_are_the_formulas() {
+  constexpr T eps = std::numeric_limits<T>::epsilon();
+  relpos::Vector<T> v(20 * 64 + 1);
+  for (relpos::Index i = 0; i < v.size(); ++i) v(i) = T(-10) + T(i) / T(64);
+  for (const auto act :
+       {relpos::Activation::relu, relpos::Activation::gelu, relpos::Activation::gelu_tanh}) {
+    const relpos::Vector<T> value = activation_over<T>(act, v, false);
+    const relpos::Vector<T> slope = activation_over<T>(act, v, true);
+    for (relpos::Index i = 0; i < v.size(); ++i) {
+      const long double x = v(i);
+      const long double want = act_ref(act, x);
+      EXPECT_NEAR(value(i), want, 8 * eps * std::max(1.0L, std::abs(want)))
+          << "act " << int(act) << " at " << x;
+      // the slope: relu's is torch's (0 at 0); the gelus' a central difference in long double
+      const long double h = 1e-6L;
+      const long double want_slope = act == relpos::Activation::relu
+                                         ? (x > 0 ? 1.0L : 0.0L)
+                                         : (act_ref(act, x + h) - act_ref(act, x - h)) / (2 * h);
+      // the slope's rounding grows with the terms it sums: |x|·(1 + 3·0.044715·x²)
+      const long double bound = 8 * eps * (1 + std::abs(x) * (1 + 0.134145L * x * x)) + 1e-9L;
+      EXPECT_NEAR(slope(i), want_slope, bound) << "act " << int(act) << "' at " << x;
+    }
+  }
+}
+
+TEST(BlockOptions, ActivationsAreTheSpecFormulas) {
+  expect_activations_are_the_formulas<float>();
+  expect_activations_are_the_formulas<double>();
+  // gelu_tanh is the approximation, not the exact gelu: they differ by ~1e-3 near |x| = 2
+  relpos::Vector<double> two = relpos::Vector<double>::Constant(1, 2.0);
+  EXPECT_GT(std::abs(activation_over<double>(relpos::Activation::gelu_tanh, two, false)(0) -
+                     activation_over<double>(relpos::Activation::gelu, two, false)(0)),
             1e-5);
 }
 

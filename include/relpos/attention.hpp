@@ -295,11 +295,15 @@ class MultiHeadAttention {
     // k | v = x · in_proj[d:3d]ᵀ + bias: (len, 2 d_model), head h in columns h·d_head of each;
     // made from every row of x before any row of out changes (out may be x)
     auto kv = ws.kv.matrix(len, 2 * d);
+    // in_proj_bias's entries [start, start + n), or none when the layer has no biases
+    const auto in_bias = [&](Index start, Index n) {
+      return in_proj_bias.segment(config.bias ? start : 0, config.bias ? n : 0);
+    };
     for (Index r0 = 0; r0 < len; r0 += block_rows) {
       const Index n = std::min(block_rows, len - r0);
-      detail::matmul_nt<T>(rows(r0, n), in_proj_weight.bottomRows(2 * d), kv.middleRows(r0, n));
+      detail::linear<T>(rows(r0, n), in_proj_weight.bottomRows(2 * d), in_bias(d, 2 * d),
+                        kv.middleRows(r0, n));
     }
-    if (config.bias) kv.rowwise() += in_proj_bias.tail(2 * d).transpose();
     auto q_all = ws.q.matrix(block_rows, d);  // (block_rows, d_model): one block's queries
     auto z_all = ws.z.matrix(block_rows, d);  // (block_rows, d_model): heads' outputs
     if constexpr (TransformsQK<Enc>) {
@@ -326,8 +330,7 @@ class MultiHeadAttention {
       // q of the block: x's rows [r0, r0 + n), read before out's same rows are written
       MatrixRef<T> q(q_all.topRows(n));
       MatrixRef<T> z(z_all.topRows(n));
-      detail::matmul_nt<T>(rows(r0, n), in_proj_weight.topRows(d), q);
-      if (config.bias) q.rowwise() += in_proj_bias.head(d).transpose();
+      detail::linear<T>(rows(r0, n), in_proj_weight.topRows(d), in_bias(0, d), q);
       if constexpr (TransformsQK<Enc>) {
         z.setZero();  // the k side's place, as above
         encoding.transform_qk(q, z, positions, n_heads());
@@ -340,8 +343,7 @@ class MultiHeadAttention {
                                                .key_padding = in.key_padding};
       attention.run(q, kv.leftCols(d), kv.rightCols(d), geometry, z, ws.attention, weights, r0);
       auto o = out.middleRows(r0, n);  // (n, d_model)
-      detail::matmul_nt<T>(z, out_proj_weight, o, accumulate);
-      if (config.bias) o.rowwise() += out_proj_bias.transpose();
+      detail::linear<T>(z, out_proj_weight, out_proj_bias, o, accumulate);
     }
   }
 

@@ -8,7 +8,6 @@
 // ∂L/∂g = ∂L/∂m ⊙ act(a).
 #pragma once
 
-#include <cmath>
 #include <string>
 
 #include <relpos/core.hpp>
@@ -20,8 +19,8 @@
 namespace relpos {
 
 /// What the feed-forward's forward keeps for its backward: len·(d_model + 2·d_ff) scalars, and
-/// len·d_ff more when gated. backward() reuses `hidden` (and `gate`) as its buffers, so a saved
-/// state serves one backward.
+/// len·d_ff more when gated. backward() reuses `hidden` (and, gated, `pre` and `gate`) as its
+/// buffers, so a saved state serves one backward.
 template <Scalar T>
 struct FeedForwardSaved {
   Matrix<T> x;       // (len, d_model): the input, for ∂L/∂W1 (the caller may overwrite its own)
@@ -57,36 +56,32 @@ struct FeedForwardGrad {
 
 namespace detail {
 
-// gelu'(a) = Φ(a) + a·φ(a), φ(a) = exp(−a²/2)/√(2π)
-template <Scalar T>
-T gelu_exact_derivative(T a) {
-  const T inv_sqrt2 = static_cast<T>(0.70710678118654752440);
-  const T inv_sqrt_2pi = static_cast<T>(0.39894228040143267794);
-  return T(0.5) * (T(1) + std::erf(a * inv_sqrt2)) + a * inv_sqrt_2pi * std::exp(T(-0.5) * a * a);
-}
-
-// gelu_tanh'(a) for gelu_tanh(a) = ½a(1 + tanh u), u = √(2/π)(a + 0.044715·a³)
-template <Scalar T>
-T gelu_tanh_derivative(T a) {
-  const T sqrt_2_over_pi = static_cast<T>(0.79788456080286535588);
+/// use(act'(a)): the activation's derivative over an Eigen array expression a (the file
+/// comment's formulas), as an expression in Eigen's packet erf, exp and tanh, like
+/// with_activation for the forward.
+template <Scalar T, class Derived, class Use>
+void with_activation_derivative(Activation act, const Eigen::ArrayBase<Derived>& a, Use&& use) {
+  const T inv_sqrt2 = static_cast<T>(0.70710678118654752440);       // 1/√2
+  const T inv_sqrt_2pi = static_cast<T>(0.39894228040143267794);    // 1/√(2π)
+  const T sqrt_2_over_pi = static_cast<T>(0.79788456080286535588);  // √(2/π)
   const T c = T(0.044715);
-  const T t = std::tanh(sqrt_2_over_pi * (a + c * a * a * a));
-  return T(0.5) * (T(1) + t) +
-         T(0.5) * a * (T(1) - t * t) * sqrt_2_over_pi * (T(1) + T(3) * c * a * a);
-}
-
-// act'(a) for one element
-template <Scalar T>
-T activation_derivative(Activation act, T a) {
   switch (act) {
     case Activation::relu:
-      return a > T(0) ? T(1) : T(0);
+      use((a > T(0)).template cast<T>());
+      return;
     case Activation::gelu:
-      return gelu_exact_derivative(a);
+      // Φ(a) + a·φ(a), φ(a) = exp(−a²/2)/√(2π)
+      use(T(0.5) * (T(1) + (a * inv_sqrt2).erf()) +
+          inv_sqrt_2pi * a * (T(-0.5) * a.square()).exp());
+      return;
     case Activation::gelu_tanh:
       break;
   }
-  return gelu_tanh_derivative(a);
+  // ½(1 + t) + ½a·(1 − t²)·√(2/π)(1 + 3c·a²), t = tanh u: t appears twice, so the pass
+  // computes tanh twice per element, still in packets and cheaper than one libm call
+  const auto t = (sqrt_2_over_pi * (a + c * a.cube())).tanh();
+  use(T(0.5) * (T(1) + t) +
+      (T(0.5) * sqrt_2_over_pi) * a * (T(1) - t.square()) * (T(1) + (T(3) * c) * a.square()));
 }
 
 // The bias gradient of a linear: prepared when the layer has biases, else it must stay empty.
@@ -118,27 +113,25 @@ void forward_saving(const FeedForward<T>& ffn, detail::InRef<T> x, detail::OutRe
   saved.hidden.resize(x.rows(), ffn.d_ff());
   // a = x·W1ᵀ (+ b1)
   detail::linear<T>(x, ffn.linear1_weight, ffn.linear1_bias, saved.pre);
-  // h = act(a)
-  if (ffn.activation == Activation::relu) {
-    saved.hidden = saved.pre.cwiseMax(T(0));
-  } else {
-    const Activation act = ffn.activation;
-    saved.hidden = saved.pre.unaryExpr([act](T v) { return detail::activate<T>(act, v); });
-  }
   if (ffn.gated()) {
-    // g = x·W3ᵀ (+ b3), m = h ⊙ g
+    // g = x·W3ᵀ (+ b3), m = act(a) ⊙ g
     saved.gate.resize(x.rows(), ffn.d_ff());
     detail::linear<T>(x, ffn.linear3_weight, ffn.linear3_bias, saved.gate);
-    saved.hidden.array() *= saved.gate.array();
+    detail::with_activation<T>(ffn.activation, saved.pre.array(), [&](const auto& act_a) {
+      saved.hidden.array() = act_a * saved.gate.array();
+    });
   } else {
+    // h = act(a)
     saved.gate.resize(0, 0);
+    detail::with_activation<T>(ffn.activation, saved.pre.array(),
+                               [&](const auto& act_a) { saved.hidden.array() = act_a; });
   }
   // y = m·W2ᵀ (+ b2)
   detail::linear<T>(saved.hidden, ffn.linear2_weight, ffn.linear2_bias, out);
 }
 
 /// From dy = ∂L/∂y (len, d_model): adds the weight gradients into grad (empty ones start at
-/// zero) and writes dx = ∂L/∂x (len, d_model). Spends saved.hidden and saved.gate.
+/// zero) and writes dx = ∂L/∂x (len, d_model). Spends saved.hidden, saved.pre and saved.gate.
 template <Scalar T>
 void backward(const FeedForward<T>& ffn, FeedForwardSaved<T>& saved, detail::InRef<T> dy,
               detail::OutRef<T> dx, FeedForwardGrad<T>& grad) {
@@ -165,16 +158,16 @@ void backward(const FeedForward<T>& ffn, FeedForwardSaved<T>& saved, detail::InR
   detail::matmul_nn<T>(dy, ffn.linear2_weight, dm);
   const Activation act = ffn.activation;
   if (gated) {
-    // ∂L/∂a = ∂L/∂m ⊙ g ⊙ act'(a) (over ∂L/∂m), ∂L/∂g = ∂L/∂m ⊙ act(a) (over g)
-    for (Index i = 0; i < len; ++i) {
-      for (Index c = 0; c < d_ff; ++c) {
-        const T a = saved.pre(i, c), d_m = dm(i, c);
-        dm(i, c) = d_m * saved.gate(i, c) * detail::activation_derivative<T>(act, a);
-        saved.gate(i, c) = d_m * detail::activate<T>(act, a);
-      }
-    }
+    // ∂L/∂a = ∂L/∂m ⊙ g ⊙ act'(a) (over ∂L/∂m) and ∂L/∂g = ∂L/∂m ⊙ act(a) (over a, which
+    // nothing reads after): three vectorized passes, g ⊙ act'(a) first into g's buffer
+    detail::with_activation_derivative<T>(act, saved.pre.array(),
+                                          [&](const auto& slope) { saved.gate.array() *= slope; });
+    detail::with_activation<T>(act, saved.pre.array(),
+                               [&](const auto& act_a) { saved.pre.array() = dm.array() * act_a; });
+    dm.array() *= saved.gate.array();
+    Matrix<T>& d_gate = saved.pre;
     // ∂L/∂W3 += (∂L/∂g)ᵀ·x, ∂L/∂b3 += Σ ∂L/∂g, ∂L/∂x = ∂L/∂g·W3
-    detail::linear_backward<T>(saved.x, ffn.linear3_weight, saved.gate, dx, grad.linear3_weight,
+    detail::linear_backward<T>(saved.x, ffn.linear3_weight, d_gate, dx, grad.linear3_weight,
                                grad.linear3_bias, "linear3", bias);
     // then linear1's, through its weight gradient and ∂L/∂x += ∂L/∂a·W1 (both branches)
     detail::prepare_grad<T>(grad.linear1_weight, d_ff, ffn.d_model(), "linear1", ".weight");
@@ -188,9 +181,8 @@ void backward(const FeedForward<T>& ffn, FeedForwardSaved<T>& saved, detail::InR
   if (act == Activation::relu) {
     dm.array() = (saved.pre.array() > T(0)).select(dm.array(), T(0));
   } else {
-    dm.array() *=
-        saved.pre.unaryExpr([act](T v) { return detail::activation_derivative<T>(act, v); })
-            .array();
+    detail::with_activation_derivative<T>(act, saved.pre.array(),
+                                          [&](const auto& slope) { dm.array() *= slope; });
   }
   // ∂L/∂W1 += (∂L/∂a)ᵀ·x, ∂L/∂b1 += Σ ∂L/∂a, ∂L/∂x = (∂L/∂a)·W1
   detail::linear_backward<T>(saved.x, ffn.linear1_weight, dm, dx, grad.linear1_weight,

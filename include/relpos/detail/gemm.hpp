@@ -212,12 +212,24 @@ void matmul_tn(ConstMatrixRef<T> a, ConstMatrixRef<T> b, MatrixRef<T> c, bool ac
   }
 }
 
-/// out = x · weightᵀ + bias, a Linear in PyTorch layout. x: (m, in), weight: (out, in).
-/// An empty bias is a Linear without one (spec §7 `bias: false`).
+/// out = x · weightᵀ + bias, or out += x · weightᵀ + bias when accumulate: a Linear in
+/// PyTorch layout. x: (m, in), weight: (out, in), bias: (out), or empty for a Linear without
+/// one (spec §7 `bias: false`). The bias goes into out first and the product accumulates onto
+/// it, as torch's addmm(bias, x, weightᵀ) does, so out is not read and written a second time
+/// after the GEMM.
 template <Scalar T>
-void linear(ConstMatrixRef<T> x, const Matrix<T>& weight, const Vector<T>& bias, MatrixRef<T> out) {
-  matmul_nt<T>(x, weight, out);
-  if (bias.size() != 0) out.rowwise() += bias.transpose();
+void linear(ConstMatrixRef<T> x, ConstMatrixRef<T> weight, const Eigen::Ref<const Vector<T>>& bias,
+            MatrixRef<T> out, bool accumulate = false) {
+  if (bias.size() == 0) {
+    matmul_nt<T>(x, weight, out, accumulate);
+    return;
+  }
+  if (accumulate) {
+    out.rowwise() += bias.transpose();
+  } else {
+    out.rowwise() = bias.transpose();
+  }
+  matmul_nt<T>(x, weight, out, /*accumulate=*/true);
 }
 
 }  // namespace relpos::detail
