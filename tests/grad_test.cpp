@@ -389,7 +389,7 @@ TEST(Grad, ReadmeFragment) {
 }
 
 template <class F>
-std::string error_of(F&& f) {
+std::string grad_error_of(F&& f) {
   try {
     f();
   } catch (const relpos::Error& e) {
@@ -403,19 +403,20 @@ TEST(GradErrors, CrossEntropyTargets) {
   logits.setZero();
   TokenIds t(2, 3);
   t.setConstant(relpos::kIgnoreTarget);
-  EXPECT_NE(error_of([&] { relpos::cross_entropy(logits, t, d); }).find("no target to learn from"),
-            std::string::npos);
+  EXPECT_NE(
+      grad_error_of([&] { relpos::cross_entropy(logits, t, d); }).find("no target to learn from"),
+      std::string::npos);
   t(0, 0) = 1;
   t(1, 2) = 4;  // vocab_size is 4
-  std::string msg = error_of([&] { relpos::cross_entropy(logits, t, d); });
+  std::string msg = grad_error_of([&] { relpos::cross_entropy(logits, t, d); });
   EXPECT_NE(msg.find("targets[1, 2]"), std::string::npos) << msg;
   EXPECT_NE(msg.find("got 4"), std::string::npos) << msg;
   t(1, 2) = -1;  // negative but not −100
-  msg = error_of([&] { relpos::cross_entropy(logits, t, d); });
+  msg = grad_error_of([&] { relpos::cross_entropy(logits, t, d); });
   EXPECT_NE(msg.find("targets[1, 2]"), std::string::npos) << msg;
   EXPECT_NE(msg.find("got -1"), std::string::npos) << msg;
   const TokenIds wrong(3, 2);
-  msg = error_of([&] { relpos::cross_entropy(logits, wrong, d); });
+  msg = grad_error_of([&] { relpos::cross_entropy(logits, wrong, d); });
   EXPECT_NE(msg.find("targets: expected [2, 3]"), std::string::npos) << msg;
 }
 
@@ -423,7 +424,7 @@ TEST(GradErrors, MseShapeAndEmbeddingIds) {
   Tensor3<double> out(2, 3, 4), target(2, 3, 5), d;
   out.setZero();
   target.setZero();
-  std::string msg = error_of([&] { relpos::mean_squared_error(out, target, d); });
+  std::string msg = grad_error_of([&] { relpos::mean_squared_error(out, target, d); });
   EXPECT_NE(msg.find("target: expected [2, 3, 4]"), std::string::npos) << msg;
 
   TokenIds ids(1, 3);
@@ -431,7 +432,7 @@ TEST(GradErrors, MseShapeAndEmbeddingIds) {
   Tensor3<double> dout(1, 3, 4);
   dout.setZero();
   relpos::EmbeddingGrad<double> g;
-  msg = error_of([&] { relpos::embedding_backward(ids, dout, 5, g); });
+  msg = grad_error_of([&] { relpos::embedding_backward(ids, dout, 5, g); });
   EXPECT_NE(msg.find("input_ids[0, 1]"), std::string::npos) << msg;
   EXPECT_EQ(g.weight.size(), 0);  // nothing added before the check
 }
@@ -443,18 +444,18 @@ TEST(GradErrors, MisShapedGradientsAndOutputGradients) {
   relpos::forward_saving(ffn, x, out, saved);
   relpos::FeedForwardGrad<double> grad;
   grad.linear2_weight = Matrix<double>::Zero(6, 4);  // transposed
-  std::string msg = error_of([&] { relpos::backward(ffn, saved, out, dx, grad); });
+  std::string msg = grad_error_of([&] { relpos::backward(ffn, saved, out, dx, grad); });
   EXPECT_NE(msg.find("linear2.weight gradient: expected [4, 6]"), std::string::npos) << msg;
   const Matrix<double> short_dy(2, 4);
   relpos::forward_saving(ffn, x, out, saved);
-  msg = error_of([&] { relpos::backward(ffn, saved, short_dy, dx, grad); });
+  msg = grad_error_of([&] { relpos::backward(ffn, saved, short_dy, dx, grad); });
   EXPECT_NE(msg.find("output gradient expected [3, 4]"), std::string::npos) << msg;
 
   relpos::LayerNorm<double> norm(4, 1e-5);
   relpos::LayerNormSaved<double> ln_saved;
   relpos::LayerNormGrad<double> ln_grad;
   relpos::forward_saving(norm, x, out, ln_saved);
-  msg = error_of([&] { relpos::backward(norm, ln_saved, short_dy, dx, ln_grad); });
+  msg = grad_error_of([&] { relpos::backward(norm, ln_saved, short_dy, dx, ln_grad); });
   EXPECT_NE(msg.find("output gradient expected [3, 4]"), std::string::npos) << msg;
 }
 

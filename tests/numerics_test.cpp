@@ -64,10 +64,7 @@ TEST(NumericsSoftmax, FloatLogitsNearPlusMinus1e4StayFiniteAndCorrect) {
 
 TEST(NumericsSoftmax, FullyMaskedRowIsZeroNotNaN) {
   // padded keys: every key of row 0 hidden; causal + padding: row 0 sees only key 0, padded
-  Matrix<float> s(3, 4);
-  s << 1e4f, -1e4f, 3, 0,  //
-      1, 2, 3, 4,          //
-      -1e4f, 5, 5, 1e4f;
+  const Matrix<float> s{{1e4f, -1e4f, 3, 0}, {1, 2, 3, 4}, {-1e4f, 5, 5, 1e4f}};
   const bool all_padded[4] = {true, true, true, true};
   Matrix<float> a = s;
   relpos::detail::masked_softmax_rows(a, false, all_padded);
