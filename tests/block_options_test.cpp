@@ -141,45 +141,49 @@ long double act_ref(relpos::Activation a, long double v) {
 TYPED_TEST(BlockOptionsTyped, GatedFeedForwardIsTheFormula) {
   using T = TypeParam;
   std::mt19937_64 gen(7);
-  const Index len = 4, d = 6, f = 10;
-  for (const relpos::Activation act :
-       {relpos::Activation::relu, relpos::Activation::gelu, relpos::Activation::gelu_tanh}) {
-    for (const bool bias : {true, false}) {
-      SCOPED_TRACE(std::string("activation ") + std::to_string(int(act)) + ", bias " +
-                   (bias ? "true" : "false"));
-      relpos::FeedForward<T> ffn(relpos::FeedForwardConfig{d, f, act, /*gated=*/true, bias});
-      ASSERT_TRUE(ffn.gated());
-      ASSERT_EQ(ffn.has_bias(), bias);
-      relpos::test::fill_normal(ffn.linear1_weight, gen, 0.8);
-      relpos::test::fill_normal(ffn.linear2_weight, gen, 0.8);
-      relpos::test::fill_normal(ffn.linear3_weight, gen, 0.8);
-      if (bias) {
-        relpos::test::fill_normal(ffn.linear1_bias, gen, 0.3);
-        relpos::test::fill_normal(ffn.linear2_bias, gen, 0.3);
-        relpos::test::fill_normal(ffn.linear3_bias, gen, 0.3);
-      }
-      relpos::Matrix<T> x(len, d), out(len, d);
-      relpos::test::fill_normal(x, gen, 1.0);
-      relpos::SequenceWorkspace<T> ws;
-      ffn.forward(x, out, ws);
-      relpos::Matrix<T> want(len, d);
-      for (Index i = 0; i < len; ++i) {
-        std::vector<long double> hid(std::size_t(f), 0);
-        for (Index k = 0; k < f; ++k) {
-          long double a = bias ? ffn.linear1_bias(k) : 0, g = bias ? ffn.linear3_bias(k) : 0;
-          for (Index j = 0; j < d; ++j) {
-            a += (long double)ffn.linear1_weight(k, j) * x(i, j);
-            g += (long double)ffn.linear3_weight(k, j) * x(i, j);
+  const Index len = 4, d = 6;
+  // d_ff within one pass of kGateCols hidden columns, and across two and a part of a third
+  for (const Index f : {Index(10), 2 * relpos::FeedForward<T>::kGateCols + 44}) {
+    for (const relpos::Activation act :
+         {relpos::Activation::relu, relpos::Activation::gelu, relpos::Activation::gelu_tanh}) {
+      for (const bool bias : {true, false}) {
+        SCOPED_TRACE(std::string("d_ff ") + std::to_string(f) + ", activation " +
+                     std::to_string(int(act)) + ", bias " + (bias ? "true" : "false"));
+        relpos::FeedForward<T> ffn(relpos::FeedForwardConfig{d, f, act, /*gated=*/true, bias});
+        ASSERT_TRUE(ffn.gated());
+        ASSERT_EQ(ffn.has_bias(), bias);
+        relpos::test::fill_normal(ffn.linear1_weight, gen, 0.8);
+        // linear2 sums d_ff terms: its scale keeps the output (and its rounding) O(1) for any f
+        relpos::test::fill_normal(ffn.linear2_weight, gen, 0.8 * std::sqrt(10.0 / double(f)));
+        relpos::test::fill_normal(ffn.linear3_weight, gen, 0.8);
+        if (bias) {
+          relpos::test::fill_normal(ffn.linear1_bias, gen, 0.3);
+          relpos::test::fill_normal(ffn.linear2_bias, gen, 0.3);
+          relpos::test::fill_normal(ffn.linear3_bias, gen, 0.3);
+        }
+        relpos::Matrix<T> x(len, d), out(len, d);
+        relpos::test::fill_normal(x, gen, 1.0);
+        relpos::SequenceWorkspace<T> ws;
+        ffn.forward(x, out, ws);
+        relpos::Matrix<T> want(len, d);
+        for (Index i = 0; i < len; ++i) {
+          std::vector<long double> hid(std::size_t(f), 0);
+          for (Index k = 0; k < f; ++k) {
+            long double a = bias ? ffn.linear1_bias(k) : 0, g = bias ? ffn.linear3_bias(k) : 0;
+            for (Index j = 0; j < d; ++j) {
+              a += (long double)ffn.linear1_weight(k, j) * x(i, j);
+              g += (long double)ffn.linear3_weight(k, j) * x(i, j);
+            }
+            hid[std::size_t(k)] = act_ref(act, a) * g;  // act(linear1 x) ⊙ linear3 x
           }
-          hid[std::size_t(k)] = act_ref(act, a) * g;  // act(linear1 x) ⊙ linear3 x
+          for (Index j = 0; j < d; ++j) {
+            long double o = bias ? ffn.linear2_bias(j) : 0;
+            for (Index k = 0; k < f; ++k) o += (long double)ffn.linear2_weight(j, k) * hid[k];
+            want(i, j) = T(o);
+          }
         }
-        for (Index j = 0; j < d; ++j) {
-          long double o = bias ? ffn.linear2_bias(j) : 0;
-          for (Index k = 0; k < f; ++k) o += (long double)ffn.linear2_weight(j, k) * hid[k];
-          want(i, j) = T(o);
-        }
+        EXPECT_TRUE(relpos::test::all_close(out, want, 4 * tolerance<T>(), 4 * tolerance<T>()));
       }
-      EXPECT_TRUE(relpos::test::all_close(out, want, 4 * tolerance<T>(), 4 * tolerance<T>()));
     }
   }
 }

@@ -143,6 +143,11 @@ struct FeedForward {
   /// Rows per pass of forward(): the hidden layer is (kRows, d_ff) at most whatever the
   /// length, so a long input's feed-forward adds 4 MiB (float, d_ff 2048), not len·d_ff.
   static constexpr Index kRows = 512;
+  /// Hidden columns per pass of a gated forward: its linear1 and linear3 outputs for kRows rows
+  /// take 2 · 512 KiB (float), about one core's L2, so act(a) ⊙ g reads them from there, where
+  /// a full (kRows, d_ff) pair (8 MiB) made that pass a trip to L3 (d_ff 2048, len 512: 128
+  /// columns 1.52× the plain FFN, 256 1.46×, 512 1.51×, all d_ff at once 1.55×).
+  static constexpr Index kGateCols = 256;
 
   /// out = linear2(act(linear1(x))) (⊙ linear3(x) when gated); x, out: (len, d_model), not aliased.
   /// Rows are independent, so they go kRows at a time through the hidden layer in ws.hidden.
@@ -170,14 +175,23 @@ struct FeedForward {
       const Index n = std::min(kRows, x.rows() - r0);
       // h: (n, d_ff)
       auto h = ws.hidden.matrix(n, d_ff());
-      detail::linear<T>(x.middleRows(r0, n), linear1_weight, linear1_bias, h);
       if (gated()) {
-        // the gate: h = act(linear1 x) ⊙ linear3 x in one pass, g: (n, d_ff)
-        auto g = ws.gate.matrix(n, d_ff());
-        detail::linear<T>(x.middleRows(r0, n), linear3_weight, linear3_bias, g);
-        detail::with_activation<T>(activation, h.array(),
-                                   [&](const auto& act_h) { h.array() = act_h * g.array(); });
+        // h = act(linear1 x) ⊙ linear3 x, kGateCols columns at a time, g: (n, kGateCols)
+        using BiasRef = Eigen::Ref<const Vector<T>>;
+        for (Index c0 = 0; c0 < d_ff(); c0 += kGateCols) {
+          const Index w = std::min(kGateCols, d_ff() - c0);
+          auto a = h.middleCols(c0, w);
+          auto g = ws.gate.matrix(n, w);
+          const bool b = has_bias();
+          detail::linear<T>(x.middleRows(r0, n), linear1_weight.middleRows(c0, w),
+                            b ? BiasRef(linear1_bias.segment(c0, w)) : BiasRef(linear1_bias), a);
+          detail::linear<T>(x.middleRows(r0, n), linear3_weight.middleRows(c0, w),
+                            b ? BiasRef(linear3_bias.segment(c0, w)) : BiasRef(linear3_bias), g);
+          detail::with_activation<T>(activation, a.array(),
+                                     [&](const auto& act_a) { a.array() = act_a * g.array(); });
+        }
       } else {
+        detail::linear<T>(x.middleRows(r0, n), linear1_weight, linear1_bias, h);
         detail::with_activation<T>(activation, h.array(),
                                    [&](const auto& act_h) { h.array() = act_h; });
       }

@@ -59,7 +59,7 @@ struct SequenceWorkspace {
   detail::Buffer<T> z;            // (min(len, 1024), d_model): one block's heads' outputs
   detail::Buffer<T> normed;       // (min(len, 1024), d_model): a pre-norm block's normed rows
   detail::Buffer<T> hidden;       // (min(len, 512), d_ff): feed-forward hidden layer
-  detail::Buffer<T> gate;         // (min(len, 512), d_ff): a gated feed-forward's linear3 x
+  detail::Buffer<T> gate;         // (min(len, 512), 256): a gated feed-forward's linear3 x
   AttentionScratch<T> attention;  // attention's tiles and per-call rows
   // For inspection (pictures, debugging), off by default: when set, every attention forward
   // run with this workspace appends its weights α, [layer][head] → (len, len). It allocates.
