@@ -16,6 +16,7 @@
 #include <relpos/threads.hpp>
 #include <relpos/training.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -261,6 +262,41 @@ TEST(TrainingWorkspaceThreads, WarmLossAndGradientsAllocatesNothingAndIsBitIdent
     ASSERT_EQ(bits.size(), 2u);
     EXPECT_TRUE(bits[0] == bits[1]) << "one item: 1 and 2 threads (heads in parallel) differ";
   }
+}
+
+// fit's warm steps (select_rows, loss_and_gradients, clip_grad_norm, AdamW, the parameters
+// copied into the model by model()) allocate nothing for position types without tensors of
+// their own, on one and two threads. Counted between on_step calls: step t's count covers its
+// successor's whole step.
+TEST(TrainingWorkspaceThreads, WarmFitStepAllocatesNothing) {
+  using relpos::test::g_allocations;
+  namespace fs = std::filesystem;
+  const fs::path data_dir = fs::path(RELPOS_TEST_DATA_DIR) / "train";
+  for (const std::string name : {"none_head_ce", "rotary_mse", "alibi_mse"}) {
+    const auto in =
+        relpos::io::SafetensorsFile::open((data_dir / name / "input.safetensors").string());
+    const auto expected =
+        relpos::io::SafetensorsFile::open((data_dir / name / "expected.safetensors").string());
+    const fs::path model_dir =
+        fs::path(RELPOS_TEST_DATA_DIR) / "models" / expected.metadata().at("model");
+    for (const int threads : {1, 2}) {
+      SCOPED_TRACE(name + ", " + std::to_string(threads) + " threads");
+      relpos::set_num_threads(threads);
+      auto model = relpos::TrainableModel<float>::load(model_dir);
+      const auto data = relpos::read_training_data<float>(in, model.config());
+      relpos::FitOptions options{.steps = 5, .batch = std::min<Index>(2, data.rows())};
+      options.clip_norm = 1.0;
+      const long start = g_allocations.load();
+      std::vector<long> counts;
+      counts.reserve(5);
+      relpos::fit(model, data, options,
+                  [&](Index, float) { counts.push_back(g_allocations.load()); });
+      ASSERT_EQ(counts.size(), 5u);
+      EXPECT_GT(counts[0] - start, 0) << "the count sees the cold first step";
+      EXPECT_EQ(counts[4] - counts[2], 0) << "warm steps 3 and 4";
+    }
+  }
+  relpos::set_num_threads(1);
 }
 
 }  // namespace backward_workspace_test

@@ -201,6 +201,100 @@ TEST(Train, TrainableModelUpdatesRebuildsAndSaves) {
   fs::remove_all(dir);
 }
 
+// model() after an update copies the parameters into the model in place (Model::assign_weights);
+// the independent reference is a Model built afresh from the same parameters' safetensors
+// image, as a loaded model is. Every parameter is changed, so every dense weight and every
+// encoding's tensors (t5's shared table, xl's r_net and u/v with its cached r(c) rows,
+// kerple's r1/r2, deberta's tables projected through in_proj, learned and additive tables)
+// must reach the forward: the outputs agree to the bit, and differ from the model's before.
+TEST(Train, TrainableModelUpdatesInPlaceAsAFreshlyBuiltModel) {
+  const fs::path data = fs::path(RELPOS_TEST_DATA_DIR);
+  for (const fs::path& dir :
+       {kTrainModels / "learned_both", kTrainModels / "t5_bidirectional",
+        kTrainModels / "kerple_log", kTrainModels / "xl", kTrainModels / "additive_learned",
+        kTrainModels / "absolute", kTrainModels / "none_ids_head", kTrainModels / "rotary_yarn",
+        kTrainModels / "alibi", kTrainModels / "sinusoidal_keys_values", data / "hf" / "deberta_v3",
+        data / "block_options" / "bert_embed_rotary_gated_ids",
+        data / "block_options" / "t5_block_t5"}) {
+    SCOPED_TRACE(dir.string());
+    auto tm = relpos::TrainableModel<double>::load(dir);
+    const auto& config = tm.config();
+    const auto forward = [&](const relpos::Model<double>& m) {
+      if (config.vocab_size) {
+        relpos::TokenIds ids(2, 5);
+        for (Index k = 0; k < ids.size(); ++k) ids.data()[k] = (3 * k + 1) % *config.vocab_size;
+        return m.forward(ids).output;
+      }
+      Tensor3<double> x(2, 5, config.d_model);
+      for (Index k = 0; k < x.size(); ++k) x.data()[k] = std::sin(0.37 * double(k));
+      return m.forward(x).output;
+    };
+    const Tensor3<double> before = forward(tm.model());
+    const relpos::Model<double>* address = &tm.model();
+    std::size_t n = 0;
+    tm.for_each_parameter([&](relpos::NamedTensor<double>& p) {
+      ++n;
+      for (Index k = 0; k < p.values.size(); ++k)
+        p.values(k) += 0.05 * std::sin(double(k) + 7.0 * double(n));
+    });
+    tm.clamp_to_domain();
+    const Tensor3<double> after = forward(tm.model());
+    EXPECT_EQ(&tm.model(), address) << "the same model, updated";
+    const auto fresh = relpos::Model<double>(
+        config, relpos::io::SafetensorsFile::from_bytes(tm.bytes<double>(), "<fresh>"));
+    const Tensor3<double> want = forward(fresh);
+    const Eigen::Tensor<double, 0, Eigen::RowMajor> diff = (after - want).abs().maximum();
+    EXPECT_EQ(diff(), 0.0) << "in place vs a freshly built model";
+    const Eigen::Tensor<double, 0, Eigen::RowMajor> change = (after - before).abs().maximum();
+    EXPECT_GT(change(), 1e-4) << "the update reached the forward";
+  }
+}
+
+// A parameter whose size an update changed, or one missing, is an Error naming it, raised
+// before the model changes.
+TEST(Train, AssignWeightsRefusesAWrongSizeOrAMissingTensorBeforeChangingAnything) {
+  auto tm = relpos::TrainableModel<double>::load(kTrainModels / "learned_both");
+  Tensor3<double> x(1, 4, tm.config().d_model);
+  x.setConstant(0.5);
+  const Tensor3<double> before = tm.model().forward(x).output;
+  std::vector<relpos::NamedTensor<double>> tensors = tm.parameters();
+  const auto message = [&](const std::vector<relpos::NamedTensor<double>>& t) {
+    relpos::Model<double> m = tm.model();
+    try {
+      m.assign_weights(t);
+    } catch (const relpos::Error& e) {
+      const Eigen::Tensor<double, 0, Eigen::RowMajor> d =
+          (m.forward(x).output - before).abs().maximum();
+      EXPECT_EQ(d(), 0.0) << "the refused model is unchanged";
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  auto wrong = tensors;
+  for (auto& t : wrong) {
+    if (t.name == "layers.1.linear2.bias") t.values.resize(3);
+  }
+  EXPECT_EQ(message(wrong), "layers.1.linear2.bias: expected 16 values, got 3");
+  auto missing = tensors;
+  std::erase_if(missing, [](const auto& t) { return t.name == "layers.0.norm2.weight"; });
+  EXPECT_EQ(message(missing), "layers.0.norm2.weight: missing (the model has this tensor)");
+  auto table = tensors;
+  for (auto& t : table) {
+    if (t.name == "layers.1.self_attn.relative_key") t.shape = {3, 1};
+  }
+  EXPECT_NE(message(table).find("layers.1.self_attn.relative_key: expected ["), std::string::npos);
+  // through TrainableModel: the size an optimizer's f changed
+  tm.for_each_parameter([](relpos::NamedTensor<double>& p) {
+    if (p.name == "head.bias" || p.name == "layers.0.linear1.bias") p.values.resize(1);
+  });
+  try {
+    tm.model();
+    ADD_FAILURE() << "no error";
+  } catch (const relpos::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("linear1.bias: expected"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Train, KerpleParametersAreClampedIntoTheirDomain) {
   auto tm = relpos::TrainableModel<double>::load(kTrainModels / "kerple_power_causal");
   tm.for_each_parameter([](relpos::NamedTensor<double>& p) {

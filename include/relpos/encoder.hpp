@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -169,6 +170,50 @@ class Encoder {
   template <TensorSource<T> File>
   static Encoder load(const File& file, const EncoderConfig& cfg) {
     return load(file, cfg, [](Index) { return Enc(); });
+  }
+
+  /// f(TensorName, T* data, Index size) for every weight the stack holds outside its
+  /// encodings, under the model file's names and in its layout (spec §1, §7: row-major,
+  /// [out, in]), in io::expected_tensors' order; an absent one (empty: no bias, not gated, no
+  /// vocabulary, ...) is left out. An encoding's own tensors (position.*, relative_key, ...)
+  /// are its loader's. What updates a model in place (Model::assign_weights).
+  template <class F>
+  void for_each_weight(F&& f) {
+    const auto visit = [&](Index layer, std::string_view path, auto& m) {
+      if (m.size() > 0) f(TensorName{layer, path}, m.data(), m.size());
+    };
+    visit(-1, "embed.weight", embedding);
+    visit(-1, "pos_embed.weight", pos_embed);
+    visit(-1, "type_embed.weight", type_embed);
+    if (embed_norm) {
+      visit(-1, "embed_norm.weight", embed_norm->weight);
+      visit(-1, "embed_norm.bias", embed_norm->bias);
+    }
+    for (std::size_t k = 0; k < layers.size(); ++k) {
+      const Index n = static_cast<Index>(k);
+      MultiHeadAttention<T, Enc>& a = layers[k].self_attn;
+      FeedForward<T>& f2 = layers[k].ffn;
+      visit(n, "self_attn.in_proj_weight", a.in_proj_weight);
+      visit(n, "self_attn.in_proj_bias", a.in_proj_bias);
+      visit(n, "self_attn.out_proj.weight", a.out_proj_weight);
+      visit(n, "self_attn.out_proj.bias", a.out_proj_bias);
+      visit(n, "linear1.weight", f2.linear1_weight);
+      visit(n, "linear1.bias", f2.linear1_bias);
+      visit(n, "linear2.weight", f2.linear2_weight);
+      visit(n, "linear2.bias", f2.linear2_bias);
+      visit(n, "linear3.weight", f2.linear3_weight);
+      visit(n, "linear3.bias", f2.linear3_bias);
+      visit(n, "norm1.weight", layers[k].norm1.weight);
+      visit(n, "norm1.bias", layers[k].norm1.bias);
+      visit(n, "norm2.weight", layers[k].norm2.weight);
+      visit(n, "norm2.bias", layers[k].norm2.bias);
+    }
+    if (norm) {
+      visit(-1, "norm.weight", norm->weight);
+      visit(-1, "norm.bias", norm->bias);
+    }
+    visit(-1, "head.weight", head_weight);
+    visit(-1, "head.bias", head_bias);
   }
 
   /// The config, then every public field against it: n_layers layers, each a Block of

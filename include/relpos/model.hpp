@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -155,6 +156,16 @@ class Model {
   decltype(auto) visit(F&& f) const {
     return std::visit(std::forward<F>(f), encoder_);
   }
+
+  /// Overwrites the weights with `tensors`, a model file's tensors by name and shape (spec §1;
+  /// TrainableModel's parameters after an optimizer step), in place: each dense weight
+  /// (embeddings, projections, feed-forward, norms, head) is copied into the storage it has,
+  /// and an encoding with tensors of its own (learned, t5, kerple, xl, deberta, additive's
+  /// learned source) is rebuilt from them with fresh caches, by config().position as load
+  /// builds it; encodings without tensors are kept. So for none, sinusoidal, rotary, alibi and
+  /// absolute it allocates nothing. A tensor the model has that is missing or of another size is an
+  /// Error naming it, raised before anything changes; tensors the model does not have are not read.
+  void assign_weights(std::span<const NamedTensor<T>> tensors);
 
   /// Activations [batch, len, d_model]; optional key padding mask and position ids
   /// [batch, len] (spec §2). Throws Error naming the input that is wrong.
@@ -313,6 +324,50 @@ class Model {
 // The members that instantiate every position type's encoder are defined out of the class, so
 // they are not inline: `extern template class relpos::Model<float>;` then keeps a translation
 // unit from compiling them again (README "Compile time").
+
+template <Scalar T>
+void Model<T>::assign_weights(std::span<const NamedTensor<T>> tensors) {
+  // the tensor of `name`, searched from the one after the last found (both lists follow
+  // io::expected_tensors' order, so a walk is one pass)
+  std::size_t next = 0;
+  const auto find = [&](const TensorName& name) -> const NamedTensor<T>& {
+    for (std::size_t k = 0; k < tensors.size(); ++k) {
+      const std::size_t at = (next + k) % tensors.size();
+      if (name == tensors[at].name) {
+        next = at + 1;
+        return tensors[at];
+      }
+    }
+    throw Error(name.str() + ": missing (the model has this tensor)");
+  };
+  std::visit(
+      [&](auto& encoder) {
+        using Enc = std::decay_t<decltype(encoder.layers.front().self_attn.encoding)>;
+        // the encodings first, as a loaded model builds them (their loaders check their own
+        // tensors); nothing of the model changes until every check has passed
+        std::vector<Enc> fresh;
+        if constexpr (
+            requires { Enc::tensors; } || requires { Enc::layer_tensors; }) {
+          const detail::NamedTensors<T> source(tensors);
+          auto make = Enc::loader(std::get<typename Enc::Config>(config_.position),
+                                  config_.position_context(), source);
+          for (Index n = 0; n < config_.n_layers; ++n) fresh.push_back(make(n));
+        }
+        encoder.for_each_weight([&](const TensorName& name, T*, Index size) {
+          const NamedTensor<T>& t = find(name);
+          if (t.values.size() != size) {
+            throw Error(name.str() + ": expected " + std::to_string(size) + " values, got " +
+                        std::to_string(t.values.size()));
+          }
+        });
+        encoder.for_each_weight([&](const TensorName& name, T* data, Index size) {
+          std::copy_n(find(name).values.data(), size, data);
+        });
+        for (std::size_t n = 0; n < fresh.size(); ++n)
+          encoder.layers[n].self_attn.encoding = std::move(fresh[n]);
+      },
+      encoder_);
+}
 
 template <Scalar T>
 Model<T> Model<T>::load(const std::filesystem::path& dir) {

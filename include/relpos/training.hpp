@@ -6,7 +6,7 @@
 // embedding_grad.hpp, output_head_grad.hpp, loss.hpp) run per batch item in parallel; each item
 // gets gradients of its own, summed in item order, so the result is the same bits for any
 // thread count. TrainableModel keeps the parameters as named tensors an optimizer can update in
-// place, rebuilds the Model from them, and writes the trained model folder; fit() is the AdamW
+// place, copies them into its Model, and writes the trained model folder; fit() is the AdamW
 // loop of `relpos-train fit`.
 #pragma once
 
@@ -46,15 +46,6 @@
 #include <relpos/workspace.hpp>
 
 namespace relpos {
-
-/// One tensor of a model file: its name and shape (spec §1, PyTorch layout) and its elements
-/// in row-major order, as the file stores them.
-template <Scalar T>
-struct NamedTensor {
-  std::string name;
-  std::vector<std::int64_t> shape;
-  Vector<T> values;  // (product of shape)
-};
 
 /// ∂L/∂ of every tensor of a model file (spec §6: `grad.NAME`, NAME's shape), in the order of
 /// io::expected_tensors, and ∂L/∂input when the batch gave a float `input` (`grad.input`).
@@ -537,7 +528,7 @@ TrainingData<T> read_training_data(const io::SafetensorsFile& file, const io::Mo
 
 /// A model being trained: its parameters as named tensors (the model file's, in
 /// io::expected_tensors order), which an optimizer updates in place, and the Model<T> built from
-/// them, rebuilt when they have changed. Writes the trained folder of spec §1.
+/// them, updated in place when they have changed. Writes the trained folder of spec §1.
 template <Scalar T>
 class TrainableModel {
  public:
@@ -576,18 +567,19 @@ class TrainableModel {
   const io::ModelConfig& config() const { return config_; }
   const std::vector<NamedTensor<T>>& parameters() const { return parameters_; }
 
-  /// The model of the current parameters (rebuilt, and checked as a loaded model is, when they
-  /// changed since the last call).
+  /// The model of the current parameters: when they changed since the last call, they are
+  /// copied into it in place (Model::assign_weights: no allocation for the dense weights; an
+  /// encoding with tensors is rebuilt), and a parameter whose size f changed is an Error.
   const Model<T>& model() {
     if (stale_) {
-      model_ = Model<T>(config_, io::SafetensorsFile::from_bytes(bytes<T>(), "<trained model>"));
+      model_.assign_weights(parameters_);
       stale_ = false;
     }
     return model_;
   }
 
   /// f(NamedTensor<T>&) for every parameter, which f may change in place (an optimizer step);
-  /// the model is rebuilt from them at the next model().
+  /// the model takes them at the next model().
   template <class F>
   void for_each_parameter(F&& f) {
     stale_ = true;
