@@ -346,11 +346,13 @@ void Model<T>::assign_weights(std::span<const NamedTensor<T>> tensors) {
         // the encodings first, as a loaded model builds them (their loaders check their own
         // tensors); nothing of the model changes until every check has passed
         std::vector<Enc> fresh;
+        const auto& p = std::get<typename Enc::Config>(config_.position);
+        const ModelShape m = config_.position_context();
+        // an encoding has tensors when it declares them (io::position_tensors' test)
         if constexpr (
-            requires { Enc::tensors; } || requires { Enc::layer_tensors; }) {
+            requires { Enc::tensors(p, m); } || requires { Enc::layer_tensors(p, m, 0); }) {
           const detail::NamedTensors<T> source(tensors);
-          auto make = Enc::loader(std::get<typename Enc::Config>(config_.position),
-                                  config_.position_context(), source);
+          auto make = Enc::loader(p, m, source);
           for (Index n = 0; n < config_.n_layers; ++n) fresh.push_back(make(n));
         }
         encoder.for_each_weight([&](const TensorName& name, T*, Index size) {
