@@ -362,6 +362,7 @@ void Model<T>::assign_weights(std::span<const NamedTensor<T>> tensors) {
                         std::to_string(t.values.size()));
           }
         });
+        next = 0;  // the copy walks the same order again
         encoder.for_each_weight([&](const TensorName& name, T* data, Index size) {
           std::copy_n(find(name).values.data(), size, data);
         });
