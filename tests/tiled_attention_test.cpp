@@ -14,6 +14,7 @@
 #include <random>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -237,6 +238,61 @@ TYPED_TEST(TiledTyped, EveryEncodingAcrossManyTilesEqualsTheNaivePath) {
   for (const auto& [name, check] : all_encodings<TypeParam>()) {
     check(70, TileShape{8, 16});
     check(33, TileShape{5, 16});  // queries not a multiple of the tile
+  }
+}
+
+// A call whose rows would exceed TileShape::row_scalars takes its keys in chunks of whole key
+// tiles, the softmax state kept between them (xl's d_model-wide rows at 65536 tokens). 400
+// scalars make chunks of one 16-key tile for every encoding with 16-wide rows (learned k+v,
+// sinusoidal k+v, xl, deberta) past 25 distances; t5's and alibi's biases fetch no rows and
+// sinusoidal K=4's 8-wide values for 9 distances fit, so those stay in one pass.
+TYPED_TEST(TiledTyped, KeysInChunksEqualTheNaivePath) {
+  for (const auto& [name, check] : all_encodings<TypeParam>()) {
+    check(70, TileShape{8, 16, 400});
+    check(33, TileShape{5, 16, 600});
+  }
+}
+
+// The chunks' sums are the one pass's, bit for bit: the same key tiles in the same order.
+TYPED_TEST(TiledTyped, KeysInChunksGiveTheOnePassBits) {
+  using T = TypeParam;
+  const Index len = 70, d = kTiledDModel;
+  std::mt19937_64 gen(8);
+  auto u = std::make_shared<Matrix<T>>(kTiledHeads, kTiledDHead);
+  auto vb = std::make_shared<Matrix<T>>(kTiledHeads, kTiledDHead);
+  fill_normal(*u, gen, 0.5);
+  fill_normal(*vb, gen, 0.5);
+  Matrix<T> r_net(d, d);
+  fill_normal(r_net, gen, 0.25);
+  const auto check = [&](const auto& enc, bool causal, const bool* pad) {
+    using Enc = std::decay_t<decltype(enc)>;
+    Matrix<T> qkv(len, 3 * d);
+    fill_normal(qkv, gen, 1.0);
+    const relpos::Positions p{len, nullptr, len};
+    const relpos::detail::AttentionGeometry g{
+        .queries = p, .keys = p, .causal = causal, .key_padding = pad};
+    Matrix<T> one(len, d), chunked(len, d);
+    relpos::AttentionScratch<T> scratch;
+    relpos::detail::TiledAttention<T, Enc>(enc, kTiledHeads, kTiledDHead, {8, 16})
+        .run(qkv.leftCols(d), qkv.middleCols(d, d), qkv.rightCols(d), g, one, scratch);
+    relpos::detail::TiledAttention<T, Enc>(enc, kTiledHeads, kTiledDHead, {8, 16, 400})
+        .run(qkv.leftCols(d), qkv.middleCols(d, d), qkv.rightCols(d), g, chunked, scratch);
+    EXPECT_TRUE(one == chunked);
+    EXPECT_TRUE(one.allFinite());
+  };
+  std::unique_ptr<bool[]> pad(new bool[len]);
+  const std::vector<char> pad_chars = padding_of(len);
+  for (Index j = 0; j < len; ++j) pad[static_cast<std::size_t>(j)] = pad_chars[std::size_t(j)];
+  for (const bool causal : {false, true}) {
+    for (const bool* padding :
+         {static_cast<const bool*>(nullptr), static_cast<const bool*>(pad.get())}) {
+      SCOPED_TRACE(std::string(causal ? "causal" : "bidirectional") +
+                   (padding != nullptr ? ", padded" : ""));
+      check(relpos::LearnedRelative<T>::random(kTiledDHead, {5, true, true, ""}, 3, 0.5), causal,
+            padding);
+      check(relpos::XlRelative<T>(d, kTiledHeads, {100.0, std::nullopt, ""}, r_net, u, vb), causal,
+            padding);
+    }
   }
 }
 

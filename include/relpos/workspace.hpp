@@ -45,6 +45,9 @@ struct AttentionScratch {
   // (len_q + len_k − 1): clamp(δ) − lo for each δ of contiguous positions whose clamp does not
   // saturate (deberta's log buckets), so that a tile's index needs no clamp_distance per pair
   detail::Buffer<std::int32_t> distances;
+  // (n_heads, len_q): the online softmax's m and l of every query, kept between passes when a
+  // call takes its keys in chunks (TiledAttention's row_scalars)
+  detail::Buffer<T> row_max, row_sum;
   std::vector<TileScratch<T>> tiles;
 };
 

@@ -40,6 +40,12 @@ namespace relpos::detail {
 struct TileShape {
   Index queries = 128;
   Index keys = 256;
+  // The most distance-row scalars one pass over the keys fetches: a call whose clamped
+  // distances times the rows' widths exceed it takes its keys in chunks, each with its own
+  // rows (see TiledAttention::run). 2^23: 32 MiB in float, about an eighth of what xl's rows,
+  // d_model wide, take for the 2·65536 distances of a 65536-token sequence (beyond what a table
+  // caches, detail::kMaxCachedScalars, so generated for the call).
+  Index row_scalars = Index{1} << 23;
 };
 template <class T>
 TileShape tile_shape(Index d_head) {
@@ -119,30 +125,134 @@ class TiledAttention {
       z.setZero();
       return;
     }
-    prepare(k, g, scratch);
+    plan(g);
     const Index q_tiles = (n_q + shape_.queries - 1) / shape_.queries;
     scratch.tiles.resize(
         std::max<std::size_t>(scratch.tiles.size(), static_cast<std::size_t>(slots_needed())));
-    parallel_for(n_heads_ * q_tiles, [&](Index task, int slot) {
-      const Index h = task / q_tiles, i0 = (task % q_tiles) * shape_.queries;
-      Task t{*this,
-             q,
-             k,
-             v,
-             g,
-             scratch,
-             scratch.tiles[static_cast<std::size_t>(slot)],
-             h,
-             i0,
-             std::min(shape_.queries, n_q - i0)};
-      t.run(z, weights != nullptr ? &(*weights)[static_cast<std::size_t>(h)] : nullptr);
-    });
+    const Index chunk = keys_per_pass(n_q, k.rows());
+    if (weights != nullptr || chunk >= k.rows()) {
+      fetch(k, g, scratch);
+      parallel_for(n_heads_ * q_tiles, [&](Index task, int slot) {
+        const Index h = task / q_tiles, i0 = (task % q_tiles) * shape_.queries;
+        Task t{*this,
+               q,
+               k,
+               v,
+               g,
+               scratch,
+               scratch.tiles[static_cast<std::size_t>(slot)],
+               h,
+               i0,
+               std::min(shape_.queries, n_q - i0)};
+        t.run(z, weights != nullptr ? &(*weights)[static_cast<std::size_t>(h)] : nullptr);
+      });
+      return;
+    }
+    run_in_key_chunks(q, k, v, g, z, scratch, chunk);
   }
 
  private:
   static constexpr bool kRelative = HasKeyTerm<Enc> || HasValueTerm<Enc> || HasScoreBias<Enc> ||
                                     HasHeadKeyTerm<Enc> || HasHeadQueryTerm<Enc>;
   static constexpr bool kPerHead = HasHeadKeyTerm<Enc> || HasHeadQueryTerm<Enc>;
+
+  // The online softmax of one (head, query tile): the unnormalised accumulator and the running
+  // row max m and sum l.
+  struct RowState {
+    MatrixRef<T> acc;   // (bq, d_head): Σ_j exp(e_ij − m_i) (v_j + [aV(c_ij)])
+    MatrixMap<T> m, l;  // (bq, 1)
+  };
+  static void start(RowState& st) {
+    st.acc.setZero();
+    st.m.setConstant(-std::numeric_limits<T>::infinity());
+    st.l.setZero();
+  }
+  // z_i = acc_i / l_i; a query with no visible key (l = 0: else the max contributes 1) gets
+  // z_i = 0 (spec §2). zh may be st.acc itself.
+  static void finish(const RowState& st, MatrixRef<T> zh) {
+    for (Index r = 0; r < zh.rows(); ++r) {
+      if (st.l(r, 0) != T(0)) {
+        zh.row(r) = st.acc.row(r) / st.l(r, 0);
+      } else {
+        zh.row(r).setZero();
+      }
+    }
+  }
+
+  // The keys one pass takes: all of them, or, when the call's rows (its clamped distances times
+  // the widths of the rows its terms fetch) would exceed shape_.row_scalars, the most keys
+  // whose rows stay within it (n_q + keys − 1 distances for contiguous positions), a multiple
+  // of Bk, evened out over the passes.
+  Index keys_per_pass(Index n_q, Index n_k) const {
+    if constexpr (!kRelative) {
+      (void)n_q;
+      return n_k;
+    } else {
+      Index width = 0;
+      if (call_.keys) width += d_head_;
+      if (call_.values) width += d_head_;
+      if (call_.head_keys) width += n_heads_ * d_head_;
+      if (call_.head_queries) width += n_heads_ * d_head_;
+      if (!call_.dense || width == 0 || call_.range.count() * width <= shape_.row_scalars) {
+        return n_k;
+      }
+      const Index bk = shape_.keys;
+      const Index most = std::max(bk, (shape_.row_scalars / width - n_q + 1) / bk * bk);
+      const Index passes = (n_k + most - 1) / most;
+      return ((n_k + passes - 1) / passes + bk - 1) / bk * bk;
+    }
+  }
+
+  // A call whose rows exceed shape_.row_scalars (xl at 65536 tokens: d_model-wide rows for
+  // 2·65536 distances, generated for the call) takes its keys `chunk` at a time, each chunk
+  // with the rows of its own distances only, so the rows take O(chunk · width) memory, not
+  // O(len · width). The softmax state outlives a chunk: the accumulator is z itself, m and l
+  // are the call's. chunk is a multiple of Bk, so each query tile meets the same key tiles in
+  // the same order as in one pass: the same sums, bit for bit, given the same rows.
+  void run_in_key_chunks(ConstMatrixRef<T> q, ConstMatrixRef<T> k, ConstMatrixRef<T> v,
+                         const AttentionGeometry& g, MatrixRef<T> z, AttentionScratch<T>& scratch,
+                         Index chunk) {
+    const Index n_q = q.rows(), n_k = k.rows(), dh = d_head_;
+    const Index q_tiles = (n_q + shape_.queries - 1) / shape_.queries;
+    auto m = grown(scratch.row_max, n_heads_, n_q);
+    auto l = grown(scratch.row_sum, n_heads_, n_q);
+    const auto state = [&](Index h, Index i0, Index bq) {
+      return RowState{z.block(i0, h * dh, bq, dh), MatrixMap<T>(&m(h, i0), bq, 1),
+                      MatrixMap<T>(&l(h, i0), bq, 1)};
+    };
+    z.setZero();
+    m.setConstant(-std::numeric_limits<T>::infinity());
+    l.setZero();
+    for (Index k0 = 0; k0 < n_k; k0 += chunk) {
+      if (g.causal && k0 > g.causal_offset + n_q - 1) break;  // no query sees these keys or later
+      const Index kc = std::min(chunk, n_k - k0);
+      // the chunk as a call of its own: keys [k0, k0 + kc), the causal offset by their index
+      const AttentionGeometry gc{
+          .queries = g.queries,
+          .keys = g.keys.rows(k0, kc),
+          .causal = g.causal,
+          .causal_offset = g.causal_offset - k0,
+          .key_padding = g.key_padding != nullptr ? g.key_padding + k0 : nullptr};
+      const auto kk = k.middleRows(k0, kc), vk = v.middleRows(k0, kc);
+      plan(gc);
+      fetch(kk, gc, scratch);
+      parallel_for(n_heads_ * q_tiles, [&](Index task, int slot) {
+        const Index h = task / q_tiles, i0 = (task % q_tiles) * shape_.queries;
+        const Index bq = std::min(shape_.queries, n_q - i0);
+        Task t{*this, q,  kk, vk, gc, scratch, scratch.tiles[static_cast<std::size_t>(slot)],
+               h,     i0, bq};
+        RowState st = state(h, i0, bq);
+        t.attend(st);
+      });
+    }
+    for (Index h = 0; h < n_heads_; ++h) {
+      for (Index i0 = 0; i0 < n_q; i0 += shape_.queries) {
+        const Index bq = std::min(shape_.queries, n_q - i0);
+        const RowState st = state(h, i0, bq);
+        finish(st, st.acc);
+      }
+    }
+  }
 
   // Whether the per-head terms are on (optional run-time flags, as uses_keys()).
   static bool head_keys_active(const Enc& e) {
@@ -181,7 +291,8 @@ class TiledAttention {
     DistanceRows<T> head_rows, head_q_rows;  // (R, n_heads·d_head)
   };
 
-  void prepare(ConstMatrixRef<T> k, const AttentionGeometry& g, AttentionScratch<T>& s) {
+  // The call's terms, clamped distances and path (no rows yet: keys_per_pass reads them).
+  void plan(const AttentionGeometry& g) {
     call_ = Call{};
     if constexpr (kRelative) {
       call_.keys = key_term_active(enc_);
@@ -201,6 +312,16 @@ class TiledAttention {
       if (call_.contiguous) call_.shift = pk[0] - pq[0];
       call_.banded = call_.dense && call_.contiguous && saturating(pq, pk);
       call_.lookup = call_.dense && call_.contiguous && !call_.banded;
+    } else {
+      (void)g;
+    }
+  }
+
+  // What the call's tiles share: the table of clamped distances, the rows, the per-head biases.
+  void fetch(ConstMatrixRef<T> k, const AttentionGeometry& g, AttentionScratch<T>& s) {
+    if constexpr (kRelative) {
+      const Positions &pq = g.queries, &pk = g.keys;
+      [[maybe_unused]] const Index count = call_.range.count();
       if (call_.lookup) {
         // clamp(δ) − lo for δ = shift − (n_q − 1) … shift + n_k − 1: one clamp_distance per
         // distance of the call instead of one per pair, head and tile (deberta's is a log)
@@ -396,14 +517,23 @@ class TiledAttention {
     TileScratch<T>& s;
     Index h, i0, bq;
 
+    // The whole call in one pass, the softmax state in the slot's scratch.
     void run(MatrixRef<T> z, Matrix<T>* weights) {
+      const Index dh = a.d_head_;
+      RowState st{s.acc.matrix(bq, dh), MatrixMap<T>(s.row_max.matrix(bq, 1).data(), bq, 1),
+                  MatrixMap<T>(s.row_sum.matrix(bq, 1).data(), bq, 1)};
+      start(st);
+      attend(st);
+      finish(st, z.block(i0, h * dh, bq, dh));
+      if (weights != nullptr) write_weights(q.block(i0, h * dh, bq, dh), st.m, st.l, *weights);
+    }
+
+    // The task's key tiles in order into the online softmax: m_new = max(m, max_t e), the
+    // accumulator and l rescaled by exp(m − m_new), p = exp(e − m_new).
+    void attend(RowState& st) {
       const Index dh = a.d_head_, bk_max = a.shape_.keys, n_k = k.rows();
-      auto acc = s.acc.matrix(bq, dh);
-      auto m = s.row_max.matrix(bq, 1);
-      auto l = s.row_sum.matrix(bq, 1);
-      acc.setZero();
-      m.setConstant(-std::numeric_limits<T>::infinity());
-      l.setZero();
+      MatrixRef<T>& acc = st.acc;
+      MatrixMap<T>&m = st.m, &l = st.l;
       const auto qh = q.block(i0, h * dh, bq, dh);  // (bq, d_head)
       for (Index j0 = 0; j0 < n_k; j0 += bk_max) {
         const Index bk = std::min(bk_max, n_k - j0);
@@ -414,7 +544,6 @@ class TiledAttention {
         auto p = s.scores.matrix(bq, bk);
         TilePath path = score(qh, j0, bk, p);
         const Index open = first_open(j0, bk);
-        // online softmax: m_new = max(m, max_t s), rescale by exp(m − m_new), p = exp(s − m_new)
         for (Index r = 0; r < bq; ++r) {
           auto row = p.row(r);
           // visibility is decided by the masks, not by the scores, so that a NaN score (a NaN
@@ -435,15 +564,6 @@ class TiledAttention {
         matmul_nn<T>(p, v.block(j0, h * dh, bk, dh), acc, /*accumulate=*/true);
         add_value_term(p, path, acc);
       }
-      auto zh = z.block(i0, h * dh, bq, dh);
-      for (Index r = 0; r < bq; ++r) {
-        if (l(r, 0) != T(0)) {  // 0 only when no key was visible (the max contributes 1)
-          zh.row(r) = acc.row(r) / l(r, 0);
-        } else {
-          zh.row(r).setZero();  // no visible key: z_i = 0 (spec §2)
-        }
-      }
-      if (weights != nullptr) write_weights(qh, m, l, *weights);
     }
 
     // α = exp(s − m) / l per tile, from the final m and l (the explicit path).

@@ -204,27 +204,45 @@ class XlRelative {
     }
     // r_net.weightᵀ, so a block of sinusoids (rows) times it gives the block of r(c) rows
     auto weight_t = std::make_shared<const Eigen::MatrixXd>(w.transpose().template cast<double>());
-    const double base = config.base;
+    // ω_k as xl_sinusoid computes them, once: past the tables' cache (a long sequence) rows are
+    // generated per attention call, and d/2 powers per row were a third of their sinusoids' cost
+    auto omega = std::make_shared<Eigen::VectorXd>(d / 2);
+    for (Index k = 0; k < d / 2; ++k) {
+      (*omega)[k] = std::pow(config.base, -2.0 * static_cast<double>(k) / static_cast<double>(d));
+    }
     return DistanceTable<T>(d,
                             typename DistanceTable<T>::BlockGenerator(
-                                [weight_t, d, base](std::int64_t first, Index count, T* out) {
+                                [weight_t, omega, d](std::int64_t first, Index count, T* out) {
                                   // R(Δ) for Δ = p_i − p_j = −c, a chunk of rows at a time: one
                                   // product each, so that a long table costs a matrix product, not
                                   // a matrix-vector product per row
                                   constexpr Index kChunk = 256;
+                                  const Index half = d / 2;
                                   Matrix<double> sinusoids(std::min(count, kChunk), d);
                                   for (Index r0 = 0; r0 < count; r0 += kChunk) {
                                     const Index n = std::min(kChunk, count - r0);
                                     for (Index r = 0; r < n; ++r) {
-                                      xl_sinusoid(-static_cast<double>(first + r0 + r), d, base,
-                                                  sinusoids.row(r).data());
+                                      const double delta = -static_cast<double>(first + r0 + r);
+                                      for (Index k = 0; k < half; ++k) {
+                                        const double angle = delta * (*omega)[k];
+                                        sinusoids(r, k) = std::sin(angle);
+                                        sinusoids(r, half + k) = std::cos(angle);
+                                      }
                                     }
                                     MatrixMap<T>(out + r0 * d, n, d) =
                                         (sinusoids.topRows(n) * (*weight_t)).template cast<T>();
                                   }
                                 }),
-                            config.max_distance);
+                            config.max_distance, kCachedScalars);
   }
+
+  // The most scalars of r(c) a layer caches: 32 MiB in float, the rows of every distance of an
+  // 8192-token sequence at d_model 512. The rows are d_model wide and every layer has its own
+  // r_net, so the tables' usual budget (detail::kMaxCachedScalars, 128 MiB) let one layer's
+  // cache outweigh the activations it serves (a one-layer 65536-token relpos-encode peaked at
+  // 691 MiB with it, 475 with this; none takes 416); longer sequences generate their rows per
+  // call, a chunk of keys at a time (detail::TiledAttention).
+  static constexpr Index kCachedScalars = Index{1} << 23;
 
   XlConfig config_;
   SharedMatrix<T> u_, v_;   // (n_heads, d_head) each, shared by all layers
