@@ -41,8 +41,7 @@ struct HeadBackwardSlot {
 /// (xl's head_key_rows_backward, deberta's head_rows_backward).
 template <Scalar T>
 struct EncodingBackwardScratch {
-  Matrix<T> a, b;         // xl: the sinusoids (R, d_model); deberta: ∂L/∂Rn, ∂L/∂P (2S, d)
-  Eigen::VectorXd omega;  // xl (d_model / 2): the frequencies ω_k
+  Matrix<T> a, b;  // xl: the sinusoids (R, d_model); deberta: ∂L/∂Rn, ∂L/∂P (2S, d)
   Eigen::RowVectorXd w, x, g, dx;  // deberta (d_model): rel_norm's weight, a row's x̂, g, ∂L/∂R
 };
 

@@ -27,19 +27,6 @@
 
 namespace relpos::detail {
 
-/// Whether the per-head key term is on (the optional run-time flag uses_head_keys()).
-template <class E>
-bool head_key_term_active(const E& e) {
-  if constexpr (!HasHeadKeyTerm<E>) {
-    (void)e;
-    return false;
-  } else if constexpr (requires { e.uses_head_keys(); }) {
-    return e.uses_head_keys();
-  } else {
-    return true;
-  }
-}
-
 /// One attention backward's per-head key terms: the call's rows r(c) for its clamped distances
 /// [lo, hi] (R of them, R <= kDenseRangeFactor·2·len, else an Error), a block of query rows
 /// [r0, r0 + n) at a time against all len keys, head by head (head(), then block() /

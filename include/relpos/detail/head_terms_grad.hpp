@@ -41,20 +41,8 @@ class HeadTermsBackward {
   HeadTermsBackward(const Enc& enc, const Positions& p, Index n_heads, Index d_head,
                     AttentionBackwardScratch<T>& scratch)
       : enc_(enc), p_(p), dh_(d_head) {
-    if constexpr (HasHeadKeyTerm<Enc>) {
-      if constexpr (requires { enc.uses_head_keys(); }) {
-        keys_ = enc.uses_head_keys();
-      } else {
-        keys_ = true;
-      }
-    }
-    if constexpr (HasHeadQueryTerm<Enc>) {
-      if constexpr (requires { enc.uses_head_queries(); }) {
-        queries_ = enc.uses_head_queries();
-      } else {
-        queries_ = true;
-      }
-    }
+    keys_ = head_key_term_active(enc);
+    queries_ = head_query_term_active(enc);
     if (p.len == 0 || (!keys_ && !queries_)) return;
     range_ = distance_range(enc, p);
     const Index count = range_.count();

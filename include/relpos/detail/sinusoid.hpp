@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The sinusoid of Vaswani et al. (2017) shared by the absolute, relative and additive
-// encodings (spec §4): s(c)[2m] = sin(c·ω_m), s(c)[2m+1] = cos(c·ω_m), ω_m = base^(−2m/d).
+// encodings (spec §4): s(c)[2m] = sin(c·ω_m), s(c)[2m+1] = cos(c·ω_m), ω_m = base^(−2m/d);
+// Transformer-XL's halves layout of the same angles (xl), and the frequencies rotary starts from.
 #pragma once
 
 #include <cmath>
@@ -32,6 +33,18 @@ void sinusoid_row(std::int64_t c, const std::vector<double>& omega, T* out) {
     const double angle = cd * omega[m];
     out[2 * m] = static_cast<T>(std::sin(angle));
     out[2 * m + 1] = static_cast<T>(std::cos(angle));
+  }
+}
+
+/// The same angles in Transformer-XL's layout (Dai et al. 2019, the halves concatenated):
+/// out[m] = sin(Δ·ω_m), out[d/2 + m] = cos(Δ·ω_m). In double, cast to T once.
+template <class T>
+void sinusoid_row_halves(double delta, const std::vector<double>& omega, T* out) {
+  const std::size_t half = omega.size();
+  for (std::size_t m = 0; m < half; ++m) {
+    const double angle = delta * omega[m];
+    out[m] = static_cast<T>(std::sin(angle));
+    out[half + m] = static_cast<T>(std::cos(angle));
   }
 }
 

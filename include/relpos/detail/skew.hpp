@@ -37,6 +37,29 @@ bool value_term_active(const E& e) {
   }
 }
 
+/// The same for the per-head terms (xl's key rows, deberta's query rows; their run-time flags
+/// uses_head_keys() / uses_head_queries()).
+template <class E>
+bool head_key_term_active(const E& e) {
+  if constexpr (!HasHeadKeyTerm<E>) {
+    return false;
+  } else if constexpr (requires { e.uses_head_keys(); }) {
+    return e.uses_head_keys();
+  } else {
+    return true;
+  }
+}
+template <class E>
+bool head_query_term_active(const E& e) {
+  if constexpr (!HasHeadQueryTerm<E>) {
+    return false;
+  } else if constexpr (requires { e.uses_head_queries(); }) {
+    return e.uses_head_queries();
+  } else {
+    return true;
+  }
+}
+
 /// The clamped distances a sequence can use: [lo, hi] with lo = clamp(min δ), hi = clamp(max δ)
 /// (clamping is monotone), δ = p_j − p_i over all pairs.
 struct DistanceRange {

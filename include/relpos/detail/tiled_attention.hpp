@@ -254,28 +254,6 @@ class TiledAttention {
     }
   }
 
-  // Whether the per-head terms are on (optional run-time flags, as uses_keys()).
-  static bool head_keys_active(const Enc& e) {
-    if constexpr (!HasHeadKeyTerm<Enc>) {
-      (void)e;
-      return false;
-    } else if constexpr (requires { e.uses_head_keys(); }) {
-      return e.uses_head_keys();
-    } else {
-      return true;
-    }
-  }
-  static bool head_queries_active(const Enc& e) {
-    if constexpr (!HasHeadQueryTerm<Enc>) {
-      (void)e;
-      return false;
-    } else if constexpr (requires { e.uses_head_queries(); }) {
-      return e.uses_head_queries();
-    } else {
-      return true;
-    }
-  }
-
   // What the whole call shares: which terms are on, the call's clamped distances [lo, hi] and,
   // when dense, their rows, fetched once.
   struct Call {
@@ -297,8 +275,8 @@ class TiledAttention {
     if constexpr (kRelative) {
       call_.keys = key_term_active(enc_);
       call_.values = value_term_active(enc_);
-      call_.head_keys = head_keys_active(enc_);
-      call_.head_queries = head_queries_active(enc_);
+      call_.head_keys = head_key_term_active(enc_);
+      call_.head_queries = head_query_term_active(enc_);
       const Positions &pq = g.queries, &pk = g.keys;
       std::int64_t qmin = pq[0], qmax = qmin, kmin = pk[0], kmax = kmin;
       for (Index i = 1; i < pq.len; ++i) qmin = std::min(qmin, pq[i]), qmax = std::max(qmax, pq[i]);

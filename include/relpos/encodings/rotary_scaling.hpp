@@ -17,6 +17,7 @@
 
 #include <relpos/core.hpp>
 #include <relpos/detail/checker.hpp>
+#include <relpos/detail/sinusoid.hpp>
 #include <relpos/io/config_limits.hpp>
 
 namespace relpos {
@@ -86,16 +87,6 @@ struct RotaryFrequencies {
 };
 
 namespace detail {
-
-// base^(−2m/r), m < r/2
-inline std::vector<double> rotary_base_frequencies(double base, Index r) {
-  std::vector<double> out(static_cast<std::size_t>(r / 2));
-  for (Index m = 0; m < r / 2; ++m) {
-    out[static_cast<std::size_t>(m)] =
-        std::pow(base, -2.0 * static_cast<double>(m) / static_cast<double>(r));
-  }
-  return out;
-}
 
 // YaRN's mscale: 0.1·a·ln s + 1, and 1 when s <= 1
 inline double yarn_mscale(double s, double a) {
@@ -197,7 +188,7 @@ inline RotaryFrequencies rotary_frequencies(double base, Index r,
                                             std::int64_t length) {
   RELPOS_ASSERT(r >= 2 && r % 2 == 0, "rotary_frequencies: r must be even and >= 2");
   RotaryFrequencies out;
-  out.inv_freq = detail::rotary_base_frequencies(base, r);
+  out.inv_freq = detail::sinusoid_frequencies(r, base);
   if (!scaling) return out;
   const double rd = static_cast<double>(r);
   std::visit(
@@ -207,14 +198,13 @@ inline RotaryFrequencies rotary_frequencies(double base, Index r,
           for (double& w : out.inv_freq) w /= s.factor;
         } else if constexpr (std::is_same_v<S, NtkScaling>) {
           RELPOS_ASSERT(r > 2, "rotary_frequencies: ntk needs r > 2");
-          out.inv_freq =
-              detail::rotary_base_frequencies(base * std::pow(s.factor, rd / (rd - 2)), r);
+          out.inv_freq = detail::sinusoid_frequencies(r, base * std::pow(s.factor, rd / (rd - 2)));
         } else if constexpr (std::is_same_v<S, DynamicScaling>) {
           RELPOS_ASSERT(r > 2, "rotary_frequencies: dynamic needs r > 2");
           const double l0 = static_cast<double>(s.original_max_position_embeddings);
           const double lp = static_cast<double>(scaling_table_key(*scaling, length));
           const double grown = s.factor * lp / l0 - (s.factor - 1);
-          out.inv_freq = detail::rotary_base_frequencies(base * std::pow(grown, rd / (rd - 2)), r);
+          out.inv_freq = detail::sinusoid_frequencies(r, base * std::pow(grown, rd / (rd - 2)));
         } else if constexpr (std::is_same_v<S, YarnScaling>) {
           // the dims whose wavelength makes beta rotations over L0 (Peng et al. 2023, eq. 17)
           const double l0 = static_cast<double>(s.original_max_position_embeddings);

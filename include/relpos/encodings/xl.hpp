@@ -15,6 +15,7 @@
 #include <relpos/backward_workspace.hpp>
 #include <relpos/core.hpp>
 #include <relpos/detail/shape_checks.hpp>
+#include <relpos/detail/sinusoid.hpp>
 #include <relpos/distance_table.hpp>
 #include <relpos/encodings/concept.hpp>
 #include <relpos/io/config_limits.hpp>
@@ -33,13 +34,7 @@ struct XlConfig {
 /// R(Δ)[k] = sin(Δ·ω_k), R(Δ)[D/2 + k] = cos(Δ·ω_k), k < D/2, ω_k = base^(−2k/D): the
 /// halves concatenated as in Transformer-XL (not interleaved as `sinusoidal`). out: D values.
 inline void xl_sinusoid(double delta, Index dim, double base, double* out) {
-  const Index half = dim / 2;
-  for (Index k = 0; k < half; ++k) {
-    const double angle =
-        delta * std::pow(base, -2.0 * static_cast<double>(k) / static_cast<double>(dim));
-    out[k] = std::sin(angle);
-    out[half + k] = std::cos(angle);
-  }
+  detail::sinusoid_row_halves(delta, detail::sinusoid_frequencies(dim, base), out);
 }
 
 /// One layer's Transformer-XL terms. The rows r(c) = r_net.weight · R(−c), indexed by the
@@ -97,7 +92,9 @@ class XlRelative {
       : config_(validated(d_model, n_heads, config)),
         u_(checked(std::move(u), "position.r_w_bias", n_heads, d_model / n_heads)),
         v_(checked(std::move(v), "position.r_r_bias", n_heads, d_model / n_heads)),
-        table_(make_table(d_model, config_, std::move(r_net_weight))) {}
+        omega_(std::make_shared<const std::vector<double>>(
+            detail::sinusoid_frequencies(d_model, config_.base))),
+        table_(make_table(d_model, config_, omega_, std::move(r_net_weight))) {}
 
   const XlConfig& config() const { return config_; }
   Index n_heads() const { return u_->rows(); }
@@ -120,7 +117,7 @@ class XlRelative {
     detail::EncodingBackwardScratch<T> scratch;
     head_key_rows_backward(lo, hi, g, grad, scratch);
   }
-  /// The same with its temporaries (ω, the sinusoids) in `scratch`: no allocation when warm.
+  /// The same with its temporary (the sinusoids) in `scratch`: no allocation when warm.
   void head_key_rows_backward(Index lo, Index hi, ConstMatrixRef<T> g, Matrix<T>& grad,
                               detail::EncodingBackwardScratch<T>& scratch) const {
     const Index d = d_model(), count = hi - lo + 1;
@@ -132,23 +129,10 @@ class XlRelative {
                   ", " + std::to_string(d) + "], got [" + std::to_string(grad.rows()) + ", " +
                   std::to_string(grad.cols()) + "]");
     }
-    // row c − lo: R(Δ = −c), as xl_sinusoid computes it (the same ω_k, the same angles), with
-    // the d/2 powers taken once instead of once per row
-    const Index half = d / 2;
-    Eigen::VectorXd& omega = scratch.omega;
-    omega.resize(half);
-    for (Index k = 0; k < half; ++k) {
-      omega[k] = std::pow(config_.base, -2.0 * static_cast<double>(k) / static_cast<double>(d));
-    }
-    Matrix<T>& sinusoids = scratch.a;  // (count, d_model)
+    Matrix<T>& sinusoids = scratch.a;  // (count, d_model), row c − lo: R(Δ = −c)
     sinusoids.resize(count, d);
     for (Index r = 0; r < count; ++r) {
-      const double delta = -static_cast<double>(lo + r);
-      for (Index k = 0; k < half; ++k) {
-        const double angle = delta * omega[k];
-        sinusoids(r, k) = static_cast<T>(std::sin(angle));
-        sinusoids(r, half + k) = static_cast<T>(std::cos(angle));
-      }
+      detail::sinusoid_row_halves(-static_cast<double>(lo + r), *omega_, sinusoids.row(r).data());
     }
     grad.noalias() += g.transpose() * sinusoids;
   }
@@ -196,7 +180,9 @@ class XlRelative {
     return m;
   }
 
-  static DistanceTable<T> make_table(Index d, const XlConfig& config, Matrix<T> w) {
+  static DistanceTable<T> make_table(Index d, const XlConfig& config,
+                                     std::shared_ptr<const std::vector<double>> omega,
+                                     Matrix<T> w) {
     if (w.rows() != d || w.cols() != d) {
       throw Error(config.tensor_prefix + "r_net.weight: expected [d_model=" + std::to_string(d) +
                   ", d_model=" + std::to_string(d) + "], got [" + std::to_string(w.rows()) + ", " +
@@ -204,12 +190,6 @@ class XlRelative {
     }
     // r_net.weightᵀ, so a block of sinusoids (rows) times it gives the block of r(c) rows
     auto weight_t = std::make_shared<const Eigen::MatrixXd>(w.transpose().template cast<double>());
-    // ω_k as xl_sinusoid computes them, once: past the tables' cache (a long sequence) rows are
-    // generated per attention call, and d/2 powers per row were a third of their sinusoids' cost
-    auto omega = std::make_shared<Eigen::VectorXd>(d / 2);
-    for (Index k = 0; k < d / 2; ++k) {
-      (*omega)[k] = std::pow(config.base, -2.0 * static_cast<double>(k) / static_cast<double>(d));
-    }
     return DistanceTable<T>(d,
                             typename DistanceTable<T>::BlockGenerator(
                                 [weight_t, omega, d](std::int64_t first, Index count, T* out) {
@@ -217,17 +197,13 @@ class XlRelative {
                                   // product each, so that a long table costs a matrix product, not
                                   // a matrix-vector product per row
                                   constexpr Index kChunk = 256;
-                                  const Index half = d / 2;
                                   Matrix<double> sinusoids(std::min(count, kChunk), d);
                                   for (Index r0 = 0; r0 < count; r0 += kChunk) {
                                     const Index n = std::min(kChunk, count - r0);
                                     for (Index r = 0; r < n; ++r) {
-                                      const double delta = -static_cast<double>(first + r0 + r);
-                                      for (Index k = 0; k < half; ++k) {
-                                        const double angle = delta * (*omega)[k];
-                                        sinusoids(r, k) = std::sin(angle);
-                                        sinusoids(r, half + k) = std::cos(angle);
-                                      }
+                                      detail::sinusoid_row_halves(
+                                          -static_cast<double>(first + r0 + r), *omega,
+                                          sinusoids.row(r).data());
                                     }
                                     MatrixMap<T>(out + r0 * d, n, d) =
                                         (sinusoids.topRows(n) * (*weight_t)).template cast<T>();
@@ -245,7 +221,9 @@ class XlRelative {
   static constexpr Index kCachedScalars = Index{1} << 23;
 
   XlConfig config_;
-  SharedMatrix<T> u_, v_;   // (n_heads, d_head) each, shared by all layers
+  SharedMatrix<T> u_, v_;  // (n_heads, d_head) each, shared by all layers
+  // ω_k, computed once: the table's generator and the backward take R(Δ) from the same bits
+  std::shared_ptr<const std::vector<double>> omega_;
   DistanceTable<T> table_;  // r(c): (rows, d_model)
 };
 
