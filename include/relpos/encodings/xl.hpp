@@ -222,7 +222,9 @@ class XlRelative {
 
   XlConfig config_;
   SharedMatrix<T> u_, v_;  // (n_heads, d_head) each, shared by all layers
-  // ω_k, computed once: the table's generator and the backward take R(Δ) from the same bits
+  // ω_k, computed once per layer: past the table's cache rows are generated per attention call,
+  // where d/2 powers per row were a third of the sinusoids' cost; the table's generator and the
+  // backward take R(Δ) from the same bits
   std::shared_ptr<const std::vector<double>> omega_;
   DistanceTable<T> table_;  // r(c): (rows, d_model)
 };
