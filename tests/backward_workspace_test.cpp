@@ -265,14 +265,16 @@ TEST(TrainingWorkspaceThreads, WarmLossAndGradientsAllocatesNothingAndIsBitIdent
 }
 
 // fit's warm steps (select_rows, loss_and_gradients, clip_grad_norm, AdamW, the parameters
-// copied into the model by model()) allocate nothing for position types without tensors of
-// their own, on one and two threads. Counted between on_step calls: step t's count covers its
-// successor's whole step.
+// copied into the model by model()) allocate nothing, on one and two threads: for position
+// types without tensors of their own, and for those whose tables model() updates in place
+// (learned, t5, xl's r_net, u, v and rows r(c), kerple, additive's learned source). Counted
+// between on_step calls: step t's count covers its successor's whole step.
 TEST(TrainingWorkspaceThreads, WarmFitStepAllocatesNothing) {
   using relpos::test::g_allocations;
   namespace fs = std::filesystem;
   const fs::path data_dir = fs::path(RELPOS_TEST_DATA_DIR) / "train";
-  for (const std::string name : {"none_head_ce", "rotary_mse", "alibi_mse"}) {
+  for (const std::string name : {"none_head_ce", "rotary_mse", "alibi_mse", "learned_head_ce",
+                                 "t5_mse", "xl_mse", "kerple_power_mse", "additive_learned_mse"}) {
     const auto in =
         relpos::io::SafetensorsFile::open((data_dir / name / "input.safetensors").string());
     const auto expected =

@@ -10,8 +10,10 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -250,6 +252,74 @@ TEST(Train, TrainableModelUpdatesInPlaceAsAFreshlyBuiltModel) {
   }
 }
 
+// The largest |a − b|.
+double max_abs_diff(const Tensor3<double>& a, const Tensor3<double>& b) {
+  const Eigen::Tensor<double, 0, Eigen::RowMajor> d = (a - b).abs().maximum();
+  return d();
+}
+
+// The first layer's cached rows of a learned (key table) or xl (r(c)) model: what an in-place
+// update writes.
+template <class F>
+void with_first_table(const relpos::Model<double>& model, F&& f) {
+  model.visit([&](const auto& encoder) {
+    const auto& enc = encoder.layers.front().self_attn.encoding;
+    using Enc = std::decay_t<decltype(enc)>;
+    if constexpr (std::is_same_v<Enc, relpos::LearnedRelative<double>>) f(enc.key_table());
+    if constexpr (std::is_same_v<Enc, relpos::XlRelative<double>>) f(enc.table());
+  });
+}
+
+// Copy-on-write of the in-place update (Model::assign_weights): a copy of the model taken
+// before an update, and rows a reader holds, keep their values, while the model takes the new
+// tensors (as a freshly built model does); without either, the next update writes the tables
+// where they are (the storage stays, no allocation).
+TEST(Train, InPlaceUpdatesLeaveCopiesAndHeldRowsAlone) {
+  for (const char* name :
+       {"learned_both", "t5_bidirectional", "kerple_log", "xl", "additive_learned"}) {
+    SCOPED_TRACE(name);
+    auto tm = relpos::TrainableModel<double>::load(kTrainModels / name);
+    ASSERT_FALSE(tm.config().vocab_size);
+    Tensor3<double> x(1, 6, tm.config().d_model);
+    for (Index k = 0; k < x.size(); ++k) x.data()[k] = std::cos(0.29 * double(k));
+    const auto update = [&](double by) {
+      tm.for_each_parameter([&](relpos::NamedTensor<double>& p) { p.values.array() += by; });
+      tm.clamp_to_domain();
+      return tm.model().forward(x).output;
+    };
+    const auto fresh = [&] {
+      return relpos::Model<double>(tm.config(), relpos::io::SafetensorsFile::from_bytes(
+                                                    tm.bytes<double>(), "<fresh>"))
+          .forward(x)
+          .output;
+    };
+
+    const relpos::Model<double> copy = tm.model();
+    const Tensor3<double> before = copy.forward(x).output;
+    std::shared_ptr<const relpos::Matrix<double>> held;  // a reader's rows
+    with_first_table(tm.model(), [&](const auto& table) { held = table.snapshot(); });
+    const relpos::Matrix<double> held_values = held ? *held : relpos::Matrix<double>();
+
+    const Tensor3<double> after = update(0.03);
+    EXPECT_GT(max_abs_diff(after, before), 1e-4) << "the update reached the model";
+    EXPECT_EQ(max_abs_diff(after, fresh()), 0.0) << "the updated model vs a fresh one";
+    EXPECT_EQ(max_abs_diff(copy.forward(x).output, before), 0.0) << "the copy kept its tables";
+    if (held) {
+      EXPECT_TRUE(*held == held_values) << "the reader's rows kept their values";
+    }
+    held.reset();
+
+    // nobody else holds the tables now: written where they are
+    const relpos::Matrix<double>* storage = nullptr;
+    with_first_table(tm.model(), [&](const auto& table) { storage = table.snapshot().get(); });
+    const Tensor3<double> again = update(-0.02);
+    EXPECT_EQ(max_abs_diff(again, fresh()), 0.0) << "in place vs a fresh model";
+    with_first_table(tm.model(), [&](const auto& table) {
+      EXPECT_EQ(table.snapshot().get(), storage) << "the table was written in place";
+    });
+  }
+}
+
 // A parameter whose size an update changed, or one missing, is an Error naming it, raised
 // before the model changes.
 TEST(Train, AssignWeightsRefusesAWrongSizeOrAMissingTensorBeforeChangingAnything) {
@@ -311,6 +381,39 @@ TEST(Train, KerpleParametersAreClampedIntoTheirDomain) {
     }
   }
   EXPECT_NO_THROW(tm.model());  // loadable again
+}
+
+// Without the clamp, a value outside the domain is refused by the in-place update as by the
+// loader, naming the tensor and the head, before anything changes.
+TEST(Train, KerpleUpdateOutsideTheDomainIsRefusedBeforeChangingAnything) {
+  const fs::path dir = kTrainModels / "kerple_power_causal";
+  const auto tm = relpos::TrainableModel<double>::load(dir);
+  auto model = relpos::Model<double>::load(dir);  // its own tables: updated in place
+  Tensor3<double> x(1, 5, tm.config().d_model);
+  x.setConstant(0.25);
+  const Tensor3<double> before = model.forward(x).output;
+  for (const auto& [tensor, value, message] :
+       {std::tuple{"position.kerple_r2", 2.5,
+                   "position.kerple_r2[0]: must be <= 2 in the power "
+                   "form, got 2.5"},
+        std::tuple{"position.kerple_r1", -0.25,
+                   "position.kerple_r1[0]: must be a finite number > 0, got -0.25"}}) {
+    auto bad = tm.parameters();
+    for (auto& p : bad) {
+      if (p.name == tensor) p.values(0) = value;
+    }
+    try {
+      model.assign_weights(bad);
+      ADD_FAILURE() << "no error";
+    } catch (const relpos::Error& e) {
+      EXPECT_EQ(std::string(e.what()), message);
+    }
+    const Eigen::Tensor<double, 0, Eigen::RowMajor> d =
+        (model.forward(x).output - before).abs().maximum();
+    EXPECT_EQ(d(), 0.0) << "the refused model is unchanged";
+  }
+  model.assign_weights(tm.parameters());  // the same values are taken
+  EXPECT_EQ(max_abs_diff(model.forward(x).output, before), 0.0);
 }
 
 // tools/golden_train.py's FIT_CASES: torch.optim.AdamW with clip_grad_norm_ in float64, step t

@@ -125,14 +125,13 @@ class DistanceTable {
                   "DistanceTable: a fixed table has 2K + 1 rows");
     const Index k = *max_distance_;
     cache_limit_ = k + 1;  // every request fits: distances are clamped to ±K
-    auto fixed = std::make_shared<const Matrix<T>>(std::move(rows));
     cache_ = std::make_shared<detail::GrowingTable<T>>(
-        [fixed](Index) -> Matrix<T> {
+        [](Index) -> Matrix<T> {
           RELPOS_ASSERT(false, "DistanceTable: a fixed table is built once");
-          return *fixed;
+          return {};
         },
         k + 1);
-    cache_->publish(std::move(fixed), k + 1);
+    cache_->publish(std::make_shared<Matrix<T>>(std::move(rows)), k + 1);
   }
 
   Index width() const { return width_; }
@@ -199,6 +198,34 @@ class DistanceTable {
 
   /// view(len).materialize(): a dense (len, len, d) tensor.
   Tensor3<T> materialize(Index len) const { return view(len).materialize(); }
+
+  /// Whether this table alone holds its rows: no copy of it shares its cache and no reader
+  /// holds a snapshot (DistanceRows, RelativeView). Training changes a table in place only
+  /// then (Model::assign_weights); otherwise it builds a new one, so a copy never sees another's
+  /// update (copy-on-write).
+  /// `holders`: the copies that may share it, all of one model (a table every layer shares).
+  bool exclusive(Index holders = 1) const {
+    return cache_.use_count() == holders && cache_->rows_exclusive();
+  }
+
+  /// A fixed table's rows set to `rows` (the same (2K + 1, d) shape), in place: no allocation.
+  /// Requires exclusive(); every copy sharing the cache sees the new rows.
+  void assign(ConstMatrixRef<T> rows) {
+    RELPOS_ASSERT(!generate_ && cache_->rows_exclusive() &&
+                      rows.rows() == 2 * max_distance_.value_or(0) + 1 && rows.cols() == width_,
+                  "DistanceTable::assign: not an exclusive fixed table of this shape");
+    cache_->rewrite([&](Matrix<T>& cached, Index) { cached = rows; });
+  }
+
+  /// A generated table's cached rows made again, in place, after the generator's inputs
+  /// changed: fill(first, count, out) must give what the generator now gives (the owner's
+  /// computation with its own scratch, so that no allocation happens). Requires exclusive().
+  template <class Fill>
+  void regenerate(Fill&& fill) {
+    RELPOS_ASSERT(generate_ && cache_->rows_exclusive(), "DistanceTable::regenerate: rows held");
+    cache_->rewrite(
+        [&](Matrix<T>& cached, Index m) { fill(-(m - 1), cached.rows(), cached.data()); });
+  }
 
   /// M, the maximum length the cache currently covers (0 before the first request).
   Index cached_length() const { return cache_->current().capacity; }

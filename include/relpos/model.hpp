@@ -159,12 +159,15 @@ class Model {
 
   /// Overwrites the weights with `tensors`, a model file's tensors by name and shape (spec §1;
   /// TrainableModel's parameters after an optimizer step), in place: each dense weight
-  /// (embeddings, projections, feed-forward, norms, head) is copied into the storage it has,
-  /// and an encoding with tensors of its own (learned, t5, kerple, xl, deberta, additive's
-  /// learned source) is rebuilt from them with fresh caches, by config().position as load
-  /// builds it; encodings without tensors are kept. So for none, sinusoidal, rotary, alibi and
-  /// absolute it allocates nothing. A tensor the model has that is missing or of another size is an
-  /// Error naming it, raised before anything changes; tensors the model does not have are not read.
+  /// (embeddings, projections, feed-forward, norms, head) is copied into the storage it has.
+  /// An encoding's own tensors (learned, t5, kerple, xl, additive's learned source) are copied
+  /// into its tables in place too, and what derives from them (xl's rows r(c)) is computed
+  /// again in the memory it has, when nothing outside this model holds them; a copy of the
+  /// model, or a reader of its rows (DistanceRows, RelativeView), makes the encodings be
+  /// rebuilt instead (copy-on-write), as is deberta's always. So once warm it allocates nothing
+  /// but for deberta. A tensor the model has that is missing, of another shape, or outside its
+  /// domain (kerple's r1, r2) is an Error naming it, raised before anything changes; tensors
+  /// the model does not have are not read.
   void assign_weights(std::span<const NamedTensor<T>> tensors);
 
   /// Activations [batch, len, d_model]; optional key padding mask and position ids
@@ -343,17 +346,31 @@ void Model<T>::assign_weights(std::span<const NamedTensor<T>> tensors) {
   std::visit(
       [&](auto& encoder) {
         using Enc = std::decay_t<decltype(encoder.layers.front().self_attn.encoding)>;
-        // the encodings first, as a loaded model builds them (their loaders check their own
-        // tensors); nothing of the model changes until every check has passed
-        std::vector<Enc> fresh;
+        // the encodings first (their own tensors' checks); nothing of the model changes until
+        // every check has passed
+        const detail::NamedTensors<T> source(tensors);
         const auto& p = std::get<typename Enc::Config>(config_.position);
         const ModelShape m = config_.position_context();
+        // in place when the encoding can take its tensors so and nobody outside this model
+        // holds them (copy-on-write: a copied model, or a reader of its rows, keeps its own),
+        // else built again as a loaded model builds them
+        bool in_place = false;
+        std::vector<Enc> fresh;
         // an encoding has tensors when it declares them (io::position_tensors' test)
         if constexpr (
             requires { Enc::tensors(p, m); } || requires { Enc::layer_tensors(p, m, 0); }) {
-          const detail::NamedTensors<T> source(tensors);
-          auto make = Enc::loader(p, m, source);
-          for (Index n = 0; n < config_.n_layers; ++n) fresh.push_back(make(n));
+          if constexpr (TakesTensorsInPlace<Enc>) {
+            in_place = std::ranges::all_of(encoder.layers, [&](const auto& layer) {
+              return layer.self_attn.encoding.owns_tensors(config_.n_layers);
+            });
+            for (Index n = 0; in_place && n < config_.n_layers; ++n)
+              encoder.layers[static_cast<std::size_t>(n)].self_attn.encoding.check_assign(n,
+                                                                                          source);
+          }
+          if (!in_place) {
+            auto make = Enc::loader(p, m, source);
+            for (Index n = 0; n < config_.n_layers; ++n) fresh.push_back(make(n));
+          }
         }
         encoder.for_each_weight([&](const TensorName& name, T*, Index size) {
           const NamedTensor<T>& t = find(name);
@@ -366,6 +383,12 @@ void Model<T>::assign_weights(std::span<const NamedTensor<T>> tensors) {
         encoder.for_each_weight([&](const TensorName& name, T* data, Index size) {
           std::copy_n(find(name).values.data(), size, data);
         });
+        if (in_place) {
+          if constexpr (TakesTensorsInPlace<Enc>) {
+            for (Index n = 0; n < config_.n_layers; ++n)
+              encoder.layers[static_cast<std::size_t>(n)].self_attn.encoding.assign(n, source);
+          }
+        }
         for (std::size_t n = 0; n < fresh.size(); ++n)
           encoder.layers[n].self_attn.encoding = std::move(fresh[n]);
       },

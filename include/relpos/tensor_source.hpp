@@ -5,9 +5,11 @@
 // source of named tensors (a converted checkpoint, a test's map).
 #pragma once
 
+#include <algorithm>
 #include <charconv>
 #include <concepts>
 #include <cstdint>
+#include <initializer_list>
 #include <span>
 #include <string>
 #include <string_view>
@@ -80,6 +82,20 @@ class NamedTensors {
     }
     throw Error(std::string(name) + ": missing");
   }
+  /// The tensor of `name` with exactly `shape`, found without building a string (what an
+  /// encoding's in-place update reads: a warm training step allocates nothing), else Error
+  /// naming it and both shapes.
+  const NamedTensor<T>& at(const TensorName& name,
+                           std::initializer_list<std::int64_t> shape) const {
+    for (const NamedTensor<T>& t : tensors_) {
+      if (name == t.name) {
+        if (!std::ranges::equal(t.shape, shape) || t.values.size() != count(shape))
+          mismatch(name.str(), std::vector<std::int64_t>(shape), t);
+        return t;
+      }
+    }
+    throw Error(name.str() + ": missing");
+  }
   template <class U>
   Matrix<U> matrix(std::string_view name, Index rows, Index cols) const {
     const NamedTensor<T>& t = checked(name, {rows, cols});
@@ -93,18 +109,24 @@ class NamedTensors {
  private:
   const NamedTensor<T>& checked(std::string_view name, std::vector<std::int64_t> shape) const {
     const NamedTensor<T>& t = at(name);
+    if (t.shape != shape || t.values.size() != count(shape)) mismatch(std::string(name), shape, t);
+    return t;
+  }
+  template <class Shape>
+  static std::int64_t count(const Shape& shape) {
     std::int64_t n = 1;
     for (const std::int64_t s : shape) n *= s;
-    if (t.shape != shape || t.values.size() != n) {
-      const auto str = [](const std::vector<std::int64_t>& s) {
-        std::string out = "[";
-        for (std::size_t k = 0; k < s.size(); ++k) out += (k ? ", " : "") + std::to_string(s[k]);
-        return out + "]";
-      };
-      throw Error(std::string(name) + ": expected " + str(shape) + ", got " + str(t.shape) +
-                  " with " + std::to_string(t.values.size()) + " values");
-    }
-    return t;
+    return n;
+  }
+  [[noreturn]] static void mismatch(const std::string& name, const std::vector<std::int64_t>& shape,
+                                    const NamedTensor<T>& t) {
+    const auto str = [](const std::vector<std::int64_t>& s) {
+      std::string out = "[";
+      for (std::size_t k = 0; k < s.size(); ++k) out += (k ? ", " : "") + std::to_string(s[k]);
+      return out + "]";
+    };
+    throw Error(name + ": expected " + str(shape) + ", got " + str(t.shape) + " with " +
+                std::to_string(t.values.size()) + " values");
   }
 
   std::span<const NamedTensor<T>> tensors_;

@@ -568,8 +568,9 @@ class TrainableModel {
   const std::vector<NamedTensor<T>>& parameters() const { return parameters_; }
 
   /// The model of the current parameters: when they changed since the last call, they are
-  /// copied into it in place (Model::assign_weights: no allocation for the dense weights; an
-  /// encoding with tensors is rebuilt), and a parameter whose size f changed is an Error.
+  /// copied into it in place (Model::assign_weights: no allocation once warm, but for deberta,
+  /// whose encodings are rebuilt; a copy taken of this model keeps its own tables), and a
+  /// parameter whose size f changed is an Error.
   const Model<T>& model() {
     if (stale_) {
       model_.assign_weights(parameters_);

@@ -67,16 +67,36 @@ class GrowingTable {
       have = current_.capacity;
     }
     const Index target = std::min(limit_, std::max(capacity, 2 * have));
-    auto rows = std::make_shared<const Matrix<T>>(build_(target));
+    std::shared_ptr<const Matrix<T>> rows = std::make_shared<Matrix<T>>(build_(target));
     std::lock_guard<std::mutex> lock(mutex_);
     current_ = Snapshot{std::move(rows), target};
     return current_;
   }
 
   /// Installs a ready table (a fixed table that never grows).
-  void publish(std::shared_ptr<const Matrix<T>> rows, Index capacity) {
+  void publish(std::shared_ptr<Matrix<T>> rows, Index capacity) {
     std::lock_guard<std::mutex> lock(mutex_);
     current_ = Snapshot{std::move(rows), capacity};
+  }
+
+  /// Whether nobody but this table holds its rows: no reader keeps a snapshot of them. Only
+  /// then may rewrite() change them, as a reader's rows must not change under it.
+  bool rows_exclusive() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return !current_.rows || current_.rows.use_count() == 1;
+  }
+
+  /// Rewrites the current rows in place, fill(Matrix<T>& rows, Index capacity), for an owner
+  /// whose builder's inputs changed (training updated a tensor): no allocation. Only when
+  /// rows_exclusive(), and not while another thread reads or grows the table. Writing through
+  /// the snapshot's pointer is defined: every table here is created non-const (at_least,
+  /// publish), and only handed out as const.
+  template <class Fill>
+  void rewrite(Fill&& fill) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    RELPOS_ASSERT(!current_.rows || current_.rows.use_count() == 1,
+                  "GrowingTable::rewrite: a reader holds the rows");
+    if (current_.rows) fill(const_cast<Matrix<T>&>(*current_.rows), current_.capacity);
   }
 
   /// The snapshot as it is now (possibly empty), without growing.

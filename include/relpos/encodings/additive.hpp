@@ -123,6 +123,19 @@ class Additive {
 
   const AdditiveConfig& config() const { return config_; }
   Index d_model() const { return table_.width(); }
+
+  // Training's in-place update (encodings/concept.hpp, TakesTensorsInPlace): the learned
+  // source's table, which every layer's copy shares (the loader gives each layer the same).
+  bool owns_tensors(Index n_layers) const { return table_.exclusive(n_layers); }
+  void check_assign(Index, const detail::NamedTensors<T>& source) const {
+    if (config_.source == AdditiveSource::learned)
+      source.at({-1, "position.weight"}, {table_rows(), d_model()});
+  }
+  void assign(Index, const detail::NamedTensors<T>& source) {
+    if (config_.source != AdditiveSource::learned) return;
+    const auto& t = source.at({-1, "position.weight"}, {table_rows(), d_model()});
+    table_.assign(ConstMatrixMap<T>(t.values.data(), table_rows(), d_model()));
+  }
   const DistanceTable<T>& table() const { return table_; }
   /// Bytes of the cached rows r(c).
   std::size_t cached_bytes() const { return table_.cached_bytes(); }
@@ -248,6 +261,8 @@ class Additive {
                               weight.cols());
     return DistanceTable<T>(std::move(weight));
   }
+
+  Index table_rows() const { return 2 * config_.max_distance.value_or(0) + 1; }  // learned: 2K + 1
 
   AdditiveConfig config_;
   DistanceTable<T> table_;  // r(c) by clamped distance, width d_model

@@ -27,9 +27,11 @@ template <class T>
 using SharedMatrix = std::shared_ptr<const Matrix<T>>;
 
 /// A copy of m as a SharedMatrix (e.g. share(file.matrix<float>("position.r_w_bias"))).
+/// The matrix itself is not const, only the handle: training may update the copy in place when
+/// nothing outside the model holds it (TakesTensorsInPlace).
 template <class Derived>
 SharedMatrix<typename Derived::Scalar> share(const Eigen::MatrixBase<Derived>& m) {
-  return std::make_shared<const Matrix<typename Derived::Scalar>>(m);
+  return std::make_shared<Matrix<typename Derived::Scalar>>(m);
 }
 
 /// The hooks, each its own concept so attention can test for it.
@@ -195,6 +197,26 @@ inline constexpr bool takes_position_ids = [] {
 //     the tensors it adds to the model file, once and per layer n (both optional).
 //   template <TensorSource<T> S> static auto loader(const Config&, const ModelShape&, const S&);
 //     reads its tensors and gives make(n) → the encoding of layer n.
+
+/// Training's update of an encoding's own tensors without rebuilding it (Model::assign_weights,
+/// after every optimizer step), so that a warm training step allocates nothing. Optional: an
+/// encoding without it is built again from the new tensors.
+///   owns_tensors(n_layers): whether its storage is held by the layers of one model and nobody
+///     else (a table shared by all layers is held once per layer). A copy of the encoding (a
+///     copied Model), or a reader holding its rows (DistanceRows, RelativeView), makes it false,
+///     and the model then builds new encodings instead: nobody sees another's update
+///     (copy-on-write).
+///   check_assign(n, source): throws Error naming the first tensor of layer n whose new value
+///     in `source` has a wrong shape or lies outside its domain; changes nothing.
+///   assign(n, source): copies them in, in place, and recomputes what derives from them (xl's
+///     rows r(c)); called after check_assign passed for every layer.
+template <class E>
+concept TakesTensorsInPlace = requires(E& e, const E& ce, Index n,
+                                       const detail::NamedTensors<typename E::Scalar>& source) {
+  { ce.owns_tensors(n) } -> std::convertible_to<bool>;
+  ce.check_assign(n, source);
+  e.assign(n, source);
+};
 
 /// The model sizes an encoding's config is checked against and its tensors are shaped by.
 /// config.json gives all of them; an encoding built in code fills in what its constructor

@@ -78,15 +78,28 @@ class KerpleBias {
     check(config, ModelShape{.n_heads = n_heads}, detail::Checker(name, "position"));
     r1_ = per_head(r1_table_, r1_tensor, n_heads);
     r2_ = per_head(r2_table_, r2_tensor, n_heads);
-    for (Index h = 0; h < n_heads; ++h) {
-      const auto i = static_cast<std::size_t>(h);
-      in_domain(r1_tensor, h, r1_[i]);
-      in_domain(r2_tensor, h, r2_[i]);
-      if (*config.form == KerpleForm::power && r2_[i] > 2) {
-        throw Error(std::string(r2_tensor) + "[" + std::to_string(h) +
-                    "]: must be <= 2 in the power form, got " + detail::number_text(r2_[i]));
-      }
-    }
+    check_domain(r1_table_->data(), r2_table_->data(), n_heads);
+  }
+
+  // Training's in-place update (encodings/concept.hpp, TakesTensorsInPlace): the two shared
+  // tables, held once by each of the model's layers, and this layer's copies in double.
+  bool owns_tensors(Index n_layers) const {
+    return r1_table_.use_count() == n_layers && r2_table_.use_count() == n_layers;
+  }
+  void check_assign(Index, const detail::NamedTensors<T>& source) const {
+    const Index n = n_heads();
+    check_domain(source.at({-1, r1_tensor}, {n}).values.data(),
+                 source.at({-1, r2_tensor}, {n}).values.data(), n);
+  }
+  void assign(Index, const detail::NamedTensors<T>& source) {
+    const Index n = n_heads();
+    const T* r1 = source.at({-1, r1_tensor}, {n}).values.data();
+    const T* r2 = source.at({-1, r2_tensor}, {n}).values.data();
+    // share() made the tables non-const; owns_tensors() says nobody outside the model holds them
+    std::copy_n(r1, n, const_cast<Matrix<T>&>(*r1_table_).data());
+    std::copy_n(r2, n, const_cast<Matrix<T>&>(*r2_table_).data());
+    std::copy_n(r1, n, r1_.begin());
+    std::copy_n(r2, n, r2_.begin());
   }
 
   const KerpleConfig& config() const { return config_; }
@@ -166,6 +179,18 @@ class KerpleBias {
     std::vector<double> out(static_cast<std::size_t>(n_heads));
     for (Index h = 0; h < n_heads; ++h) out[static_cast<std::size_t>(h)] = table->data()[h];
     return out;
+  }
+  // r1, r2 > 0 and finite; r2 <= 2 in the power form (n values each)
+  void check_domain(const T* r1, const T* r2, Index n) const {
+    for (Index h = 0; h < n; ++h) {
+      in_domain(r1_tensor, h, static_cast<double>(r1[h]));
+      in_domain(r2_tensor, h, static_cast<double>(r2[h]));
+      if (*config_.form == KerpleForm::power && r2[h] > 2) {
+        throw Error(std::string(r2_tensor) + "[" + std::to_string(h) +
+                    "]: must be <= 2 in the power form, got " +
+                    detail::number_text(static_cast<double>(r2[h])));
+      }
+    }
   }
   static void in_domain(const char* tensor, Index h, double v) {
     if (!(v > 0) || !std::isfinite(v)) {

@@ -129,6 +129,22 @@ class LearnedRelative {
     rows_backward("relative_value", config_.values, lo, hi, g, grad);
   }
 
+  // Training's in-place update (encodings/concept.hpp, TakesTensorsInPlace): the tables are
+  // the layer's own, each the storage of its fixed DistanceTable.
+  bool owns_tensors(Index) const { return key_.exclusive() && value_.exclusive(); }
+  void check_assign(Index n, const detail::NamedTensors<T>& source) const {
+    if (config_.keys) source.at({n, "self_attn.relative_key"}, {table_rows(), d_head_});
+    if (config_.values) source.at({n, "self_attn.relative_value"}, {table_rows(), d_head_});
+  }
+  void assign(Index n, const detail::NamedTensors<T>& source) {
+    const auto rows = [&](const char* path) {
+      return ConstMatrixMap<T>(source.at({n, path}, {table_rows(), d_head_}).values.data(),
+                               table_rows(), d_head_);
+    };
+    if (config_.keys) key_.assign(rows("self_attn.relative_key"));
+    if (config_.values) value_.assign(rows("self_attn.relative_value"));
+  }
+
   /// The (2K + 1, d_head) tables and their (len × len × d_head) views.
   const DistanceTable<T>& key_table() const { return key_; }
   const DistanceTable<T>& value_table() const { return value_; }
@@ -139,6 +155,7 @@ class LearnedRelative {
 
  private:
   static std::string layer_prefix(Index n) { return "layers." + std::to_string(n) + ".self_attn."; }
+  Index table_rows() const { return 2 * *config_.max_distance + 1; }  // 2K + 1, both tables
 
   void rows_backward(const char* tensor, bool used, Index lo, Index hi, ConstMatrixRef<T> g,
                      Matrix<T>& grad) const {

@@ -137,6 +137,19 @@ class T5Bias {
   /// The shared (num_buckets, n_heads) table.
   const Matrix<T>& table() const { return *table_; }
 
+  // Training's in-place update (encodings/concept.hpp, TakesTensorsInPlace): the one table,
+  // held once by each of the model's layers. Every layer writes the same values into it.
+  bool owns_tensors(Index n_layers) const { return table_.use_count() == n_layers; }
+  void check_assign(Index, const detail::NamedTensors<T>& source) const {
+    source.at({-1, config_.tensor_name}, {config_.num_buckets, n_heads_});
+  }
+  void assign(Index, const detail::NamedTensors<T>& source) {
+    const auto& t = source.at({-1, config_.tensor_name}, {config_.num_buckets, n_heads_});
+    // share() made the matrix non-const; owns_tensors() says nobody outside the model holds it
+    const_cast<Matrix<T>&>(*table_) =
+        ConstMatrixMap<T>(t.values.data(), config_.num_buckets, n_heads_);
+  }
+
   std::int64_t bucket(std::int64_t delta) const {
     return t5_bucket(delta, config_.num_buckets, config_.max_distance, bidirectional_);
   }

@@ -14,6 +14,7 @@
 
 #include <relpos/backward_workspace.hpp>
 #include <relpos/core.hpp>
+#include <relpos/detail/gemm.hpp>
 #include <relpos/detail/shape_checks.hpp>
 #include <relpos/detail/sinusoid.hpp>
 #include <relpos/distance_table.hpp>
@@ -94,7 +95,8 @@ class XlRelative {
         v_(checked(std::move(v), "position.r_r_bias", n_heads, d_model / n_heads)),
         omega_(std::make_shared<const std::vector<double>>(
             detail::sinusoid_frequencies(d_model, config_.base))),
-        table_(make_table(d_model, config_, omega_, std::move(r_net_weight))) {}
+        weight_(checked_weight(d_model, config_, std::move(r_net_weight))),
+        table_(make_table(d_model, config_, omega_, weight_)) {}
 
   const XlConfig& config() const { return config_; }
   Index n_heads() const { return u_->rows(); }
@@ -150,6 +152,33 @@ class XlRelative {
   /// Bytes of the cached rows r(c).
   std::size_t cached_bytes() const { return table_.cached_bytes(); }
 
+  // Training's in-place update (encodings/concept.hpp, TakesTensorsInPlace): u and v, held
+  // once by each of the model's layers; this layer's r_net (held by it and by its table's
+  // generator) and the cached rows r(c), generated again from it.
+  bool owns_tensors(Index n_layers) const {
+    return u_.use_count() == n_layers && v_.use_count() == n_layers && table_.exclusive() &&
+           weight_.use_count() == 2;
+  }
+  void check_assign(Index n, const detail::NamedTensors<T>& source) const {
+    const Index d = d_model(), h = n_heads();
+    source.at({-1, "position.r_w_bias"}, {h, d / h});
+    source.at({-1, "position.r_r_bias"}, {h, d / h});
+    source.at({n, "self_attn.r_net.weight"}, {d, d});
+  }
+  void assign(Index n, const detail::NamedTensors<T>& source) {
+    const Index d = d_model(), h = n_heads();
+    const auto matrix = [&](const TensorName& name, Index rows, Index cols) {
+      return ConstMatrixMap<T>(source.at(name, {rows, cols}).values.data(), rows, cols);
+    };
+    // share() made u and v non-const; owns_tensors() says nobody outside the model holds them
+    const_cast<Matrix<T>&>(*u_) = matrix({-1, "position.r_w_bias"}, h, d / h);
+    const_cast<Matrix<T>&>(*v_) = matrix({-1, "position.r_r_bias"}, h, d / h);
+    *weight_ = matrix({n, "self_attn.r_net.weight"}, d, d).template cast<double>();
+    table_.regenerate([&](std::int64_t first, Index count, T* out) {
+      generate_rows(*weight_, *omega_, first, count, out, regenerate_scratch_);
+    });
+  }
+
  private:
   void add_bias_grad(ConstMatrixRef<T> g, Matrix<T>& grad, const char* tensor) const {
     if (grad.size() == 0) grad = Matrix<T>::Zero(u_->rows(), u_->cols());
@@ -180,34 +209,51 @@ class XlRelative {
     return m;
   }
 
-  static DistanceTable<T> make_table(Index d, const XlConfig& config,
-                                     std::shared_ptr<const std::vector<double>> omega,
-                                     Matrix<T> w) {
+  static std::shared_ptr<Matrix<double>> checked_weight(Index d, const XlConfig& config,
+                                                        Matrix<T> w) {
     if (w.rows() != d || w.cols() != d) {
       throw Error(config.tensor_prefix + "r_net.weight: expected [d_model=" + std::to_string(d) +
                   ", d_model=" + std::to_string(d) + "], got [" + std::to_string(w.rows()) + ", " +
                   std::to_string(w.cols()) + "]");
     }
-    // r_net.weightᵀ, so a block of sinusoids (rows) times it gives the block of r(c) rows
-    auto weight_t = std::make_shared<const Eigen::MatrixXd>(w.transpose().template cast<double>());
+    return std::make_shared<Matrix<double>>(w.template cast<double>());
+  }
+
+  // The sinusoids R(Δ) and their product with r_net, a chunk of rows at a time.
+  struct RowsScratch {
+    Matrix<double> sinusoids, rows;  // (chunk, d_model) each
+  };
+
+  // r(c) = r_net.weight · R(Δ = −c) for c = first .. first + count − 1, in double and cast
+  // once: a chunk of rows is one product (a long table costs a matrix product, not a
+  // matrix-vector product per row). The table's generator and the in-place update both come
+  // here, so a table updated in place has the bits of one built afresh.
+  static void generate_rows(const Matrix<double>& weight, const std::vector<double>& omega,
+                            std::int64_t first, Index count, T* out, RowsScratch& scratch) {
+    constexpr Index kChunk = 256;
+    const Index d = weight.rows();
+    scratch.sinusoids.resize(std::min(count, kChunk), d);
+    scratch.rows.resize(scratch.sinusoids.rows(), d);
+    for (Index r0 = 0; r0 < count; r0 += kChunk) {
+      const Index n = std::min(kChunk, count - r0);
+      for (Index r = 0; r < n; ++r) {
+        detail::sinusoid_row_halves(-static_cast<double>(first + r0 + r), omega,
+                                    scratch.sinusoids.row(r).data());
+      }
+      auto rows = scratch.rows.topRows(n);
+      detail::matmul_nt<double>(scratch.sinusoids.topRows(n), weight, rows);
+      MatrixMap<T>(out + r0 * d, n, d) = rows.template cast<T>();
+    }
+  }
+
+  static DistanceTable<T> make_table(Index d, const XlConfig& config,
+                                     std::shared_ptr<const std::vector<double>> omega,
+                                     std::shared_ptr<const Matrix<double>> weight) {
     return DistanceTable<T>(d,
                             typename DistanceTable<T>::BlockGenerator(
-                                [weight_t, omega, d](std::int64_t first, Index count, T* out) {
-                                  // R(Δ) for Δ = p_i − p_j = −c, a chunk of rows at a time: one
-                                  // product each, so that a long table costs a matrix product, not
-                                  // a matrix-vector product per row
-                                  constexpr Index kChunk = 256;
-                                  Matrix<double> sinusoids(std::min(count, kChunk), d);
-                                  for (Index r0 = 0; r0 < count; r0 += kChunk) {
-                                    const Index n = std::min(kChunk, count - r0);
-                                    for (Index r = 0; r < n; ++r) {
-                                      detail::sinusoid_row_halves(
-                                          -static_cast<double>(first + r0 + r), *omega,
-                                          sinusoids.row(r).data());
-                                    }
-                                    MatrixMap<T>(out + r0 * d, n, d) =
-                                        (sinusoids.topRows(n) * (*weight_t)).template cast<T>();
-                                  }
+                                [weight, omega](std::int64_t first, Index count, T* out) {
+                                  RowsScratch scratch;
+                                  generate_rows(*weight, *omega, first, count, out, scratch);
                                 }),
                             config.max_distance, kCachedScalars);
   }
@@ -226,7 +272,9 @@ class XlRelative {
   // where d/2 powers per row were a third of the sinusoids' cost; the table's generator and the
   // backward take R(Δ) from the same bits
   std::shared_ptr<const std::vector<double>> omega_;
-  DistanceTable<T> table_;  // r(c): (rows, d_model)
+  std::shared_ptr<Matrix<double>> weight_;  // r_net.weight in double, read by table_'s generator
+  DistanceTable<T> table_;                  // r(c): (rows, d_model)
+  RowsScratch regenerate_scratch_;          // assign()'s, so that a warm update allocates nothing
 };
 
 static_assert(Encoding<XlRelative<float>> && HasHeadKeyTerm<XlRelative<float>>,
