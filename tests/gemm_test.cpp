@@ -1,7 +1,10 @@
-// Tests for include/relpos/detail/gemm.hpp: c = a·bᵀ and c = a·b (+ c) on the operands the
-// forward passes give it (column blocks of wider matrices, one-row queries, empty and tiny
-// shapes), in float and double, against a triple loop in float64. The same file runs in a
-// build with RELPOS_BLAS, where the products go through cblas_?gemm instead of Eigen.
+// Tests for include/relpos/detail/gemm.hpp: c = a·bᵀ, c = a·b and c = aᵀ·b (+ c) on the
+// operands the forward and backward passes give it (column blocks of wider matrices, one-row
+// queries, empty and tiny shapes, shapes past every cache block of the packed kernel), in
+// float and double, against a triple loop in float64. The same file runs in a build with
+// RELPOS_BLAS, where the products go through cblas_?gemm instead of Eigen, and in programs
+// compiled for AVX2 + FMA and for AVX-512 (tests/CMakeLists.txt), where float's go through
+// detail/packed_gemm.hpp.
 #include <relpos/detail/gemm.hpp>
 
 #include <cstdint>
@@ -58,8 +61,11 @@ TYPED_TEST(GemmTest, ColumnBlocksOfWiderMatricesAndEdgeShapesMatchTheLoop) {
     Index m, n, k;
   };
   std::uint64_t seed = 1;
-  for (const Case c : {Case{37, 29, 64}, Case{1, 300, 64}, Case{300, 1, 32}, Case{128, 96, 1},
-                       Case{3, 4, 5}, Case{50, 40, 0}, Case{0, 7, 8}}) {
+  // the last two: past the packed kernel's blocks of rows, columns and terms (KC), with edge
+  // tiles on every side, packed on the stack (small blocks) and in the kept heap blocks
+  for (const Case c :
+       {Case{37, 29, 64}, Case{1, 300, 64}, Case{300, 1, 32}, Case{128, 96, 1}, Case{3, 4, 5},
+        Case{50, 40, 0}, Case{0, 7, 8}, Case{40, 200, 389}, Case{151, 2085, 389}}) {
     for (const bool accumulate : {false, true}) {
       const std::string what = "m " + std::to_string(c.m) + " n " + std::to_string(c.n) + " k " +
                                std::to_string(c.k) + (accumulate ? " accumulate" : "");
@@ -70,6 +76,8 @@ TYPED_TEST(GemmTest, ColumnBlocksOfWiderMatricesAndEdgeShapesMatchTheLoop) {
       const auto a = wide_a.middleCols(c.k + 2, c.k);                        // (m, k)
       const auto bt = wide_bt.middleCols(2 * c.k + 1, c.k);                  // (n, k)
       const auto b = wide_b.middleCols(c.n, c.n);                            // (k, n)
+      const Matrix<T> wide_at = random_matrix<T>(c.k, 2 * c.m + 3, ++seed);  // a as (k, m)
+      const auto at = wide_at.middleCols(c.m + 1, c.m);                      // (k, m)
       const Matrix<T> c0 = random_matrix<T>(c.m, c.n, ++seed);
       // the output a column block too: (m, n) inside (m, n + 6)
       Matrix<T> out(c.m, c.n + 6);
@@ -92,9 +100,24 @@ TYPED_TEST(GemmTest, ColumnBlocksOfWiderMatricesAndEdgeShapesMatchTheLoop) {
       EXPECT_TRUE((out.leftCols(2).array() == T(7)).all() &&
                   (out.rightCols(4).array() == T(7)).all())
           << "nn wrote outside its block, " << what;
+
+      out.middleCols(2, c.n) = c0;
+      relpos::detail::matmul_tn<T>(at, b, out.middleCols(2, c.n), accumulate);
+      EXPECT_TRUE(relpos::test::all_close(out.middleCols(2, c.n),
+                                          reference(Matrix<T>(at.transpose()), b, c0, accumulate),
+                                          tol<T>(c.k)))
+          << "tn " << what;
+      EXPECT_TRUE((out.leftCols(2).array() == T(7)).all() &&
+                  (out.rightCols(4).array() == T(7)).all())
+          << "tn wrote outside its block, " << what;
     }
   }
 }
+
+// The programs compiled for AVX2 + FMA or AVX-512 test the packed kernel, not Eigen's.
+#if defined(__AVX2__) && defined(__FMA__)
+static_assert(RELPOS_DETAIL_PACKED_GEMM, "an AVX2 + FMA build multiplies floats with packed_gemm");
+#endif
 
 // c = a·bᵀ must not read c: a NaN left in the output buffer does not survive (BLAS's beta = 0).
 TYPED_TEST(GemmTest, OverwritingIgnoresWhatTheOutputHeld) {

@@ -3,7 +3,9 @@
 // signature over strided row-major references, so Eigen's GEMM is instantiated once per
 // scalar rather than once per expression type (blocks, maps, buffers): faster builds.
 //
-// Two back ends. By default Eigen's own GEMM. With RELPOS_USE_CBLAS defined (the CMake option
+// Three back ends. By default Eigen's own GEMM, or for float, when the translation unit is
+// compiled for AVX-512 or AVX2 + FMA, relpos's packed kernel (detail/packed_gemm.hpp), which
+// runs 1.2-1.35× Eigen's rate there. With RELPOS_USE_CBLAS defined (the CMake option
 // RELPOS_BLAS=OpenBLAS, BLIS, ... sets it on relpos::relpos and links the library), these
 // functions call cblas_sgemm / cblas_dgemm instead. That routes relpos's products only: a
 // global EIGEN_USE_BLAS would also change every other Eigen product of the user's translation
@@ -19,6 +21,7 @@
 #include <vector>
 
 #include <relpos/core.hpp>
+#include <relpos/detail/packed_gemm.hpp>
 
 #if defined(RELPOS_USE_CBLAS)
 #include <cblas.h>
@@ -117,13 +120,31 @@ void gemm_accumulate_tn(ConstMatrixRef<T> a, ConstMatrixRef<T> b, MatrixRef<T> c
                                                          c.outerStride(), T(1), blocking);
 }
 
+#endif  // RELPOS_DETAIL_GEMM_REUSES_PACKING
+
 // Products Eigen would not run through its blocked GEMM (vectors, tiny or empty shapes) keep
 // the expression path, as Eigen's own product dispatch does.
 inline bool blocked_gemm_shape(Index m, Index n, Index k) {
   return m > 1 && n > 1 && k > 0 && m + n + k >= EIGEN_GEMM_TO_COEFFBASED_THRESHOLD;
 }
 
-#endif  // RELPOS_DETAIL_GEMM_REUSES_PACKING
+/// c (+)= A·B through the packed kernel when T is float, it is compiled in, and the shape is
+/// a blocked one; A(i, p) = a[i·a_rs + p·a_cs], B(p, j) = b[p·b_rs + j·b_cs]. False otherwise.
+template <Scalar T>
+bool packed_product(Index k, const T* a, Index a_rs, Index a_cs, const T* b, Index b_rs, Index b_cs,
+                    MatrixRef<T> c, bool accumulate) {
+#if RELPOS_DETAIL_PACKED_GEMM
+  if constexpr (std::is_same_v<T, float>) {
+    if (!blocked_gemm_shape(c.rows(), c.cols(), k)) return false;
+    packed_gemm(c.rows(), c.cols(), k, {a, a_rs, a_cs}, {b, b_rs, b_cs}, c.data(), c.outerStride(),
+                accumulate);
+    return true;
+  }
+#endif
+  (void)k, (void)a, (void)a_rs, (void)a_cs, (void)b, (void)b_rs, (void)b_cs, (void)c;
+  (void)accumulate;
+  return false;
+}
 
 #if defined(RELPOS_USE_CBLAS)
 
@@ -160,6 +181,10 @@ void matmul_nt(ConstMatrixRef<T> a, ConstMatrixRef<T> b, MatrixRef<T> c, bool ac
 #if defined(RELPOS_USE_CBLAS)
   if (cblas_gemm<T>(a, b, /*trans_b=*/true, c, accumulate ? T(1) : T(0))) return;
 #endif
+  // B = bᵀ: B(p, j) = b(j, p)
+  if (packed_product<T>(a.cols(), a.data(), a.outerStride(), 1, b.data(), 1, b.outerStride(), c,
+                        accumulate))
+    return;
 #if RELPOS_DETAIL_GEMM_REUSES_PACKING
   if (blocked_gemm_shape(c.rows(), c.cols(), a.cols())) {
     if (!accumulate) c.setZero();
@@ -180,6 +205,9 @@ void matmul_nn(ConstMatrixRef<T> a, ConstMatrixRef<T> b, MatrixRef<T> c, bool ac
 #if defined(RELPOS_USE_CBLAS)
   if (cblas_gemm<T>(a, b, /*trans_b=*/false, c, accumulate ? T(1) : T(0))) return;
 #endif
+  if (packed_product<T>(a.cols(), a.data(), a.outerStride(), 1, b.data(), b.outerStride(), 1, c,
+                        accumulate))
+    return;
 #if RELPOS_DETAIL_GEMM_REUSES_PACKING
   if (blocked_gemm_shape(c.rows(), c.cols(), a.cols())) {
     if (!accumulate) c.setZero();
@@ -198,6 +226,10 @@ void matmul_nn(ConstMatrixRef<T> a, ConstMatrixRef<T> b, MatrixRef<T> c, bool ac
 /// A sum over the rows (tokens) of outer products: the weight gradients of backward.
 template <Scalar T>
 void matmul_tn(ConstMatrixRef<T> a, ConstMatrixRef<T> b, MatrixRef<T> c, bool accumulate = false) {
+  // A = aᵀ: A(i, p) = a(p, i)
+  if (packed_product<T>(a.rows(), a.data(), 1, a.outerStride(), b.data(), b.outerStride(), 1, c,
+                        accumulate))
+    return;
 #if RELPOS_DETAIL_GEMM_REUSES_PACKING
   if (blocked_gemm_shape(c.rows(), c.cols(), a.rows())) {
     if (!accumulate) c.setZero();
