@@ -76,7 +76,8 @@ def main():
                      f"{blk['BM_Block<None>/len:512'] * 1e3:.1f} / {torch_block * 1e3:.1f} ms", r, "<= 1.0",
                      verdict(r, 1.0)))
     # issue 18: the layer against libtorch's best configuration; the targets depend on the GEMM
-    # this build routes relpos's products to (RELPOS_BLAS: a CBLAS, else Eigen's own)
+    # this build routes relpos's products to (RELPOS_BLAS: a CBLAS; else, with no dependency,
+    # relpos's packed kernel on AVX2 / AVX-512 builds or Eigen's own: the pure-Eigen targets)
     gemm = ctx.get("relpos_gemm", "eigen")
     for n, limit in ((512, 0.9), (2048, 0.8)) if gemm == "cblas" else ((512, 1.1), (2048, 0.9)):
         t = best.get(f"BM_Torch<relpos_bench::TorchOp::block>/len:{n}")
