@@ -643,13 +643,16 @@ void backward(const MultiHeadAttention<T, Enc>& attn, const AttentionSaved<T>& s
           pb.row(i).setZero();
           continue;
         }
-        T sum = 0;
-        for (Index j = 0; j < len; ++j) {
-          const bool visible = j < end && (in.key_padding == nullptr || !in.key_padding[j]);
-          pb(i, j) = visible ? std::exp(pb(i, j) - max) : T(0);
-          sum += pb(i, j);
+        // exp over the causal prefix in one vectorised pass, then the hidden keys set to 0
+        auto row = pb.row(i);
+        row.head(end).array() = (row.head(end).array() - max).exp();
+        row.tail(len - end).setZero();
+        if (in.key_padding != nullptr) {
+          for (Index j = 0; j < end; ++j) {
+            if (in.key_padding[j]) row(j) = T(0);
+          }
         }
-        pb.row(i) /= sum;
+        row /= row.head(end).sum();
       }
       // ∂L/∂v += αᵀ·∂L/∂z
       detail::matmul_tn<T>(pb, dz_h.middleRows(r0, n), dv, /*accumulate=*/true);
