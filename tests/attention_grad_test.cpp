@@ -440,7 +440,7 @@ struct MakeSinusoidal {
 // learned with K = 2 (most pairs clamp) and keys + values, keys only, values only; plain
 // positions (the banded skew), explicit ids not sorted and with gaps (the indexed one), a
 // K of 40 at ids 100 apart (the span exceeds 8·len: pair by pair), the causal mask, and
-// len 150 (three query blocks, K = 3).
+// len 150 (a full and a partial block of query rows, K = 3).
 TEST(AttentionGradFiniteDifferences, LearnedKeysAndValues) {
   const std::int64_t ids[5] = {3, 0, 9, 2, 4};
   const std::int64_t wide[5] = {0, 100, 200, 300, 250};
@@ -506,7 +506,7 @@ TEST(AttentionGrad, LearnedTableGradientOfTheWrongShapeIsAnError) {
 // forward, bit for bit, over more rows than one backward block.
 TEST(AttentionGrad, KeyBiasGetsNoGradientAndForwardSavingIsTheForward) {
   std::mt19937_64 gen(1511);
-  const Index len = 150, d = 8;  // > kAttentionBackwardRows: three blocks of query rows
+  const Index len = 150, d = 8;  // > kAttentionBackwardRows: a full block and a partial one
   relpos::MultiHeadAttention<double> attn({.d_model = d, .n_heads = 2, .causal = true});
   relpos::test::fill_normal(attn.in_proj_weight, gen, 0.5);
   relpos::test::fill_normal(attn.in_proj_bias, gen, 0.5);

@@ -36,7 +36,7 @@ using Mat = relpos::Matrix<float>;
 using Vec = relpos::Vector<float>;
 
 constexpr Index kD = 32, kHeads = 4, kDHead = kD / kHeads, kDFf = 64;
-// two blocks of attention backward's query rows (kAttentionBackwardRows = 64) and a partial one
+// a block of attention backward's query rows (kAttentionBackwardRows = 128) and a partial one
 constexpr Index kLen = 150;
 
 struct None {

@@ -481,7 +481,7 @@ void forward_saving(const MultiHeadAttention<T, Enc>& attn, detail::InRef<T> x,
 
 /// Query rows per block of backward: the recomputed scores and their gradient are two
 /// (kAttentionBackwardRows, len) matrices.
-inline constexpr Index kAttentionBackwardRows = 64;
+inline constexpr Index kAttentionBackwardRows = 128;
 
 /// From dy = ∂L/∂out (len, d_model): adds the four weight gradients into grad (empty ones start
 /// at zero) and writes dx = ∂L/∂x (len, d_model). `in` must be the forward's. Every temporary
