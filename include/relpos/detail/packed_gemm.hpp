@@ -101,11 +101,10 @@ inline void packed_gemm_tile(Index kc, const float* __restrict a, const float* _
   constexpr Index MR = I::MR, W = I::W;
   typename I::V c0[MR], c1[MR];
 #pragma GCC unroll 16
-  for (Index i = 0; i < MR; ++i) c0[i] = c1[i] = I::zero();
+  for (Index i = 0; i < MR; ++i) {
+    c0[i] = c1[i] = I::zero();
     // C's tile is read and written once, after the terms: fetching its lines now overlaps the
     // misses with the multiply-adds (backward's products add into tall strided C blocks)
-#pragma GCC unroll 16
-  for (Index i = 0; i < MR; ++i) {
     _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + I::NR - 1), _MM_HINT_T0);
   }
